@@ -1,0 +1,72 @@
+//! The callbacks service: what Twilio tells us (StatusCallbacks, async AMD) and what we tell Twilio to say
+//! (per-attempt TwiML, keypress menus).
+//!
+//! Every route is `/{route}/{token}` under `PUBLIC_BASE_URL`. One layer ([`signature`]) checks
+//! `X-Twilio-Signature` and the attempt token before any handler runs or anything is read; each handler then
+//! checks that the request's `CallSid` is the attempt's own. Bodies are limited to [`BODY_LIMIT`] bytes.
+//!
+//! - `/twiml/{token}`: the first TwiML of an attempt (voicemail, hang up on a machine, or the start menu).
+//! - `/gather/{token}?menu=NAME&n=REPEATS`: a keypress (`Digits`) or no input → result and the next TwiML.
+//! - `/status/{token}`: StatusCallback → stored once → attempt advanced → outcome and retry ([`ingest`]).
+//! - `/amd/{token}`: the async answering-machine result.
+
+mod amd;
+mod error;
+pub mod export;
+mod gather;
+pub mod ingest;
+pub mod script;
+pub mod signature;
+mod status;
+mod twiml;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use dialer_core::domain::TokenKey;
+use dialer_core::store::Store;
+use secrecy::SecretString;
+use tower_http::limit::RequestBodyLimitLayer;
+
+pub use error::ApiError;
+pub use ingest::Ingest;
+
+/// Largest request body accepted (Twilio's callbacks are a few KiB).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// What the service needs, built by the binary from `Config`.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    /// The Twilio Auth Token that signs `X-Twilio-Signature`.
+    pub auth_token: SecretString,
+    /// `PUBLIC_BASE_URL` without a trailing slash: the URL Twilio signs is this plus path and query.
+    pub public_base_url: String,
+    /// Signs and verifies attempt tokens.
+    pub token_key: TokenKey,
+}
+
+/// Shared by the handlers: the state plus the batched status writer.
+pub(crate) struct Shared {
+    pub state: AppState,
+    pub ingest: Ingest,
+}
+
+pub(crate) type App = Arc<Shared>;
+
+/// The service's routes. Spawns the status writer task (it ends when the router is dropped), so call it
+/// inside a Tokio runtime.
+pub fn router(mut state: AppState) -> Router {
+    state.public_base_url = state.public_base_url.trim_end_matches('/').to_string();
+    let ingest = Ingest::spawn(state.store.clone());
+    let app: App = Arc::new(Shared { state, ingest });
+    Router::new()
+        .route("/twiml/{token}", get(twiml::twiml).post(twiml::twiml))
+        .route("/gather/{token}", get(gather::gather).post(gather::gather))
+        .route("/status/{token}", post(status::status))
+        .route("/amd/{token}", post(amd::amd))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), signature::verify_twilio))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .with_state(app)
+}

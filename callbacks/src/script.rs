@@ -1,0 +1,149 @@
+//! A campaign script turned into TwiML for one contact: the start menu, a menu after a keypress or no
+//! input, results, transfers, goodbye and the voicemail message. Text is filled from the contact's
+//! attributes (times in the contact's zone) and spoken with the script's language and voice.
+
+use std::collections::BTreeMap;
+
+use chrono_tz::Tz;
+use dialer_core::domain::script::{render_text, Menu, MenuOption, Script};
+use dialer_core::store::CallContext;
+use dialer_core::twilio::twiml::{Dial, Gather, GatherInput, Play, Redirect, Response, Say, Verb};
+
+/// One attempt's script, ready to speak.
+#[derive(Debug, Clone)]
+pub struct CallScript {
+    pub script: Script,
+    attrs: BTreeMap<String, String>,
+    tz: Tz,
+    caller_id: String,
+    /// `PUBLIC_BASE_URL`.
+    base_url: String,
+    token: String,
+}
+
+impl CallScript {
+    /// Builds the script for an attempt. Fails if the stored script or zone do not parse (they were
+    /// validated when the campaign was created, so this is a bug or a hand-edited row).
+    pub fn new(ctx: &CallContext, base_url: &str, token: &str) -> Result<Self, String> {
+        let script: Script = serde_json::from_value(ctx.script.clone())
+            .map_err(|e| format!("campaign {}: script: {e}", ctx.campaign_id))?;
+        let tz: Tz =
+            ctx.timezone.parse().map_err(|_| format!("contact {}: zone {:?}", ctx.contact_id, ctx.timezone))?;
+        let mut attrs: BTreeMap<String, String> = match &ctx.attributes {
+            serde_json::Value::Object(m) => m
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        attrs.insert("phone".into(), ctx.phone.clone());
+        attrs.insert("external_id".into(), ctx.external_id.clone().unwrap_or_default());
+        Ok(Self {
+            script,
+            attrs,
+            tz,
+            caller_id: ctx.caller_id.clone(),
+            base_url: base_url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        })
+    }
+
+    /// `<Say>` of a template in the script's language and voice.
+    pub fn say(&self, template: &str) -> Say {
+        let mut say = Say::new(render_text(template, &self.attrs, self.tz, &self.script.language))
+            .language(&self.script.language);
+        if let Some(v) = &self.script.voice {
+            say = say.voice(v);
+        }
+        say
+    }
+
+    pub fn menu_def(&self, name: &str) -> Option<&Menu> {
+        self.script.menus.get(name)
+    }
+
+    pub fn option(&self, menu: &str, digits: &str) -> Option<&MenuOption> {
+        self.script.menus.get(menu)?.options.get(digits)
+    }
+
+    /// The `/gather` URL for a menu after `n` repeats.
+    pub fn gather_url(&self, menu: &str, n: u32) -> String {
+        let menu: String = form_urlencoded::byte_serialize(menu.as_bytes()).collect();
+        format!("{}/gather/{}?menu={menu}&n={n}", self.base_url, self.token)
+    }
+
+    /// The start of the call: the start menu.
+    pub fn start(&self) -> Response {
+        self.menu(&self.script.start.clone(), 0, Vec::new())
+    }
+
+    /// A menu after `n` repeats (`prefix` is said first): `<Gather>` with the prompt, then — if no key is
+    /// pressed — a `<Redirect>` that comes back with `n + 1`. Past `no_input_repeats`: goodbye and hang up.
+    pub fn menu(&self, name: &str, n: u32, prefix: Vec<Say>) -> Response {
+        let Some(menu) = self.menu_def(name) else { return self.goodbye(prefix) };
+        if n > self.script.no_input_repeats {
+            return self.goodbye(prefix);
+        }
+        let mut gather = Gather::new()
+            .input(GatherInput::Dtmf)
+            .num_digits(menu.num_digits)
+            .timeout(menu.timeout_s)
+            .action(self.gather_url(name, n));
+        for say in prefix {
+            gather = gather.child(say);
+        }
+        if let Some(text) = &menu.say {
+            gather = gather.child(self.say(text));
+        }
+        if let Some(url) = &menu.play {
+            gather = gather.child(Play::new(url));
+        }
+        Response::new().verb(gather).verb(Redirect::new(self.gather_url(name, n + 1)))
+    }
+
+    /// The same menu again after unknown input, with the retry prompt; counts as a repeat.
+    pub fn retry(&self, name: &str, n: u32) -> Response {
+        let prefix = self.script.retry_prompt.as_deref().map(|t| vec![self.say(t)]).unwrap_or_default();
+        self.menu(name, n + 1, prefix)
+    }
+
+    /// `prefix`, the goodbye text, hang up.
+    pub fn goodbye(&self, prefix: Vec<Say>) -> Response {
+        let mut r = Response::new();
+        for say in prefix {
+            r = r.verb(say);
+        }
+        if let Some(text) = &self.script.goodbye {
+            r = r.verb(self.say(text));
+        }
+        r.verb(Verb::Hangup)
+    }
+
+    /// Transfer to a person: `say`, then `<Dial>` the number with the campaign's caller id.
+    pub fn transfer(&self, number: &str, prefix: Vec<Say>) -> Response {
+        let mut r = Response::new();
+        for say in prefix {
+            r = r.verb(say);
+        }
+        r.verb(Dial::new().number(number).caller_id(&self.caller_id))
+    }
+
+    /// The voicemail message then hang up, when the script has one.
+    pub fn voicemail(&self) -> Option<Response> {
+        let text = self.script.voicemail.as_deref()?;
+        Some(Response::new().verb(self.say(text)).verb(Verb::Hangup))
+    }
+
+    pub fn hangup() -> Response {
+        Response::new().verb(Verb::Hangup)
+    }
+}
+
+/// A TwiML document as an HTTP response.
+pub struct Twiml(pub Response);
+
+impl axum::response::IntoResponse for Twiml {
+    fn into_response(self) -> axum::response::Response {
+        ([(axum::http::header::CONTENT_TYPE, "text/xml; charset=utf-8")], self.0.render()).into_response()
+    }
+}

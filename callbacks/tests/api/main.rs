@@ -1,0 +1,9 @@
+//! The callbacks service over real HTTP against a fresh PostgreSQL database, every request signed for real.
+
+mod export;
+mod helpers;
+mod keypress;
+mod ordering;
+mod retries;
+mod security;
+mod twiml_model;

@@ -1,0 +1,145 @@
+//! One typed configuration, read from the environment once. No `env::var` elsewhere.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// Twilio's own API; the simulator or a test overrides it with `TWILIO_API_BASE_URL`.
+pub const DEFAULT_TWILIO_API_BASE_URL: &str = "https://api.twilio.com";
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
+/// Twilio's default account limit is 1 call/s; raise it to what your account has.
+pub const DEFAULT_ACCOUNT_CPS: f64 = 1.0;
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 32;
+pub const DEFAULT_CLAIM_BATCH: i64 = 200;
+/// Longer than the Twilio request timeout, so a live dialer's lease never expires under it.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
+pub const DEFAULT_TWILIO_TIMEOUT: Duration = Duration::from_secs(15);
+/// The pacer's one-second window guard waits this much longer than a second: calls are timed at our
+/// side, but Twilio counts them as they arrive, and arrival jitter must not push CPS + 1 into a second.
+pub const DEFAULT_PACING_MARGIN: Duration = Duration::from_millis(20);
+/// An attempt without a terminal callback for this long is reconciled through the API.
+pub const DEFAULT_STALE_CALL: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: {reason}")]
+    Invalid { var: &'static str, reason: String },
+    #[error("{0} is not set")]
+    Missing(&'static str),
+}
+
+/// Everything a process needs. Secrets are `SecretString`: redacted in `Debug` and logs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DATABASE_URL`; when unset, a local server is found or a throwaway one started (see `pg`).
+    pub database_url: Option<SecretString>,
+    pub twilio_account_sid: Option<String>,
+    pub twilio_auth_token: Option<SecretString>,
+    /// `TWILIO_API_BASE_URL`, default `https://api.twilio.com`.
+    pub twilio_api_base_url: String,
+    /// `PUBLIC_BASE_URL`: how Twilio reaches the callbacks service (signatures are checked against it).
+    pub public_base_url: Option<String>,
+    /// `LISTEN_ADDR`: this process's HTTP listener (`/metrics`, and the callback routes).
+    pub listen_addr: SocketAddr,
+    /// `ATTEMPT_TOKEN_SECRET`: signs attempt tokens; defaults to one derived from the auth token.
+    pub attempt_token_secret: Option<SecretString>,
+    /// `ACCOUNT_CPS`: the Twilio account's calls per second, shared by all dialer replicas.
+    pub account_cps: f64,
+    /// `TWILIO_MAX_CONCURRENT_REQUESTS`: REST requests in flight per dialer process.
+    pub max_concurrent_requests: usize,
+    /// `CLAIM_BATCH_SIZE`: contacts claimed per round trip.
+    pub claim_batch: i64,
+    /// `LEASE_SECONDS`: how long a claim is held before it may be rescued.
+    pub lease: Duration,
+    /// `TWILIO_TIMEOUT_SECONDS`: REST request timeout.
+    pub twilio_timeout: Duration,
+    /// `STALE_CALL_SECONDS`: reconcile a call with no terminal callback after this long.
+    pub stale_call: Duration,
+    /// `PACING_MARGIN_MS`: extra spacing in the pacers' one-second window guard.
+    pub pacing_margin: Duration,
+}
+
+fn var(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parse_var<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid { var: name, reason: e.to_string() }),
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let c = Self {
+            database_url: var("DATABASE_URL").map(SecretString::from),
+            twilio_account_sid: var("TWILIO_ACCOUNT_SID"),
+            twilio_auth_token: var("TWILIO_AUTH_TOKEN").map(SecretString::from),
+            twilio_api_base_url: var("TWILIO_API_BASE_URL").unwrap_or_else(|| DEFAULT_TWILIO_API_BASE_URL.into()),
+            public_base_url: var("PUBLIC_BASE_URL").map(|u| u.trim_end_matches('/').to_string()),
+            listen_addr: parse_var("LISTEN_ADDR", DEFAULT_LISTEN_ADDR.parse().expect("valid default"))?,
+            attempt_token_secret: var("ATTEMPT_TOKEN_SECRET").map(SecretString::from),
+            account_cps: parse_var("ACCOUNT_CPS", DEFAULT_ACCOUNT_CPS)?,
+            max_concurrent_requests: parse_var("TWILIO_MAX_CONCURRENT_REQUESTS", DEFAULT_MAX_CONCURRENT_REQUESTS)?,
+            claim_batch: parse_var("CLAIM_BATCH_SIZE", DEFAULT_CLAIM_BATCH)?,
+            lease: Duration::from_secs(parse_var("LEASE_SECONDS", DEFAULT_LEASE.as_secs())?),
+            twilio_timeout: Duration::from_secs(parse_var("TWILIO_TIMEOUT_SECONDS", DEFAULT_TWILIO_TIMEOUT.as_secs())?),
+            stale_call: Duration::from_secs(parse_var("STALE_CALL_SECONDS", DEFAULT_STALE_CALL.as_secs())?),
+            pacing_margin: Duration::from_millis(parse_var(
+                "PACING_MARGIN_MS",
+                DEFAULT_PACING_MARGIN.as_millis() as u64,
+            )?),
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Relations between settings, checked before the first call.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.account_cps > 0.0 && self.account_cps.is_finite()) {
+            return Err(ConfigError::Invalid { var: "ACCOUNT_CPS", reason: "must be a positive number".into() });
+        }
+        if self.lease <= self.twilio_timeout * 2 {
+            // A lease shorter than a slow POST would let a rescuer redial an attempt still being sent.
+            return Err(ConfigError::Invalid {
+                var: "LEASE_SECONDS",
+                reason: format!("must exceed twice TWILIO_TIMEOUT_SECONDS ({}s)", self.twilio_timeout.as_secs()),
+            });
+        }
+        if self.claim_batch <= 0 || self.max_concurrent_requests == 0 {
+            return Err(ConfigError::Invalid {
+                var: "CLAIM_BATCH_SIZE",
+                reason: "batch size and concurrency must be positive".into(),
+            });
+        }
+        if let Some(u) = &self.public_base_url {
+            url::Url::parse(u).map_err(|e| ConfigError::Invalid { var: "PUBLIC_BASE_URL", reason: e.to_string() })?;
+        }
+        Ok(())
+    }
+
+    pub fn account_sid(&self) -> Result<&str, ConfigError> {
+        self.twilio_account_sid.as_deref().ok_or(ConfigError::Missing("TWILIO_ACCOUNT_SID"))
+    }
+
+    pub fn auth_token(&self) -> Result<&str, ConfigError> {
+        self.twilio_auth_token.as_ref().map(|s| s.expose_secret()).ok_or(ConfigError::Missing("TWILIO_AUTH_TOKEN"))
+    }
+
+    pub fn public_base_url(&self) -> Result<&str, ConfigError> {
+        self.public_base_url.as_deref().ok_or(ConfigError::Missing("PUBLIC_BASE_URL"))
+    }
+
+    /// The key that signs attempt tokens.
+    pub fn token_key(&self) -> Result<crate::domain::TokenKey, ConfigError> {
+        match &self.attempt_token_secret {
+            Some(s) => Ok(crate::domain::TokenKey::new(s.expose_secret().as_bytes())),
+            None => Ok(crate::domain::TokenKey::new(format!("attempt-token:{}", self.auth_token()?).as_bytes())),
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! A campaign file (TOML or YAML), parsed and validated once into [`CampaignSpec`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{NaiveDate, NaiveTime, Weekday};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use super::script::Script;
+use super::E164;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{file}: {message}")]
+    Syntax { file: String, message: String },
+    #[error("campaign field `{field}`: {reason}")]
+    Field { field: String, reason: String },
+}
+
+fn field(field: &str, reason: impl Into<String>) -> SpecError {
+    SpecError::Field { field: field.to_string(), reason: reason.into() }
+}
+
+/// The campaign file as written by a user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignFile {
+    pub name: String,
+    pub caller_id: String,
+    pub timezone: String,
+    #[serde(default = "default_cps")]
+    pub cps: f64,
+    #[serde(default = "default_share")]
+    pub account_cps_share: f64,
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: i32,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: i32,
+    #[serde(default)]
+    pub amd: AmdMode,
+    #[serde(default = "default_ring_timeout")]
+    pub ring_timeout_s: i32,
+    pub window: WindowFile,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub recurrence: Option<Recurrence>,
+    pub script: Script,
+}
+
+fn default_cps() -> f64 {
+    1.0
+}
+fn default_share() -> f64 {
+    1.0
+}
+fn default_in_flight() -> i32 {
+    100
+}
+fn default_max_attempts() -> i32 {
+    3
+}
+fn default_ring_timeout() -> i32 {
+    30
+}
+
+/// Answering machine detection, as sent to Twilio's `MachineDetection`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AmdMode {
+    #[default]
+    Off,
+    Enable,
+    DetectMessageEnd,
+}
+
+impl AmdMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Enable => "enable",
+            Self::DetectMessageEnd => "detect_message_end",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Off, Self::Enable, Self::DetectMessageEnd].into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowFile {
+    /// Local start time, "09:00".
+    pub start: String,
+    /// Local end time, "20:00"; earlier than `start` means the window crosses midnight.
+    pub end: String,
+    /// Days of week the window opens on ("mon".."sun"); all days when empty.
+    #[serde(default)]
+    pub days: Vec<String>,
+    /// Local dates with no calls at all, "2026-12-31".
+    #[serde(default)]
+    pub holidays: Vec<String>,
+}
+
+/// A calling window in local time, checked in each contact's own time zone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallingWindow {
+    pub start: NaiveTime,
+    pub end: NaiveTime,
+    pub days: BTreeSet<u8>, // 0 = Monday
+    pub holidays: BTreeSet<NaiveDate>,
+}
+
+impl CallingWindow {
+    pub fn parse(w: &WindowFile) -> Result<Self, SpecError> {
+        let time = |f: &str, v: &str| {
+            NaiveTime::parse_from_str(v, "%H:%M").map_err(|_| field(f, format!("{v:?} is not a time like 09:00")))
+        };
+        let start = time("window.start", &w.start)?;
+        let end = time("window.end", &w.end)?;
+        if start == end {
+            return Err(field("window", "start and end are equal; the window would be empty"));
+        }
+        let mut days = BTreeSet::new();
+        for d in &w.days {
+            let wd: Weekday =
+                d.parse().map_err(|_| field("window.days", format!("{d:?} is not a day like mon or tuesday")))?;
+            days.insert(wd.num_days_from_monday() as u8);
+        }
+        if days.is_empty() {
+            days.extend(0..7);
+        }
+        let mut holidays = BTreeSet::new();
+        for h in &w.holidays {
+            holidays.insert(
+                NaiveDate::parse_from_str(h, "%Y-%m-%d")
+                    .map_err(|_| field("window.holidays", format!("{h:?} is not a date like 2026-12-31")))?,
+            );
+        }
+        Ok(Self { start, end, days, holidays })
+    }
+}
+
+/// Delay and maximum number of retries for one outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRule {
+    /// Seconds to wait before the next attempt.
+    pub delay_s: i64,
+    /// Retries allowed for this outcome (0 = final).
+    pub max: i32,
+}
+
+/// Per-outcome retry policy. Invalid numbers, opt-outs and permission errors are always final.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    pub busy: RetryRule,
+    pub no_answer: RetryRule,
+    pub machine: RetryRule,
+    pub failed: RetryRule,
+    /// Answered but no keypress result: retry to get an answer (0 = accept as final).
+    pub no_result: RetryRule,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            busy: RetryRule { delay_s: 600, max: 2 },
+            no_answer: RetryRule { delay_s: 3600, max: 2 },
+            machine: RetryRule { delay_s: 7200, max: 1 },
+            failed: RetryRule { delay_s: 1800, max: 1 },
+            no_result: RetryRule { delay_s: 3600, max: 0 },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Calls to one number in any rolling 24 h, across all campaigns.
+    pub max_calls_per_number_24h: Option<i32>,
+    /// At most one answered notification per external reference (parcel), across campaigns.
+    pub one_per_external_id: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recurrence {
+    /// A cron expression with seconds ("0 0 9 * * *" = 09:00 daily).
+    pub cron: String,
+    pub timezone: String,
+}
+
+/// A validated campaign, ready to store.
+#[derive(Debug, Clone)]
+pub struct CampaignSpec {
+    pub file: CampaignFile,
+    pub caller_id: E164,
+    pub timezone: Tz,
+    pub window: CallingWindow,
+}
+
+impl CampaignSpec {
+    /// Parses TOML or YAML (by extension; TOML when unknown) and validates every field.
+    pub fn parse(text: &str, file_name: &str) -> Result<Self, SpecError> {
+        let is_yaml = file_name.ends_with(".yaml") || file_name.ends_with(".yml");
+        let file: CampaignFile = if is_yaml {
+            serde_yaml::from_str(text)
+                .map_err(|e| SpecError::Syntax { file: file_name.to_string(), message: e.to_string() })?
+        } else {
+            toml::from_str(text)
+                .map_err(|e| SpecError::Syntax { file: file_name.to_string(), message: e.to_string() })?
+        };
+        Self::validate(file)
+    }
+
+    pub fn validate(file: CampaignFile) -> Result<Self, SpecError> {
+        if file.name.trim().is_empty() {
+            return Err(field("name", "must not be empty"));
+        }
+        let caller_id = E164::parse(&file.caller_id, None).map_err(|e| field("caller_id", e.to_string()))?;
+        let timezone: Tz =
+            file.timezone.parse().map_err(|_| field("timezone", format!("unknown IANA zone {:?}", file.timezone)))?;
+        if !(file.cps > 0.0 && file.cps.is_finite()) {
+            return Err(field("cps", "must be a positive number"));
+        }
+        if !(file.account_cps_share > 0.0 && file.account_cps_share <= 1.0) {
+            return Err(field("account_cps_share", "must be in (0, 1]"));
+        }
+        if file.max_in_flight <= 0 {
+            return Err(field("max_in_flight", "must be positive"));
+        }
+        if file.max_attempts <= 0 {
+            return Err(field("max_attempts", "must be positive"));
+        }
+        if !(5..=600).contains(&file.ring_timeout_s) {
+            return Err(field("ring_timeout_s", "must be between 5 and 600 (Twilio's Timeout)"));
+        }
+        for (name, r) in [
+            ("busy", file.retry.busy),
+            ("no_answer", file.retry.no_answer),
+            ("machine", file.retry.machine),
+            ("failed", file.retry.failed),
+            ("no_result", file.retry.no_result),
+        ] {
+            if r.delay_s < 0 || r.max < 0 {
+                return Err(field(&format!("retry.{name}"), "delay_s and max must not be negative"));
+            }
+        }
+        if let Some(n) = file.limits.max_calls_per_number_24h {
+            if n <= 0 {
+                return Err(field("limits.max_calls_per_number_24h", "must be positive"));
+            }
+        }
+        if let Some(r) = &file.recurrence {
+            cron::Schedule::try_from(r.cron.as_str())
+                .map_err(|e| field("recurrence.cron", format!("{:?}: {e}", r.cron)))?;
+            r.timezone
+                .parse::<Tz>()
+                .map_err(|_| field("recurrence.timezone", format!("unknown IANA zone {:?}", r.timezone)))?;
+        }
+        let window = CallingWindow::parse(&file.window)?;
+        file.script.validate().map_err(|e| field("script", e))?;
+        Ok(Self { caller_id, timezone, window, file })
+    }
+}
+
+/// The retry rule for an outcome, if it is retryable at all.
+pub fn retry_rule(policy: &RetryPolicy, outcome: super::Outcome) -> Option<RetryRule> {
+    use super::Outcome::*;
+    match outcome {
+        Busy => Some(policy.busy),
+        NoAnswer => Some(policy.no_answer),
+        Machine | Voicemail => Some(policy.machine),
+        Failed => Some(policy.failed),
+        AnsweredNoResult => Some(policy.no_result),
+        AnsweredResult | InvalidNumber | Canceled | OptedOut | Rejected => None,
+    }
+}
+
+pub fn duration_s(d: Duration) -> i64 {
+    d.as_secs() as i64
+}
+
+/// Parsed attributes available to a script: `{name}` etc.
+pub type Attributes = BTreeMap<String, String>;

@@ -1,0 +1,15 @@
+//! Shared by the dialer and the callbacks service: domain types parsed once at the edge, the PostgreSQL
+//! store (all SQL lives there), the Twilio protocol layer and the built-in Twilio simulator.
+//!
+//! Dependencies point one way: `domain` ← `store`, `twilio` ← `sim`; nothing here knows about the
+//! binaries.
+
+pub mod config;
+pub mod domain;
+pub mod import;
+pub mod metrics;
+pub mod pg;
+pub mod sim;
+pub mod store;
+pub mod testkit;
+pub mod twilio;

@@ -1,0 +1,322 @@
+//! Every Prometheus metric the dialer and the callbacks service export, in one registry.
+//!
+//! Both binaries share [`Metrics::global`] and serve [`Metrics::render`] on `/metrics`; the Grafana dashboard
+//! and the alert rules in `dashboard/` refer to these names, and `core/tests/observability.rs` checks that
+//! every name they use is exported here.
+//!
+//! **Label hygiene.** A `campaign` label carries the campaign id or name only — never a phone number, a
+//! contact id, an attempt token or a call SID. Those are unbounded (a new time series per contact) and
+//! personal data. The other labels take values from small closed sets, listed on each field.
+
+use std::sync::OnceLock;
+
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Buckets for latencies in seconds: 1 ms .. 10 s.
+pub const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Buckets for waits that can grow past a few seconds (Twilio's queue, scheduler lag): 1 ms .. 5 min.
+pub const WAIT_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+/// Buckets for the number of contacts claimed in one batch: 1 .. 1000.
+pub const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+
+/// All metrics, registered in their own [`Registry`].
+///
+/// `campaign` labels are campaign ids or names only — never a phone number or a contact id.
+pub struct Metrics {
+    registry: Registry,
+
+    /// `dialer_calls_created_total{campaign, result}`: Twilio call-create requests by result
+    /// (`created` | `not_created` | `fate_unknown` | `rejected`).
+    pub calls_created: IntCounterVec,
+    /// `dialer_twilio_api_errors_total{code}`: failed Twilio REST requests by Twilio error code, or
+    /// `transport` when no response came back.
+    pub twilio_api_errors: IntCounterVec,
+    /// `dialer_twilio_request_duration_seconds{operation}`: Twilio REST request latency by operation
+    /// (`create` | `fetch` | `list` | `update`).
+    pub twilio_request_duration: HistogramVec,
+    /// `dialer_twilio_queue_time_seconds`: Twilio's reported `queue_time` of created calls.
+    pub queue_time: Histogram,
+    /// `dialer_calls_in_flight{campaign}`: calls created and not yet finished.
+    pub calls_in_flight: IntGaugeVec,
+    /// `dialer_claim_batch_size`: contacts claimed per scheduler claim.
+    pub claim_batch_size: Histogram,
+    /// `dialer_claim_duration_seconds`: time one claim query takes.
+    pub claim_duration: Histogram,
+    /// `dialer_scheduler_lag_seconds`: dial time minus the contact's `next_attempt_at`.
+    pub scheduler_lag: Histogram,
+    /// `dialer_callbacks_received_total{event}`: callbacks and TwiML requests received (`initiated` |
+    /// `ringing` | `in-progress` | `completed` | `busy` | `no-answer` | `failed` | `canceled` | `amd` |
+    /// `gather` | `twiml`), each counted once (duplicates are not counted here).
+    pub callbacks_received: IntCounterVec,
+    /// `dialer_callbacks_duplicate_total`: callbacks already seen (same call, same event).
+    pub callbacks_duplicate: IntCounter,
+    /// `dialer_callbacks_out_of_order_total`: callbacks older than the state already recorded.
+    pub callbacks_out_of_order: IntCounter,
+    /// `dialer_signature_rejections_total{route}`: requests rejected with 403 (bad `X-Twilio-Signature` or
+    /// token) by route.
+    pub signature_rejections: IntCounterVec,
+    /// `dialer_outcomes_total{campaign, outcome, answered_by}`: finished attempts by outcome and Twilio's
+    /// `AnsweredBy` (empty when no answering machine detection ran).
+    pub outcomes: IntCounterVec,
+    /// `dialer_retries_scheduled_total{campaign, reason}`: retries scheduled, by the outcome that caused them.
+    pub retries_scheduled: IntCounterVec,
+    /// `dialer_contacts{campaign, state}`: contacts by state (`pending` | `claimed` | `calling` | `done` |
+    /// `exhausted` | `invalid` | `blocked` | `canceled`).
+    pub contacts: IntGaugeVec,
+    /// `dialer_deferrals_total{campaign, reason}`: dials put off (`window` | `dnc` | `limit`).
+    pub deferrals: IntCounterVec,
+    /// `dialer_keypress_results_total{campaign, result}`: keypad results collected by `<Gather>`.
+    pub keypress_results: IntCounterVec,
+    /// `dialer_account_cps_limit`: the account-wide calls-per-second limit in force.
+    pub account_cps_limit: Gauge,
+    /// `dialer_campaign_cps_limit{campaign}`: each campaign's calls-per-second limit.
+    pub campaign_cps_limit: GaugeVec,
+    /// `dialer_callback_duration_seconds{route}`: time to answer a callback or TwiML request, by route.
+    pub callback_duration: HistogramVec,
+}
+
+fn reg<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    registry.register(Box::new(c.clone())).expect("metric registered twice or with a bad name");
+    c
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    reg(r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+
+fn gauge_vec_int(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    reg(r, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    reg(r, Histogram::with_opts(opts).expect("valid metric"))
+}
+
+fn histogram_vec(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    reg(r, HistogramVec::new(opts, labels).expect("valid metric"))
+}
+
+impl Metrics {
+    /// Counts a settled attempt once: its outcome, and the retry it scheduled if any. Callers pass only
+    /// settles that were applied (a duplicate report is not counted again).
+    pub fn settled(&self, s: &crate::store::Settled) {
+        if !s.applied {
+            return;
+        }
+        let campaign = s.campaign_id.to_string();
+        let outcome = s.outcome.map(|o| o.as_str()).unwrap_or("unknown");
+        let answered_by = s.answered_by.map(|a| a.as_str()).unwrap_or("");
+        self.outcomes.with_label_values(&[campaign.as_str(), outcome, answered_by]).inc();
+        if let Some(crate::domain::Next::Retry { reason, .. }) = &s.next {
+            self.retries_scheduled.with_label_values(&[campaign.as_str(), reason]).inc();
+        }
+    }
+
+    /// A fresh set of metrics in a new registry (tests; production uses [`Metrics::global`]).
+    pub fn new() -> Self {
+        let r = Registry::new();
+        Metrics {
+            calls_created: counter_vec(
+                &r,
+                "dialer_calls_created_total",
+                "Twilio call-create requests by result: created, not_created (nothing was created), \
+                 fate_unknown (parked for reconciliation) or rejected (permanent error).",
+                &["campaign", "result"],
+            ),
+            twilio_api_errors: counter_vec(
+                &r,
+                "dialer_twilio_api_errors_total",
+                "Failed Twilio REST requests by Twilio error code, or \"transport\" when no response came back.",
+                &["code"],
+            ),
+            twilio_request_duration: histogram_vec(
+                &r,
+                "dialer_twilio_request_duration_seconds",
+                "Twilio REST request latency in seconds by operation (create, fetch, list, update).",
+                &["operation"],
+                LATENCY_BUCKETS,
+            ),
+            queue_time: histogram(
+                &r,
+                "dialer_twilio_queue_time_seconds",
+                "Time Twilio held created calls in its queue before dialling (queue_time), in seconds.",
+                WAIT_BUCKETS,
+            ),
+            calls_in_flight: gauge_vec_int(
+                &r,
+                "dialer_calls_in_flight",
+                "Calls created and not yet finished, by campaign.",
+                &["campaign"],
+            ),
+            claim_batch_size: histogram(
+                &r,
+                "dialer_claim_batch_size",
+                "Number of due contacts claimed by one scheduler claim.",
+                BATCH_SIZE_BUCKETS,
+            ),
+            claim_duration: histogram(
+                &r,
+                "dialer_claim_duration_seconds",
+                "Time one scheduler claim query takes, in seconds.",
+                LATENCY_BUCKETS,
+            ),
+            scheduler_lag: histogram(
+                &r,
+                "dialer_scheduler_lag_seconds",
+                "Delay between a contact's next_attempt_at and the moment it is dialled, in seconds.",
+                WAIT_BUCKETS,
+            ),
+            callbacks_received: counter_vec(
+                &r,
+                "dialer_callbacks_received_total",
+                "Callbacks and TwiML requests received from Twilio by event, each counted once.",
+                &["event"],
+            ),
+            callbacks_duplicate: reg(
+                &r,
+                IntCounter::new(
+                    "dialer_callbacks_duplicate_total",
+                    "Callbacks received again for an event already recorded (ignored).",
+                )
+                .expect("valid metric"),
+            ),
+            callbacks_out_of_order: reg(
+                &r,
+                IntCounter::new(
+                    "dialer_callbacks_out_of_order_total",
+                    "Callbacks older than the call state already recorded (never overwrite it).",
+                )
+                .expect("valid metric"),
+            ),
+            signature_rejections: counter_vec(
+                &r,
+                "dialer_signature_rejections_total",
+                "Requests rejected with 403 for a bad X-Twilio-Signature or token, by route.",
+                &["route"],
+            ),
+            outcomes: counter_vec(
+                &r,
+                "dialer_outcomes_total",
+                "Finished call attempts by outcome and Twilio AnsweredBy.",
+                &["campaign", "outcome", "answered_by"],
+            ),
+            retries_scheduled: counter_vec(
+                &r,
+                "dialer_retries_scheduled_total",
+                "Retries scheduled by campaign and the outcome that caused them.",
+                &["campaign", "reason"],
+            ),
+            contacts: gauge_vec_int(
+                &r,
+                "dialer_contacts",
+                "Contacts by campaign and state (pending, claimed, calling, done, exhausted, invalid, \
+                 blocked, canceled).",
+                &["campaign", "state"],
+            ),
+            deferrals: counter_vec(
+                &r,
+                "dialer_deferrals_total",
+                "Dials put off by campaign and reason: outside the calling window, DNC, or a \
+                 communication limit.",
+                &["campaign", "reason"],
+            ),
+            keypress_results: counter_vec(
+                &r,
+                "dialer_keypress_results_total",
+                "Keypad results collected by Gather, by campaign and result.",
+                &["campaign", "result"],
+            ),
+            account_cps_limit: reg(
+                &r,
+                Gauge::new(
+                    "dialer_account_cps_limit",
+                    "Account-wide calls-per-second limit shared by all dialer replicas.",
+                )
+                .expect("valid metric"),
+            ),
+            campaign_cps_limit: reg(
+                &r,
+                GaugeVec::new(
+                    Opts::new("dialer_campaign_cps_limit", "Calls-per-second limit of each campaign."),
+                    &["campaign"],
+                )
+                .expect("valid metric"),
+            ),
+            callback_duration: histogram_vec(
+                &r,
+                "dialer_callback_duration_seconds",
+                "Time taken to answer a Twilio callback or TwiML request, in seconds, by route.",
+                &["route"],
+                LATENCY_BUCKETS,
+            ),
+            registry: r,
+        }
+    }
+
+    /// The process-wide metrics, created on first use.
+    pub fn global() -> &'static Metrics {
+        static GLOBAL: OnceLock<Metrics> = OnceLock::new();
+        GLOBAL.get_or_init(Metrics::new)
+    }
+
+    /// The registry every metric here is registered in.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Every metric family name registered here, from the collectors' descriptors (present even for a vec
+    /// that has no labelled child yet, unlike [`Registry::gather`]).
+    pub fn family_names(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            self.collectors().iter().flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone())).collect();
+        names.sort();
+        names
+    }
+
+    fn collectors(&self) -> Vec<&dyn Collector> {
+        vec![
+            &self.calls_created,
+            &self.twilio_api_errors,
+            &self.twilio_request_duration,
+            &self.queue_time,
+            &self.calls_in_flight,
+            &self.claim_batch_size,
+            &self.claim_duration,
+            &self.scheduler_lag,
+            &self.callbacks_received,
+            &self.callbacks_duplicate,
+            &self.callbacks_out_of_order,
+            &self.signature_rejections,
+            &self.outcomes,
+            &self.retries_scheduled,
+            &self.contacts,
+            &self.deferrals,
+            &self.keypress_results,
+            &self.account_cps_limit,
+            &self.campaign_cps_limit,
+            &self.callback_duration,
+        ]
+    }
+
+    /// All metrics in the Prometheus text exposition format (`text/plain; version=0.0.4`).
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding of gathered metrics");
+        String::from_utf8(buf).expect("text exposition is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,445 @@
+//! One call's life, as a tokio task: CPS queue → initiated → ringing → outcome → (answered: TwiML walk)
+//! → terminal status, with the StatusCallbacks the call asked for.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::config::Outcome;
+use super::state::{lock, rfc2822, stable_hash, CallEntry, MachineDetection, Sim};
+use super::twiml_walk::WalkEnd;
+use super::webhook::{deliver_callback, Params};
+use crate::domain::{AnsweredBy, CallStatus};
+
+/// Why a call task stopped waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The call was ended from outside (REST `Status=canceled|completed`); its status is already terminal.
+    Hangup,
+    /// The simulator is shutting down.
+    Shutdown,
+}
+
+/// Ends a call: sets its terminal status, end time and duration, unless it already ended.
+/// Returns false if it had.
+pub(crate) fn finish(sim: &Sim, entry: &CallEntry, status: CallStatus, sip: u16) -> bool {
+    let now = sim.clock.now();
+    {
+        let mut s = lock(&entry.state);
+        if s.status.is_terminal() {
+            return false;
+        }
+        s.status = status;
+        s.sip_response_code = Some(sip);
+        s.ended_at = Some(now);
+        s.updated_at = now;
+        s.duration_secs = Some(match s.answered_at {
+            Some(a) => {
+                let real = (now - a).num_milliseconds().max(0) as f64 / 1000.0;
+                (real * sim.config.speed).ceil() as u64
+            }
+            None => 0,
+        });
+        if status == CallStatus::Canceled {
+            s.outcome = Some("canceled");
+        }
+    }
+    sim.metrics.calls_ended.with_label_values(&[status.as_str()]).inc();
+    true
+}
+
+/// The events a StatusCallback can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    Initiated,
+    Ringing,
+    Answered,
+    Completed,
+}
+
+struct Pending {
+    params: Params,
+    token: String,
+    duplicate: bool,
+}
+
+/// Sends one call's StatusCallbacks in order (one delivery task per call), applying the fault injection.
+struct CallbackSink {
+    sim: Arc<Sim>,
+    entry: Arc<CallEntry>,
+    seq: u32,
+    rng: ChaCha8Rng,
+    reorder: bool,
+    held: Vec<Pending>,
+    tx: Option<mpsc::UnboundedSender<Pending>>,
+}
+
+impl CallbackSink {
+    fn new(sim: &Arc<Sim>, entry: &Arc<CallEntry>, fault_seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(fault_seed);
+        let reorder = sim.config.faults.reorder > 0.0 && rng.gen_bool(sim.config.faults.reorder);
+        Self { sim: sim.clone(), entry: entry.clone(), seq: 0, rng, reorder, held: Vec::new(), tx: None }
+    }
+
+    fn wanted(&self, e: Event) -> bool {
+        let ev = &self.entry.req.events;
+        self.entry.req.status_callback.is_some()
+            && match e {
+                Event::Initiated => ev.initiated,
+                Event::Ringing => ev.ringing,
+                Event::Answered => ev.answered,
+                Event::Completed => ev.completed,
+            }
+    }
+
+    fn emit(&mut self, e: Event, call_status: CallStatus, mut params: Params) {
+        if !self.wanted(e) {
+            return;
+        }
+        let seq = self.seq;
+        self.seq += 1;
+        params.push(("CallStatus".into(), call_status.as_str().into()));
+        params.push(("SequenceNumber".into(), seq.to_string()));
+        params.push(("Timestamp".into(), rfc2822(self.sim.clock.now())));
+        params.push(("CallbackSource".into(), "call-progress-events".into()));
+        let f = &self.sim.config.faults;
+        if f.lost > 0.0 && self.rng.gen_bool(f.lost) {
+            self.sim.counters.callbacks_lost.fetch_add(1, Ordering::Relaxed);
+            self.sim.metrics.callbacks_lost.inc();
+            return;
+        }
+        let duplicate = f.duplicate > 0.0 && self.rng.gen_bool(f.duplicate);
+        let p = Pending { params, token: uuid::Uuid::new_v4().simple().to_string(), duplicate };
+        if self.reorder {
+            self.held.push(p);
+        } else if f.delay > 0.0 && self.rng.gen_bool(f.delay) {
+            let max = f.delay_max.as_millis().max(1) as u64;
+            let extra = Duration::from_millis(self.rng.gen_range(0..=max));
+            let (sim, entry) = (self.sim.clone(), self.entry.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(extra) => deliver(&sim, &entry, p).await,
+                    _ = sim.shutdown.cancelled() => {}
+                }
+            });
+        } else {
+            self.send(p);
+        }
+    }
+
+    fn send(&mut self, p: Pending) {
+        let tx = self.tx.get_or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Pending>();
+            let (sim, entry) = (self.sim.clone(), self.entry.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        next = rx.recv() => match next {
+                            Some(p) => deliver(&sim, &entry, p).await,
+                            None => break,
+                        },
+                        _ = sim.shutdown.cancelled() => break,
+                    }
+                }
+            });
+            tx
+        });
+        let _ = tx.send(p);
+    }
+
+    /// Delivers what the reorder fault held back, shuffled (never in the original order).
+    fn finish(mut self) {
+        let mut held = std::mem::take(&mut self.held);
+        if held.len() > 1 {
+            let original: Vec<String> = held.iter().map(|p| p.token.clone()).collect();
+            held.shuffle(&mut self.rng);
+            if held.iter().map(|p| &p.token).eq(original.iter()) {
+                held.reverse();
+            }
+        }
+        for p in held {
+            self.send(p);
+        }
+    }
+}
+
+async fn deliver(sim: &Sim, entry: &CallEntry, p: Pending) {
+    let Some(url) = entry.req.status_callback.as_deref() else { return };
+    let method = &entry.req.status_callback_method;
+    deliver_callback(sim, url, method, &p.params, &p.token).await;
+    if p.duplicate {
+        sim.counters.callbacks_duplicated.fetch_add(1, Ordering::Relaxed);
+        deliver_callback(sim, url, method, &p.params, &p.token).await;
+    }
+}
+
+/// What a running call carries around.
+pub(crate) struct CallCtx {
+    pub sim: Arc<Sim>,
+    pub entry: Arc<CallEntry>,
+    /// Outcome, timing and keypress draws (seeded per `To` number when the simulator has a seed).
+    pub rng: ChaCha8Rng,
+    /// `AnsweredBy` sent with TwiML requests (synchronous AMD only).
+    pub sync_answered_by: Option<AnsweredBy>,
+}
+
+impl CallCtx {
+    pub(crate) fn stop_reason(&self) -> Stop {
+        if self.sim.shutdown.is_cancelled() {
+            Stop::Shutdown
+        } else {
+            Stop::Hangup
+        }
+    }
+
+    /// Waits `simulated_secs / speed`, unless the call is ended meanwhile.
+    pub(crate) async fn sleep(&self, simulated_secs: f64) -> Result<(), Stop> {
+        self.sleep_real(self.sim.config.real(simulated_secs)).await
+    }
+
+    async fn sleep_real(&self, d: Duration) -> Result<(), Stop> {
+        if self.entry.cancel.is_cancelled() {
+            return Err(self.stop_reason());
+        }
+        if d.is_zero() {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => Ok(()),
+            _ = self.entry.cancel.cancelled() => Err(self.stop_reason()),
+        }
+    }
+
+    pub(crate) fn rng_secs(&mut self, lo: f64, hi: f64) -> f64 {
+        self.rng.gen_range(lo..=hi)
+    }
+
+    fn base_params(&self) -> Params {
+        let e = &self.entry;
+        vec![
+            ("CallSid".into(), e.sid.to_string()),
+            ("AccountSid".into(), self.sim.config.account_sid.clone()),
+            ("From".into(), e.req.from.to_string()),
+            ("To".into(), e.req.to.to_string()),
+            ("Direction".into(), "outbound-api".into()),
+            ("ApiVersion".into(), "2010-04-01".into()),
+        ]
+    }
+
+    /// Parameters of a TwiML request (Url, Gather action, Redirect ...).
+    pub(crate) fn twiml_params(&self) -> Params {
+        let mut p = self.base_params();
+        p.push(("CallStatus".into(), CallStatus::InProgress.as_str().into()));
+        if let Some(a) = self.sync_answered_by {
+            p.push(("AnsweredBy".into(), a.as_str().into()));
+        }
+        p
+    }
+
+    /// Moves a live call to `status`; fails if it was ended from outside meanwhile.
+    fn set_status(&self, status: CallStatus, answered: bool) -> Result<(), Stop> {
+        let now = self.sim.clock.now();
+        let mut s = lock(&self.entry.state);
+        if s.status.is_terminal() {
+            return Err(self.stop_reason());
+        }
+        s.status = status;
+        s.updated_at = now;
+        if answered {
+            s.answered_at = Some(now);
+        }
+        Ok(())
+    }
+
+    fn set_outcome(&self, o: &'static str) {
+        lock(&self.entry.state).outcome = Some(o);
+    }
+
+    async fn ring(&self, cb: &mut CallbackSink) -> Result<(), Stop> {
+        self.set_status(CallStatus::Ringing, false)?;
+        cb.emit(Event::Ringing, CallStatus::Ringing, self.base_params());
+        Ok(())
+    }
+
+    fn draw_answered_by(&mut self, outcome: Outcome, md: MachineDetection) -> (AnsweredBy, f64) {
+        match (outcome, md) {
+            (Outcome::Human, _) => (AnsweredBy::Human, self.rng_secs(1.5, 3.5)),
+            (_, MachineDetection::Enable) => (AnsweredBy::MachineStart, self.rng_secs(2.5, 4.5)),
+            (_, MachineDetection::DetectMessageEnd) => {
+                let x: f64 = self.rng.gen();
+                let a = if x < 0.7 {
+                    AnsweredBy::MachineEndBeep
+                } else if x < 0.9 {
+                    AnsweredBy::MachineEndSilence
+                } else {
+                    AnsweredBy::MachineEndOther
+                };
+                (a, self.rng_secs(6.0, 14.0))
+            }
+        }
+    }
+
+    /// Queue → terminal status. `Err` only when the call was ended from outside or on shutdown.
+    async fn lifecycle(&mut self, cb: &mut CallbackSink, slot: Instant, started: &mut bool) -> Result<(), Stop> {
+        let sim = self.sim.clone();
+        tokio::select! {
+            _ = tokio::time::sleep_until(slot) => {},
+            _ = self.entry.cancel.cancelled() => return Err(self.stop_reason()),
+        }
+        {
+            let mut s = lock(&self.entry.state);
+            if s.status.is_terminal() {
+                return Err(self.stop_reason());
+            }
+            let start = sim.clock.wall(slot);
+            let q = (start - self.entry.created_at).num_milliseconds().max(0) as u64;
+            s.started_at = Some(start);
+            s.queue_time_ms = Some(q);
+            sim.metrics.queue_time.observe(q as f64 / 1000.0);
+        }
+        *started = true;
+        sim.counters.call_started();
+        sim.metrics.calls_active.inc();
+        cb.emit(Event::Initiated, CallStatus::Initiated, self.base_params());
+
+        let outcome = sim.config.outcomes.draw(&mut self.rng);
+        let ring_secs = sim.config.ring_time.draw(&mut self.rng);
+        let timeout = self.entry.req.timeout_secs;
+        self.set_outcome(match outcome {
+            Outcome::Human => "human",
+            Outcome::Machine => "machine",
+            Outcome::Busy => "busy",
+            Outcome::NoAnswer => "no-answer",
+            Outcome::Failed => "failed",
+            Outcome::Invalid => "invalid",
+        });
+        match outcome {
+            Outcome::Invalid => {
+                self.sleep(0.5).await?;
+                finish(&sim, &self.entry, CallStatus::Failed, 404);
+                return Ok(());
+            }
+            Outcome::Failed => {
+                self.sleep(1.0).await?;
+                finish(&sim, &self.entry, CallStatus::Failed, 500);
+                return Ok(());
+            }
+            Outcome::Busy => {
+                self.ring(cb).await?;
+                self.sleep((ring_secs * 0.3).min(timeout)).await?;
+                finish(&sim, &self.entry, CallStatus::Busy, 486);
+                return Ok(());
+            }
+            Outcome::NoAnswer => {
+                self.ring(cb).await?;
+                self.sleep(timeout).await?;
+                finish(&sim, &self.entry, CallStatus::NoAnswer, 487);
+                return Ok(());
+            }
+            Outcome::Human | Outcome::Machine => {
+                self.ring(cb).await?;
+                if ring_secs >= timeout {
+                    self.sleep(timeout).await?;
+                    self.set_outcome("no-answer");
+                    finish(&sim, &self.entry, CallStatus::NoAnswer, 487);
+                    return Ok(());
+                }
+                self.sleep(ring_secs).await?;
+            }
+        }
+
+        // Answered.
+        let req = self.entry.req.clone();
+        let amd = req.machine_detection.map(|md| self.draw_answered_by(outcome, md));
+        let amd_secs = |secs: f64| secs.min(req.machine_detection_timeout_secs);
+        if let (Some((by, secs)), false) = (amd, req.async_amd) {
+            // Synchronous AMD: Twilio asks for TwiML once detection is done.
+            self.set_status(CallStatus::InProgress, true)?;
+            self.sleep(amd_secs(secs)).await?;
+            self.sync_answered_by = Some(by);
+        } else {
+            self.set_status(CallStatus::InProgress, true)?;
+        }
+        if let Some((by, _)) = amd {
+            lock(&self.entry.state).answered_by = Some(by);
+        }
+        let mut answered = self.base_params();
+        if let Some(by) = self.sync_answered_by {
+            answered.push(("AnsweredBy".into(), by.as_str().into()));
+        }
+        cb.emit(Event::Answered, CallStatus::InProgress, answered);
+
+        if let (Some((by, secs)), true, Some(url)) = (amd, req.async_amd, req.async_amd_callback.clone()) {
+            let mut params = self.base_params();
+            params.push(("AnsweredBy".into(), by.as_str().into()));
+            params.push(("MachineDetectionDuration".into(), format!("{}", (amd_secs(secs) * 1000.0) as u64)));
+            let delay = sim.config.real(amd_secs(secs));
+            let method = req.async_amd_callback_method.clone();
+            let sim2 = sim.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {
+                        let token = uuid::Uuid::new_v4().simple().to_string();
+                        deliver_callback(&sim2, &url, &method, &params, &token).await;
+                    }
+                    _ = sim2.shutdown.cancelled() => {}
+                }
+            });
+        }
+
+        let limit = sim.config.real(req.time_limit_secs);
+        match tokio::time::timeout(limit, self.walk()).await {
+            Ok(Ok(())) | Err(_) => {}
+            Ok(Err(WalkEnd::Stop(s))) => return Err(s),
+            Ok(Err(WalkEnd::Error(e))) => {
+                tracing::debug!(sid = %self.entry.sid, error = %e, "call ended by an application error");
+                lock(&self.entry.state).error = Some(e);
+            }
+        }
+        finish(&sim, &self.entry, CallStatus::Completed, 200);
+        Ok(())
+    }
+}
+
+/// The task behind one created call.
+pub(crate) async fn run_call(sim: Arc<Sim>, entry: Arc<CallEntry>, slot: Instant, fault_seed: u64) {
+    let rng = match sim.config.seed {
+        Some(seed) => ChaCha8Rng::seed_from_u64(seed ^ stable_hash(entry.req.to.as_str())),
+        None => ChaCha8Rng::from_entropy(),
+    };
+    let mut cb = CallbackSink::new(&sim, &entry, fault_seed);
+    let mut ctx = CallCtx { sim: sim.clone(), entry: entry.clone(), rng, sync_answered_by: None };
+    let mut started = false;
+    let result = ctx.lifecycle(&mut cb, slot, &mut started).await;
+    if started {
+        sim.counters.call_ended();
+        sim.metrics.calls_active.dec();
+    }
+    if result == Err(Stop::Shutdown) {
+        return;
+    }
+    let s = entry.snapshot();
+    if !s.status.is_terminal() {
+        // Cannot happen (lifecycle ends every call it does not hand back); be safe anyway.
+        finish(&sim, &entry, CallStatus::Completed, 200);
+    }
+    let s = entry.snapshot();
+    let mut params = ctx.base_params();
+    let duration = s.duration_secs.unwrap_or(0);
+    params.push(("CallDuration".into(), duration.to_string()));
+    params.push(("Duration".into(), duration.div_ceil(60).to_string()));
+    params.push(("SipResponseCode".into(), s.sip_response_code.unwrap_or(487).to_string()));
+    if entry.req.machine_detection.is_some() {
+        if let Some(by) = s.answered_by {
+            params.push(("AnsweredBy".into(), by.as_str().into()));
+        }
+    }
+    cb.emit(Event::Completed, s.status, params);
+    cb.finish();
+}

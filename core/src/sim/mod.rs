@@ -1,0 +1,150 @@
+//! The built-in Twilio simulator: a local server speaking Twilio's 2010-04-01 Calls API (Basic auth, CPS
+//! queueing with `queue_time`, injectable 429/5xx/timeouts) that dials nobody: each call follows a seeded
+//! outcome mix, fetches and walks its TwiML with signed requests, and sends signed StatusCallbacks for the
+//! requested events (with optional duplicate / reordered / delayed / lost callbacks). It records every
+//! call, so tests can prove that no attempt was dialled twice and no one-second window went over the CPS.
+//!
+//! Routes:
+//! - `POST /2010-04-01/Accounts/{AccountSid}/Calls.json` create, `GET` same path: list (filters, paging)
+//! - `GET|POST /2010-04-01/Accounts/{AccountSid}/Calls/{Sid}.json` fetch / update (`Status=canceled|completed`)
+//! - `GET /sim/calls` the record of every call, `GET /sim/stats` aggregates, `POST /sim/reset` clears them
+//! - `GET /metrics` Prometheus text, `GET /healthz`
+
+mod calls;
+pub mod config;
+mod metrics;
+mod server;
+mod state;
+pub mod stats;
+pub mod twiml_walk;
+mod webhook;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use config::{DigitDist, Faults, Outcome, OutcomeMix, SecsRange, SimArgs, SimConfig};
+pub use state::{rfc2822, CallRecord};
+pub use stats::{peak_in_window, SimStats};
+
+use state::Sim;
+
+/// A running simulator. Dropping it stops the server and every call task.
+pub struct SimHandle {
+    /// Where the simulator listens.
+    pub addr: SocketAddr,
+    sim: Arc<Sim>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SimHandle {
+    /// `http://127.0.0.1:port`
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The Twilio API base a client should use instead of `https://api.twilio.com`.
+    pub fn api_base(&self) -> String {
+        self.base_url()
+    }
+
+    /// `http://…/2010-04-01/Accounts/{AccountSid}`
+    pub fn account_url(&self) -> String {
+        format!("{}/2010-04-01/Accounts/{}", self.base_url(), self.sim.config.account_sid)
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.sim.config
+    }
+
+    /// The record of every call since start or the last reset, in creation order.
+    pub fn calls(&self) -> Vec<CallRecord> {
+        self.sim.store.all().iter().map(|e| e.record()).collect()
+    }
+
+    /// One call's record.
+    pub fn call(&self, sid: &str) -> Option<CallRecord> {
+        self.sim.store.get(sid).map(|e| e.record())
+    }
+
+    pub fn stats(&self) -> SimStats {
+        stats::compute(&self.sim)
+    }
+
+    /// Clears the record and the callback counters (calls still running carry on, unrecorded).
+    pub fn reset(&self) {
+        self.sim.store.clear();
+        self.sim.counters.reset();
+    }
+
+    /// Prometheus text of the simulator's own metrics.
+    pub fn metrics_text(&self) -> String {
+        self.sim.metrics.render()
+    }
+
+    /// Waits until every recorded call has a terminal status; false on timeout.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.sim.store.all().iter().all(|e| e.snapshot().status.is_terminal()) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops accepting requests, ends every call task and waits for the server to stop.
+    pub async fn shutdown(mut self) {
+        self.sim.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.sim.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// Serves the simulator on `listener` in a background task.
+pub async fn spawn(config: SimConfig, listener: TcpListener) -> anyhow::Result<SimHandle> {
+    let sim = Sim::new(config)?;
+    let addr = listener.local_addr()?;
+    let app = server::router(sim.clone());
+    let stop = sim.shutdown.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+            tracing::error!(error = %e, "simulator server failed");
+        }
+    });
+    Ok(SimHandle { addr, sim, task: Some(task) })
+}
+
+/// `dialer sim`: binds `listen` and serves until ctrl-c.
+pub async fn run(args: SimArgs, listen: SocketAddr) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    let listener = TcpListener::bind(listen).await?;
+    let handle = spawn(config, listener).await?;
+    tracing::info!(
+        addr = %handle.addr,
+        account_sid = %handle.config().account_sid,
+        cps = handle.config().cps,
+        speed = handle.config().speed,
+        "Twilio simulator listening"
+    );
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("shutting down the Twilio simulator");
+    handle.shutdown().await;
+    Ok(())
+}

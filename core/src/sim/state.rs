@@ -1,0 +1,347 @@
+//! Shared simulator state: the call store (the record of every call), CPS pacing, clocks.
+//!
+//! Locks here are `std::sync::Mutex`es held for a few instructions and never across an `.await`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::config::SimConfig;
+use super::metrics::SimMetrics;
+use crate::domain::{AnsweredBy, CallSid, CallStatus, E164};
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// RFC 2822 as Twilio writes it: `Tue, 31 Aug 2010 20:36:28 +0000`.
+pub fn rfc2822(t: DateTime<Utc>) -> String {
+    t.format("%a, %d %b %Y %H:%M:%S +0000").to_string()
+}
+
+pub(crate) fn rfc3339_ms(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Maps the monotonic clock to wall time, so scheduled instants get consistent timestamps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    base_instant: Instant,
+    base_wall: DateTime<Utc>,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        Self { base_instant: Instant::now(), base_wall: Utc::now() }
+    }
+
+    pub fn wall(&self, at: Instant) -> DateTime<Utc> {
+        let d = at.saturating_duration_since(self.base_instant);
+        self.base_wall + chrono::Duration::from_std(d).unwrap_or_default()
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.wall(Instant::now())
+    }
+}
+
+/// How a call asked to be handled (the create parameters the simulator acts on).
+#[derive(Debug, Clone)]
+pub(crate) struct CallRequest {
+    pub to: E164,
+    pub from: E164,
+    pub url: Option<String>,
+    pub method: String,
+    pub twiml: Option<String>,
+    pub status_callback: Option<String>,
+    pub status_callback_method: String,
+    pub events: EventSet,
+    pub timeout_secs: f64,
+    pub time_limit_secs: f64,
+    pub machine_detection: Option<MachineDetection>,
+    pub async_amd: bool,
+    pub async_amd_callback: Option<String>,
+    pub async_amd_callback_method: String,
+    pub machine_detection_timeout_secs: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MachineDetection {
+    Enable,
+    DetectMessageEnd,
+}
+
+/// The StatusCallbackEvents a call asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct EventSet {
+    pub initiated: bool,
+    pub ringing: bool,
+    pub answered: bool,
+    pub completed: bool,
+}
+
+/// The mutable part of a call.
+#[derive(Debug, Clone)]
+pub(crate) struct CallMut {
+    pub status: CallStatus,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub duration_secs: Option<u64>,
+    pub answered_by: Option<AnsweredBy>,
+    pub digits: String,
+    pub queue_time_ms: Option<u64>,
+    pub sip_response_code: Option<u16>,
+    pub outcome: Option<&'static str>,
+    pub error: Option<String>,
+}
+
+/// One call: what was asked, and what happened so far.
+#[derive(Debug)]
+pub(crate) struct CallEntry {
+    pub sid: CallSid,
+    pub created_at: DateTime<Utc>,
+    pub req: CallRequest,
+    pub cancel: CancellationToken,
+    pub state: Mutex<CallMut>,
+}
+
+impl CallEntry {
+    pub fn snapshot(&self) -> CallMut {
+        lock(&self.state).clone()
+    }
+
+    pub fn record(&self) -> CallRecord {
+        let s = self.snapshot();
+        CallRecord {
+            sid: self.sid.to_string(),
+            to: self.req.to.to_string(),
+            from: self.req.from.to_string(),
+            url: self.req.url.clone(),
+            status_callback: self.req.status_callback.clone(),
+            created_at: rfc3339_ms(self.created_at),
+            started_at: s.started_at.map(rfc3339_ms),
+            answered_at: s.answered_at.map(rfc3339_ms),
+            ended_at: s.ended_at.map(rfc3339_ms),
+            status: s.status,
+            duration: s.duration_secs,
+            answered_by: s.answered_by,
+            digits: s.digits,
+            queue_time_ms: s.queue_time_ms,
+            sip_response_code: s.sip_response_code,
+            outcome: s.outcome.map(str::to_string),
+            error: s.error,
+        }
+    }
+}
+
+/// The simulator's record of one call (`GET /sim/calls`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct CallRecord {
+    pub sid: String,
+    pub to: String,
+    pub from: String,
+    /// The TwiML `Url`; `None` for inline `Twiml`.
+    pub url: Option<String>,
+    pub status_callback: Option<String>,
+    /// When the create was accepted (RFC 3339, ms).
+    pub created_at: String,
+    /// When the call left the CPS queue (RFC 3339, ms).
+    pub started_at: Option<String>,
+    pub answered_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub status: CallStatus,
+    /// Answer to end, simulated seconds (rounded up); `None` until the call ends.
+    pub duration: Option<u64>,
+    pub answered_by: Option<AnsweredBy>,
+    /// Every key pressed in this call's `<Gather>`s, concatenated.
+    pub digits: String,
+    pub queue_time_ms: Option<u64>,
+    pub sip_response_code: Option<u16>,
+    /// The simulated outcome drawn for the call: `human`, `machine`, `busy`, `no-answer`, `failed`,
+    /// `invalid` (set when the call leaves the queue), or `canceled`.
+    pub outcome: Option<String>,
+    /// Why the call ended abnormally (TwiML fetch failed, bad TwiML, step limit), if it did.
+    pub error: Option<String>,
+}
+
+#[derive(Default)]
+struct StoreInner {
+    order: Vec<Arc<CallEntry>>,
+    by_sid: HashMap<String, Arc<CallEntry>>,
+}
+
+/// Every call since start (or the last reset), in creation order.
+#[derive(Default)]
+pub(crate) struct Store {
+    inner: Mutex<StoreInner>,
+}
+
+impl Store {
+    pub fn insert(&self, e: Arc<CallEntry>) {
+        let mut g = lock(&self.inner);
+        g.by_sid.insert(e.sid.to_string(), e.clone());
+        g.order.push(e);
+    }
+
+    pub fn get(&self, sid: &str) -> Option<Arc<CallEntry>> {
+        lock(&self.inner).by_sid.get(sid).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<CallEntry>> {
+        lock(&self.inner).order.clone()
+    }
+
+    pub fn clear(&self) {
+        let mut g = lock(&self.inner);
+        g.order.clear();
+        g.by_sid.clear();
+    }
+}
+
+/// Callback counters (also exported as metrics).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub callbacks_sent: AtomicU64,
+    pub callbacks_failed: AtomicU64,
+    pub callbacks_lost: AtomicU64,
+    pub callbacks_duplicated: AtomicU64,
+    pub webhooks_sent: AtomicU64,
+    pub webhooks_failed: AtomicU64,
+    pub active_calls: AtomicI64,
+    pub peak_active_calls: AtomicI64,
+}
+
+impl Counters {
+    pub fn reset(&self) {
+        for c in [
+            &self.callbacks_sent,
+            &self.callbacks_failed,
+            &self.callbacks_lost,
+            &self.callbacks_duplicated,
+            &self.webhooks_sent,
+            &self.webhooks_failed,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.peak_active_calls.store(self.active_calls.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    pub fn call_started(&self) {
+        let now = self.active_calls.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_active_calls.fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub fn call_ended(&self) {
+        self.active_calls.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Strict CPS pacing: each call gets the next free departure slot, `1/cps` after the previous one.
+pub(crate) struct Pacer {
+    interval: Duration,
+    next: Mutex<Option<Instant>>,
+}
+
+impl Pacer {
+    pub fn new(cps: f64) -> Self {
+        // Rounded up to the nanosecond, so `cps` slots never fit inside one second.
+        let nanos = (1e9 / cps).ceil() as u64;
+        Self { interval: Duration::from_nanos(nanos.max(1)), next: Mutex::new(None) }
+    }
+
+    /// Reserves the departure slot for a call created at `now`.
+    pub fn reserve(&self, now: Instant) -> Instant {
+        let mut g = lock(&self.next);
+        let slot = match *g {
+            Some(n) if n > now => n,
+            _ => now,
+        };
+        *g = Some(slot + self.interval);
+        slot
+    }
+}
+
+/// Everything the routes and call tasks share.
+pub(crate) struct Sim {
+    pub config: SimConfig,
+    pub clock: Clock,
+    pub store: Store,
+    pub pacer: Pacer,
+    pub counters: Counters,
+    pub metrics: SimMetrics,
+    pub http: reqwest::Client,
+    /// Randomness that is not tied to a number (create faults, per-call fault seeds).
+    pub rng: Mutex<ChaCha8Rng>,
+    pub rest_in_flight: AtomicI64,
+    pub shutdown: CancellationToken,
+}
+
+impl Sim {
+    pub fn new(config: SimConfig) -> anyhow::Result<Arc<Self>> {
+        config.validate()?;
+        let http = reqwest::Client::builder()
+            .timeout(config.webhook_timeout)
+            .pool_max_idle_per_host(256)
+            .user_agent("TwilioProxy/1.1 (dialer simulator)")
+            .build()?;
+        let rng = match config.seed {
+            Some(s) => ChaCha8Rng::seed_from_u64(s ^ 0x5eed_0ffa_17ed),
+            None => ChaCha8Rng::from_entropy(),
+        };
+        Ok(Arc::new(Self {
+            pacer: Pacer::new(config.cps),
+            config,
+            clock: Clock::new(),
+            store: Store::default(),
+            counters: Counters::default(),
+            metrics: SimMetrics::new()?,
+            http,
+            rng: Mutex::new(rng),
+            rest_in_flight: AtomicI64::new(0),
+            shutdown: CancellationToken::new(),
+        }))
+    }
+}
+
+/// FNV-1a: a hash that is stable across builds (seeded outcomes per `To` number).
+pub(crate) fn stable_hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacer_spaces_slots() {
+        let p = Pacer::new(5.0);
+        let t0 = Instant::now();
+        let slots: Vec<_> = (0..5).map(|_| p.reserve(t0)).collect();
+        for w in slots.windows(2) {
+            assert_eq!(w[1] - w[0], Duration::from_millis(200));
+        }
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(p.reserve(later), later);
+    }
+
+    #[test]
+    fn rfc2822_is_twilio_shaped() {
+        let t = DateTime::parse_from_rfc3339("2010-08-31T20:36:28Z").unwrap().with_timezone(&Utc);
+        assert_eq!(rfc2822(t), "Tue, 31 Aug 2010 20:36:28 +0000");
+    }
+}

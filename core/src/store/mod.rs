@@ -1,0 +1,86 @@
+//! All SQL lives here: one file per table, names noun first (`contacts_claim_due`), `_many` variants
+//! taking arrays through `unnest`. Status literals stay in the SQL text so partial indexes match.
+
+mod attempts;
+mod campaigns;
+mod contacts;
+mod dnc;
+mod events;
+mod nodes;
+mod results;
+
+pub use attempts::{ClaimedAttempt, DialingGate, OpenAttempt, ATTEMPTS_CLAIM_DUE_SQL};
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+pub use campaigns::*;
+pub use contacts::*;
+pub use events::*;
+pub use results::*;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("already exists: {0}")]
+    Duplicate(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database: {0}")]
+    Db(#[source] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        // The one place sqlx errors are mapped: a unique violation means "duplicate".
+        if let sqlx::Error::Database(db) = &e {
+            if db.code().as_deref() == Some("23505") {
+                return StoreError::Duplicate(db.constraint().unwrap_or("unique").to_string());
+            }
+        }
+        StoreError::Db(e)
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The database, shared by every component through a connection pool.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let opts: PgConnectOptions = url.parse()?;
+        // Short OLTP statements only: JIT compilation cost ~280 ms on the claim at 10M contacts.
+        let opts =
+            opts.options([("jit", "off")]).log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,148 @@
+//! Store round trips on a real, freshly migrated PostgreSQL database.
+
+use dialer_core::domain::{CampaignSpec, E164};
+use dialer_core::store::NewContact;
+use dialer_core::testkit::fresh_store;
+
+pub const CAMPAIGN: &str = include_str!("../../examples/campaigns/appointment-confirmation.toml");
+
+#[tokio::test]
+async fn migrations_apply_to_an_empty_database_and_campaigns_round_trip() {
+    let store = fresh_store().await;
+    let spec = CampaignSpec::parse(CAMPAIGN, "c.toml").unwrap();
+    let id = store.campaigns_insert(&spec).await.unwrap();
+    let row = store.campaigns_get(id).await.unwrap();
+    assert_eq!(row.status, "draft");
+    assert_eq!(row.caller_id, spec.caller_id.as_str());
+    assert_eq!(store.campaigns_set_status(id, "running", None).await.unwrap(), "running");
+    assert!(store.campaigns_set_status(id, "running", None).await.is_ok(), "idempotent");
+    assert_eq!(store.campaigns_set_status(id, "paused", Some("ops")).await.unwrap(), "paused");
+    store.campaigns_set_status(id, "canceled", None).await.unwrap();
+    assert!(store.campaigns_set_status(id, "running", None).await.is_err(), "canceled is final");
+}
+
+#[tokio::test]
+async fn contacts_insert_all_or_nothing_and_report_counts() {
+    let store = fresh_store().await;
+    let id = store.campaigns_insert(&CampaignSpec::parse(CAMPAIGN, "c.toml").unwrap()).await.unwrap();
+    let c = |n: &str| NewContact {
+        phone: E164::parse(n, None).unwrap(),
+        timezone: None,
+        external_id: None,
+        attributes: [("name".to_string(), "A & B".to_string())].into(),
+    };
+    let mut seen = 0;
+    let n = store.contacts_insert_many(id, &[c("+14155550100"), c("+14155550101")], |w| seen = w).await.unwrap();
+    assert_eq!((n, seen), (2, 2));
+    // A number already in the campaign fails the whole batch: nothing half-written.
+    let err = store.contacts_insert_many(id, &[c("+14155550102"), c("+14155550100")], |_| {}).await;
+    assert!(err.is_err());
+    let report = store.campaigns_report(id).await.unwrap();
+    assert_eq!(report.contacts, 2);
+    assert_eq!(report.by_state.get("pending"), Some(&2));
+}
+
+#[tokio::test]
+async fn dnc_is_global_or_per_campaign_and_idempotent() {
+    let store = fresh_store().await;
+    let id = store.campaigns_insert(&CampaignSpec::parse(CAMPAIGN, "c.toml").unwrap()).await.unwrap();
+    let a = E164::parse("+14155550123", None).unwrap();
+    let b = E164::parse("+14155550124", None).unwrap();
+    assert_eq!(store.dnc_add_many(&[a.clone(), a.clone()], None, "asked", "cli").await.unwrap(), 1);
+    assert_eq!(store.dnc_add_many(std::slice::from_ref(&a), None, "asked", "cli").await.unwrap(), 0);
+    store.dnc_add_many(std::slice::from_ref(&b), Some(id), "asked", "cli").await.unwrap();
+    assert!(store.dnc_blocks(a.as_str(), id).await.unwrap());
+    assert!(store.dnc_blocks(b.as_str(), id).await.unwrap());
+    assert!(!store.dnc_blocks(b.as_str(), id + 1).await.unwrap());
+}
+
+mod claims {
+    use super::*;
+    use dialer_core::store::{DialingGate, Store};
+
+    async fn running_campaign(store: &Store, max_in_flight: i32, n: usize) -> i64 {
+        let text = CAMPAIGN.replace("max_in_flight = 50", &format!("max_in_flight = {max_in_flight}"));
+        let id = store.campaigns_insert(&CampaignSpec::parse(&text, "c.toml").unwrap()).await.unwrap();
+        let contacts: Vec<NewContact> = (0..n)
+            .map(|i| NewContact {
+                phone: E164::parse(&format!("+1415555{:04}", 2000 + i), None).unwrap(),
+                timezone: None,
+                external_id: None,
+                attributes: [("name".to_string(), "x".to_string())].into(),
+            })
+            .collect();
+        store.contacts_insert_many(id, &contacts, |_| {}).await.unwrap();
+        id
+    }
+
+    #[tokio::test]
+    async fn claims_need_a_running_campaign_respect_the_in_flight_cap_and_never_overlap() {
+        let store = fresh_store().await;
+        let id = running_campaign(&store, 30, 100).await;
+        assert!(store.attempts_claim_due(id, 50, "a", 60.0).await.unwrap().is_empty(), "draft claims nothing");
+        store.campaigns_set_status(id, "running", None).await.unwrap();
+        let (a, b) =
+            tokio::join!(store.attempts_claim_due(id, 20, "a", 60.0), store.attempts_claim_due(id, 20, "b", 60.0));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let mut ids: Vec<i64> = a.iter().chain(&b).map(|x| x.contact_id).collect();
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "no contact claimed twice");
+        assert!(n <= 40);
+        // The cap counts claimed and calling contacts.
+        let more = store.attempts_claim_due(id, 100, "c", 60.0).await.unwrap();
+        assert_eq!(n + more.len(), 30, "in-flight cap of 30");
+    }
+
+    #[tokio::test]
+    async fn a_rescued_and_reclaimed_contact_cannot_be_dialled_through_its_stale_attempt() {
+        let store = fresh_store().await;
+        let id = running_campaign(&store, 10, 1).await;
+        store.campaigns_set_status(id, "running", None).await.unwrap();
+        let first = store.attempts_claim_due(id, 1, "me", 0.001).await.unwrap().remove(0);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(store.contacts_rescue_expired().await.unwrap(), 1);
+        let second = store.attempts_claim_due(id, 1, "me", 60.0).await.unwrap().remove(0);
+        assert_eq!(second.attempt_no, first.attempt_no, "the unsent attempt number is reused");
+        // The same dialer still holds the stale claim in its queue: it must not move anything.
+        assert_eq!(store.attempts_mark_dialing("me", &first, None, false).await.unwrap(), DialingGate::LeaseLost);
+        assert_eq!(store.attempts_mark_dialing("me", &second, None, false).await.unwrap(), DialingGate::Go);
+        let (state, made): (String, i32) =
+            sqlx::query_as("SELECT state, attempts_made FROM contacts WHERE campaign_id = $1")
+                .bind(id)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!((state.as_str(), made), ("calling", 1));
+    }
+
+    #[tokio::test]
+    async fn the_last_check_before_the_post_stops_dnc_and_the_24h_limit() {
+        let store = fresh_store().await;
+        let id = running_campaign(&store, 10, 2).await;
+        store.campaigns_set_status(id, "running", None).await.unwrap();
+        let claimed = store.attempts_claim_due(id, 2, "me", 60.0).await.unwrap();
+        // Put the first number on the DNC list after it was claimed.
+        let dnc = E164::parse(&claimed[0].phone, None).unwrap();
+        store.dnc_add_many(&[dnc], None, "asked", "test").await.unwrap();
+        assert_eq!(store.attempts_mark_dialing("me", &claimed[0], None, false).await.unwrap(), DialingGate::Dnc);
+        // The second number was already called today in another campaign's attempt: limit of 1.
+        sqlx::query(
+            "INSERT INTO attempts (contact_id, campaign_id, attempt_no, phone, state, requested_at, finished_at)
+             VALUES ($1, $2, 99, $3, 'finished', now() - interval '1 hour', now())",
+        )
+        .bind(claimed[1].contact_id)
+        .bind(id)
+        .bind(&claimed[1].phone)
+        .execute(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            store.attempts_mark_dialing("me", &claimed[1], Some(1), false).await.unwrap(),
+            DialingGate::Limit { recent: 1 }
+        );
+        let clears = store.attempts_limit_clears_at(&claimed[1].phone, 1).await.unwrap().unwrap();
+        assert!(clears > chrono::Utc::now() + chrono::Duration::hours(22));
+    }
+}

@@ -1,0 +1,87 @@
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use dialer_core::domain::script::Script;
+use dialer_core::import::{parse_csv, RowError};
+use dialer_core::store::NewContact;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{connect, CliResult, Failure};
+
+#[derive(Debug, Subcommand)]
+pub enum ContactsCmd {
+    /// Import contacts from a CSV file with a header row (`phone` required; `timezone`, `external_id`
+    /// optional; every other column becomes an attribute the script can use).
+    Import {
+        #[arg(long)]
+        campaign: i64,
+        /// Region for numbers written in local form, e.g. JP for "080-1234-5678".
+        #[arg(long)]
+        region: Option<String>,
+        /// Import the good rows and report the bad ones (default: any bad row imports nothing).
+        #[arg(long)]
+        skip_invalid: bool,
+        file: PathBuf,
+    },
+}
+
+pub async fn run(cmd: ContactsCmd) -> CliResult {
+    let ContactsCmd::Import { campaign, region, skip_invalid, file } = cmd;
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let store = connect().await?;
+    let c = store.campaigns_get(campaign).await.map_err(|e| Failure::InvalidInput(e.to_string()))?;
+    let script: Script = serde_json::from_value(c.script).context("campaign script")?;
+    let required: Vec<&str> = script.required_attributes().collect();
+    let mut parsed = parse_csv(&bytes, region.as_deref(), &required);
+
+    // Numbers the campaign already has are duplicates too.
+    let phones: Vec<String> = parsed.rows.iter().map(|r| r.contact.phone.as_str().to_string()).collect();
+    let existing: std::collections::HashSet<String> =
+        store.contacts_existing_phones(campaign, &phones).await.context("checking duplicates")?.into_iter().collect();
+    if !existing.is_empty() {
+        parsed.rows.retain(|r| {
+            let dup = existing.contains(r.contact.phone.as_str());
+            if dup {
+                parsed.errors.push(RowError {
+                    line: r.line,
+                    column: Some("phone".into()),
+                    reason: format!("{} is already in campaign {campaign}", r.contact.phone),
+                });
+            }
+            !dup
+        });
+        parsed.errors.sort_by_key(|e| e.line);
+    }
+
+    for e in &parsed.errors {
+        eprintln!("{}: {e}", file.display());
+    }
+    if !parsed.errors.is_empty() && !skip_invalid {
+        return Err(Failure::InvalidInput(format!(
+            "{} invalid row(s); nothing imported (use --skip-invalid to import the {} good rows)",
+            parsed.errors.len(),
+            parsed.rows.len()
+        )));
+    }
+    let rows: Vec<NewContact> = parsed.rows.into_iter().map(|r| r.contact).collect();
+    let bar = if std::io::stderr().is_terminal() {
+        let b = ProgressBar::new(rows.len() as u64);
+        b.set_style(
+            ProgressStyle::with_template("{spinner} importing [{bar:40}] {pos}/{len} rows ({per_sec}, eta {eta})")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let n = store
+        .contacts_insert_many(campaign, &rows, |done| bar.set_position(done as u64))
+        .await
+        .context("importing contacts")?;
+    bar.finish_and_clear();
+    eprintln!("imported {n} contact(s), skipped {} invalid row(s)", parsed.errors.len());
+    Ok(())
+}

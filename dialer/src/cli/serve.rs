@@ -1,0 +1,115 @@
+//! `dialer serve`: the long-running processes. Every role serves `/metrics` and `/healthz` on
+//! LISTEN_ADDR; `callbacks` and `all` add the Twilio callback routes there.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::routing::get;
+use axum::Router;
+use clap::ValueEnum;
+use dialer_core::config::Config;
+use dialer_core::metrics::Metrics;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::{connect, CliResult};
+use crate::engine::Engine;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// The scheduler and worker pool that place calls.
+    Dialer,
+    /// The HTTP service Twilio calls back (TwiML, keypresses, StatusCallbacks).
+    Callbacks,
+    /// Both in one process.
+    All,
+}
+
+async fn metrics() -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], Metrics::global().render())
+}
+
+/// The routes every process serves.
+pub fn base_router() -> Router {
+    Router::new().route("/metrics", get(metrics)).route("/healthz", get(|| async { "ok" }))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+pub async fn run(role: Role) -> CliResult {
+    let config = Config::from_env().context("configuration")?;
+    let store = connect().await?;
+    store.migrate().await.context("migrations")?;
+    let shutdown = CancellationToken::new();
+    serve(config, store, role, shutdown.clone(), None, async move {
+        shutdown_signal().await;
+        info!("shutting down: no new claims; draining");
+        shutdown.cancel();
+    })
+    .await?;
+    Ok(())
+}
+
+/// Runs the given role until `stop` resolves (used by `serve` and `demo`), on `listener` if given, else
+/// on LISTEN_ADDR.
+pub async fn serve(
+    config: Config,
+    store: dialer_core::store::Store,
+    role: Role,
+    shutdown: CancellationToken,
+    listener: Option<tokio::net::TcpListener>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut app = base_router();
+    if matches!(role, Role::Callbacks | Role::All) {
+        app = app.merge(callbacks_router(&config, &store)?);
+    }
+    let listener = match listener {
+        Some(l) => l,
+        None => tokio::net::TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("binding LISTEN_ADDR {}", config.listen_addr))?,
+    };
+    info!(addr = %listener.local_addr()?, ?role, "listening");
+    let sd = shutdown.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(async move { sd.cancelled().await }).await
+    });
+    tokio::spawn(stop);
+    if matches!(role, Role::Dialer | Role::All) {
+        let engine: Arc<Engine> = Engine::new(&config, store, shutdown.clone())?;
+        engine.run().await?;
+    } else {
+        shutdown.cancelled().await;
+    }
+    // Bounded drain for the HTTP side.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), http).await;
+    Ok(())
+}
+
+fn callbacks_router(config: &Config, store: &dialer_core::store::Store) -> anyhow::Result<Router> {
+    let state = callbacks::AppState {
+        store: store.clone(),
+        auth_token: secrecy::SecretString::from(config.auth_token()?.to_string()),
+        public_base_url: config.public_base_url()?.to_string(),
+        token_key: config.token_key()?,
+    };
+    Ok(callbacks::router(state))
+}

@@ -1,0 +1,53 @@
+//! A running campaign as the engine needs it, parsed once from its row.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono_tz::Tz;
+use dialer_core::domain::campaign::Limits;
+use dialer_core::domain::{AmdMode, CallingWindow, E164};
+use dialer_core::store::CampaignRow;
+
+use super::pacing::Pacer;
+
+pub struct LiveCampaign {
+    pub id: i64,
+    pub label: String,
+    pub caller_id: E164,
+    pub timezone: Tz,
+    pub window: CallingWindow,
+    pub limits: Limits,
+    pub amd: AmdMode,
+    pub ring_timeout_s: u32,
+    /// min(cps, account CPS × share), before dividing by live replicas.
+    pub cps: f64,
+    pub pacer: Pacer,
+}
+
+impl LiveCampaign {
+    pub fn from_row(
+        row: &CampaignRow,
+        account_cps: f64,
+        live: i64,
+        margin: std::time::Duration,
+    ) -> anyhow::Result<Arc<Self>> {
+        let cps = row.cps.min(account_cps * row.account_cps_share);
+        Ok(Arc::new(Self {
+            id: row.id,
+            label: row.id.to_string(),
+            caller_id: E164::from_stored(&row.caller_id).context("campaign caller id")?,
+            timezone: row.timezone.parse().map_err(|_| anyhow::anyhow!("campaign time zone {}", row.timezone))?,
+            window: serde_json::from_value(row.calling_window.clone()).context("campaign window")?,
+            limits: serde_json::from_value(row.limits.clone()).context("campaign limits")?,
+            amd: AmdMode::parse(&row.amd_mode).unwrap_or_default(),
+            ring_timeout_s: row.ring_timeout_s.max(5) as u32,
+            cps,
+            pacer: Pacer::new(cps / live.max(1) as f64, margin),
+        }))
+    }
+
+    /// The contact's zone, else the campaign's.
+    pub fn zone_of(&self, contact_tz: Option<&str>) -> Tz {
+        contact_tz.and_then(|z| z.parse().ok()).unwrap_or(self.timezone)
+    }
+}

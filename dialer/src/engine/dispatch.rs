@@ -1,0 +1,229 @@
+//! A campaign's dispatcher: the last policy check, pacing, and the POST that creates the call.
+//!
+//! Order per attempt: window re-check → campaign pacer → commit `dialing` (DNC, 24 h limit and
+//! one-per-reference checked again in the same statement) → REST permit → account pacer → POST. The
+//! attempt is committed as `dialing` before the POST and no transaction is open during it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use dialer_core::domain::AmdMode;
+use dialer_core::metrics::Metrics;
+use dialer_core::store::{ClaimedAttempt, DialingGate};
+use dialer_core::twilio::{CreateCall, HttpMethod, MachineDetection, RetryClass, StatusCallbackEvent};
+use rand::Rng;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tracing::{info, warn, Instrument};
+
+use super::campaigns::LiveCampaign;
+use super::Engine;
+
+/// Workers per campaign. The pacers serialize the sends themselves; several workers overlap each call's
+/// database round trip (the last check before the POST) with the next call's pacing wait.
+const WORKERS: usize = 8;
+
+pub async fn run(engine: Arc<Engine>, campaign: Arc<LiveCampaign>, rx: mpsc::Receiver<ClaimedAttempt>) {
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..WORKERS {
+        workers.spawn(worker(engine.clone(), campaign.clone(), rx.clone()));
+    }
+    while workers.join_next().await.is_some() {}
+}
+
+/// Takes claimed attempts until the scheduler closes the channel. Shutting down, whatever is still queued
+/// goes back to pending at once.
+async fn worker(
+    engine: Arc<Engine>,
+    campaign: Arc<LiveCampaign>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<ClaimedAttempt>>>,
+) {
+    loop {
+        let next = rx.lock().await.recv().await;
+        let Some(a) = next else { return };
+        if engine.shutdown.is_cancelled() {
+            release(&engine, &[a]).await;
+            continue;
+        }
+        let span = tracing::info_span!(
+            "attempt",
+            attempt_id = a.attempt_id,
+            campaign = campaign.id,
+            call_sid = tracing::field::Empty
+        );
+        if let Err(e) = dispatch_one(&engine, &campaign, a).instrument(span).await {
+            warn!(campaign = campaign.id, error = %e, "dispatch failed");
+        }
+    }
+}
+
+async fn release(engine: &Engine, attempts: &[ClaimedAttempt]) {
+    if attempts.is_empty() {
+        return;
+    }
+    let ids: Vec<i64> = attempts.iter().map(|a| a.attempt_id).collect();
+    let at = vec![Utc::now(); ids.len()];
+    if let Err(e) = engine.store.attempts_release_many(&engine.node_id, &ids, &at).await {
+        warn!(error = %e, "releasing claims failed; their leases will expire");
+    }
+}
+
+/// What happened to one claimed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatched {
+    Sent,
+    Deferred,
+    Blocked,
+    Released,
+    LeaseLost,
+}
+
+async fn dispatch_one(engine: &Arc<Engine>, c: &Arc<LiveCampaign>, a: ClaimedAttempt) -> anyhow::Result<Dispatched> {
+    let m = Metrics::global();
+    let tz = c.zone_of(a.timezone.as_deref());
+    let now = Utc::now();
+    match c.window.next_opening(tz, now) {
+        Some(t) if t <= now => {}
+        other => {
+            let at = other.unwrap_or(now + chrono::Duration::days(1));
+            engine.store.attempts_release_many(&engine.node_id, &[a.attempt_id], &[at]).await?;
+            m.deferrals.with_label_values(&[&c.label, "window"]).inc();
+            return Ok(Dispatched::Deferred);
+        }
+    }
+    tokio::select! {
+        _ = c.pacer.until_ready() => {}
+        _ = engine.shutdown.cancelled() => {
+            release(engine, std::slice::from_ref(&a)).await;
+            return Ok(Dispatched::Released);
+        }
+    }
+    let gate = engine
+        .store
+        .attempts_mark_dialing(&engine.node_id, &a, c.limits.max_calls_per_number_24h, c.limits.one_per_external_id)
+        .await?;
+    match gate {
+        DialingGate::Go => {}
+        DialingGate::Dnc | DialingGate::AlreadyNotified => {
+            let reason = if gate == DialingGate::Dnc {
+                "number is on the do-not-call list"
+            } else {
+                "already notified about this reference"
+            };
+            engine.store.attempts_block_many(&engine.node_id, &[a.attempt_id], &[reason.to_string()]).await?;
+            let why = if gate == DialingGate::Dnc { "dnc" } else { "limit" };
+            m.deferrals.with_label_values(&[c.label.as_str(), why]).inc();
+            return Ok(Dispatched::Blocked);
+        }
+        DialingGate::Limit { .. } => {
+            let max = c.limits.max_calls_per_number_24h.unwrap_or(i32::MAX);
+            let at = engine
+                .store
+                .attempts_limit_clears_at(&a.phone, max)
+                .await?
+                .unwrap_or_else(|| Utc::now() + chrono::Duration::hours(1));
+            engine.store.attempts_release_many(&engine.node_id, &[a.attempt_id], &[at]).await?;
+            m.deferrals.with_label_values(&[&c.label, "limit"]).inc();
+            return Ok(Dispatched::Deferred);
+        }
+        DialingGate::NotRunning => {
+            release(engine, std::slice::from_ref(&a)).await;
+            return Ok(Dispatched::Released);
+        }
+        DialingGate::LeaseLost => return Ok(Dispatched::LeaseLost),
+    }
+    m.scheduler_lag.observe((Utc::now() - a.next_attempt_at).num_milliseconds().max(0) as f64 / 1000.0);
+    let permit = engine.rest.clone().acquire_owned().await.expect("semaphore never closed");
+    engine.account.until_ready().await;
+    let engine = engine.clone();
+    let c = c.clone();
+    let span = tracing::Span::current();
+    tokio::spawn(async move { post(&engine, &c, a, permit).await }.instrument(span));
+    Ok(Dispatched::Sent)
+}
+
+/// Sends the POST and records its fate. Never retried here: a not-created attempt goes back to pending
+/// (a new attempt later), an unknown fate is parked for reconciliation.
+async fn post(engine: &Engine, c: &LiveCampaign, a: ClaimedAttempt, _permit: OwnedSemaphorePermit) {
+    let m = Metrics::global();
+    let to = match dialer_core::domain::E164::from_stored(&a.phone) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = engine
+                .store
+                .attempts_not_created(a.attempt_id, None, &format!("stored number invalid: {e}"), None, Some("invalid"))
+                .await;
+            return;
+        }
+    };
+    let (twiml_url, status_url) = engine.callback_urls(a.attempt_id);
+    let mut req = CreateCall::new(to, c.caller_id.clone(), twiml_url);
+    req.method = Some(HttpMethod::Post);
+    req.status_callback = Some(status_url);
+    req.status_callback_method = Some(HttpMethod::Post);
+    req.status_callback_events = vec![
+        StatusCallbackEvent::Initiated,
+        StatusCallbackEvent::Ringing,
+        StatusCallbackEvent::Answered,
+        StatusCallbackEvent::Completed,
+    ];
+    req.timeout = Some(c.ring_timeout_s);
+    req.machine_detection = match c.amd {
+        AmdMode::Off => None,
+        AmdMode::Enable => Some(MachineDetection::Enable),
+        AmdMode::DetectMessageEnd => Some(MachineDetection::DetectMessageEnd),
+    };
+    let started = Instant::now();
+    let result = engine.twilio.create_call(&req).await;
+    m.twilio_request_duration.with_label_values(&["create"]).observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(call) => {
+            tracing::Span::current().record("call_sid", call.sid.as_str());
+            let qt = call.queue_time.map(|q| q as i64);
+            if let Some(q) = call.queue_time() {
+                m.queue_time.observe(q.as_secs_f64());
+            }
+            if let Err(e) = engine.store.attempts_set_created(a.attempt_id, call.sid.as_str(), qt).await {
+                // The call exists; its callbacks carry the token, so it stays attributable.
+                warn!(attempt_id = a.attempt_id, call_sid = %call.sid, error = %e, "recording the CallSid failed");
+            }
+            m.calls_created.with_label_values(&[&c.label, "created"]).inc();
+        }
+        Err(err) => {
+            let code = err.code().map(|c| c.to_string()).unwrap_or_else(|| "transport".into());
+            m.twilio_api_errors.with_label_values(&[&code]).inc();
+            let code_i = err.code().map(|c| c as i32);
+            let msg = err.to_string();
+            let store = &engine.store;
+            let r = match err.class() {
+                RetryClass::NotCreatedRetry => {
+                    m.calls_created.with_label_values(&[&c.label, "not_created"]).inc();
+                    let backoff = err.retry_after().unwrap_or(Duration::from_secs(1))
+                        + Duration::from_millis(rand::thread_rng().gen_range(0..2000));
+                    let at = Utc::now() + chrono::Duration::from_std(backoff).unwrap_or_default();
+                    store.attempts_not_created(a.attempt_id, code_i, &msg, Some(at), None).await.map(|_| ())
+                }
+                RetryClass::FateUnknown => {
+                    m.calls_created.with_label_values(&[&c.label, "fate_unknown"]).inc();
+                    warn!(attempt_id = a.attempt_id, error = %msg, "fate unknown: parked for reconciliation");
+                    store.attempts_park(a.attempt_id, &msg).await
+                }
+                RetryClass::FinalForContact => {
+                    m.calls_created.with_label_values(&[&c.label, "rejected"]).inc();
+                    store.attempts_not_created(a.attempt_id, code_i, &msg, None, Some("invalid")).await.map(|_| ())
+                }
+                RetryClass::FinalForCampaign => {
+                    m.calls_created.with_label_values(&[&c.label, "rejected"]).inc();
+                    let reason = format!("Twilio refused calls for this campaign: {msg}");
+                    info!(campaign = c.id, %reason, "pausing campaign");
+                    let _ = store.campaigns_set_status(c.id, "paused", Some(&reason)).await;
+                    store.attempts_not_created(a.attempt_id, code_i, &msg, Some(Utc::now()), None).await.map(|_| ())
+                }
+            };
+            if let Err(e) = r {
+                warn!(attempt_id = a.attempt_id, error = %e, "recording a failed create failed");
+            }
+        }
+    }
+}

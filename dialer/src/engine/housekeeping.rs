@@ -1,0 +1,131 @@
+//! Housekeeping on tokio-cron-scheduler: lease rescue, reconciliation, completing finished campaigns,
+//! contact gauges, and opening recurring campaigns at their cron time in their own time zone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialer_core::metrics::Metrics;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tracing::{info, warn};
+
+use super::{reconcile, Engine};
+
+/// Rescue, reconcile and completion run this often (cron, with seconds).
+const EVERY_SECOND: &str = "* * * * * *";
+const EVERY_5_SECONDS: &str = "*/5 * * * * *";
+
+pub async fn heartbeat(engine: Arc<Engine>) {
+    let mut tick = tokio::time::interval(super::HEARTBEAT);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = engine.shutdown.cancelled() => return,
+        }
+        match engine.store.nodes_heartbeat(&engine.node_id, super::LIVE_AFTER.as_secs_f64()).await {
+            Ok(live) => engine.set_share(live),
+            Err(e) => warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// One pass of every maintenance step (also what the cron jobs call).
+pub async fn maintain_once(engine: &Engine) -> anyhow::Result<()> {
+    let rescued = engine.store.contacts_rescue_expired().await?;
+    if rescued > 0 {
+        info!(rescued, "rescued expired claims");
+    }
+    reconcile::reconcile_once(engine).await?;
+    for id in engine.store.campaigns_complete_finished().await? {
+        info!(campaign = id, "campaign completed");
+    }
+    Ok(())
+}
+
+async fn refresh_gauges(engine: &Engine) -> anyhow::Result<()> {
+    let m = Metrics::global();
+    for (campaign, state, n) in engine.store.contacts_count_by_state().await? {
+        m.contacts.with_label_values(&[&campaign.to_string(), &state]).set(n);
+    }
+    for (campaign, n) in engine.store.attempts_in_flight_by_campaign().await? {
+        m.calls_in_flight.with_label_values(&[&campaign.to_string()]).set(n);
+    }
+    Ok(())
+}
+
+pub async fn run(engine: Arc<Engine>) {
+    let sched = match JobScheduler::new().await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "housekeeping scheduler failed to start");
+            return;
+        }
+    };
+    let e = engine.clone();
+    let busy = Arc::new(tokio::sync::Mutex::new(()));
+    let b = busy.clone();
+    let job = Job::new_async(EVERY_SECOND, move |_, _| {
+        let e = e.clone();
+        let b = b.clone();
+        Box::pin(async move {
+            // Skip a tick rather than pile up passes when one is slow.
+            let Ok(_guard) = b.try_lock() else { return };
+            if let Err(err) = maintain_once(&e).await {
+                warn!(error = %err, "housekeeping pass failed");
+            }
+        })
+    });
+    let e2 = engine.clone();
+    let gauges = Job::new_async(EVERY_5_SECONDS, move |_, _| {
+        let e = e2.clone();
+        Box::pin(async move {
+            if let Err(err) = refresh_gauges(&e).await {
+                warn!(error = %err, "refreshing gauges failed");
+            }
+        })
+    });
+    for j in [job, gauges] {
+        match j {
+            Ok(j) => {
+                if let Err(e) = sched.add(j).await {
+                    warn!(error = %e, "adding a housekeeping job failed");
+                }
+            }
+            Err(e) => warn!(error = %e, "bad housekeeping job"),
+        }
+    }
+    add_recurring(&engine, &sched).await;
+    if let Err(e) = sched.start().await {
+        warn!(error = %e, "housekeeping scheduler failed to start");
+        return;
+    }
+    engine.shutdown.cancelled().await;
+    let mut sched = sched;
+    let _ = tokio::time::timeout(Duration::from_secs(5), sched.shutdown()).await;
+}
+
+/// Recurring campaigns: at each cron time (in the campaign's recurrence zone) the campaign is set running.
+/// The schedule of each contact stays in `next_attempt_at`.
+async fn add_recurring(engine: &Arc<Engine>, sched: &JobScheduler) {
+    let Ok(rows) = engine.store.campaigns_recurring().await else { return };
+    for row in rows {
+        let (Some(cron), Some(tz)) = (row.recurrence_cron.clone(), row.recurrence_tz.clone()) else { continue };
+        let Ok(tz) = tz.parse::<chrono_tz::Tz>() else { continue };
+        let e = engine.clone();
+        let id = row.id;
+        let job = Job::new_async_tz(cron.as_str(), tz, move |_, _| {
+            let e = e.clone();
+            Box::pin(async move {
+                match e.store.campaigns_set_status(id, "running", Some("opened by its recurrence")).await {
+                    Ok(_) => info!(campaign = id, "recurring campaign opened"),
+                    Err(err) => warn!(campaign = id, error = %err, "opening recurring campaign"),
+                }
+            })
+        });
+        match job {
+            Ok(j) => {
+                let _ = sched.add(j).await;
+            }
+            Err(e) => warn!(campaign = id, error = %e, "bad recurrence"),
+        }
+    }
+}

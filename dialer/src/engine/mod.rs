@@ -1,0 +1,129 @@
+//! The dialer engine: scheduler (claim) → per-campaign dispatcher (policy, pacing) → POST → attempt
+//! recorded; reconciliation and housekeeping run beside it.
+
+pub mod campaigns;
+pub mod dispatch;
+pub mod housekeeping;
+pub mod pacing;
+pub mod reconcile;
+pub mod scheduler;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dialer_core::config::Config;
+use dialer_core::domain::TokenKey;
+use dialer_core::store::Store;
+use dialer_core::twilio::TwilioClient;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use self::pacing::Pacer;
+
+/// Everything the engine's tasks share.
+pub struct Engine {
+    pub store: Store,
+    pub twilio: TwilioClient,
+    pub node_id: String,
+    pub token_key: TokenKey,
+    pub public_base_url: String,
+    pub account_cps: f64,
+    pub claim_batch: i64,
+    pub lease: Duration,
+    pub twilio_timeout: Duration,
+    pub stale_call: Duration,
+    pub pacing_margin: Duration,
+    /// Live replicas, as the heartbeat last counted them.
+    live: std::sync::atomic::AtomicI64,
+    /// The account pacer: this replica's share of the account CPS.
+    pub account: Pacer,
+    /// Concurrent REST requests.
+    pub rest: Arc<Semaphore>,
+    pub max_concurrent_requests: usize,
+    pub shutdown: CancellationToken,
+}
+
+/// How often replicas heartbeat; a replica silent for `LIVE_AFTER` no longer counts.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+pub const LIVE_AFTER: Duration = Duration::from_secs(3);
+
+impl Engine {
+    pub fn new(config: &Config, store: Store, shutdown: CancellationToken) -> anyhow::Result<Arc<Self>> {
+        let twilio = TwilioClient::new(
+            &config.twilio_api_base_url,
+            config.account_sid()?,
+            config.auth_token()?,
+            config.twilio_timeout,
+        )?;
+        let node_id = format!(
+            "{}-{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "dialer".into()),
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        Ok(Arc::new(Self {
+            store,
+            twilio,
+            node_id,
+            token_key: config.token_key()?,
+            public_base_url: config.public_base_url()?.to_string(),
+            account_cps: config.account_cps,
+            claim_batch: config.claim_batch,
+            lease: config.lease,
+            twilio_timeout: config.twilio_timeout,
+            stale_call: config.stale_call,
+            pacing_margin: config.pacing_margin,
+            live: std::sync::atomic::AtomicI64::new(1),
+            // Until the first heartbeat says otherwise, assume we are alone.
+            account: Pacer::new(config.account_cps, config.pacing_margin),
+            rest: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+            max_concurrent_requests: config.max_concurrent_requests,
+            shutdown,
+        }))
+    }
+
+    /// Runs until shutdown: heartbeat, scheduler, dispatchers, housekeeping.
+    pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
+        // Join the replica set and wait until the others have seen us (they re-read it every HEARTBEAT),
+        // so the account CPS is never over-subscribed while shares change.
+        let live = self.store.nodes_heartbeat(&self.node_id, LIVE_AFTER.as_secs_f64()).await?;
+        self.set_share(live);
+        dialer_core::metrics::Metrics::global().account_cps_limit.set(self.account_cps);
+        if live > 1 {
+            tokio::time::sleep(HEARTBEAT * 3).await;
+        }
+        let hb = tokio::spawn(housekeeping::heartbeat(self.clone()));
+        let hk = tokio::spawn(housekeeping::run(self.clone()));
+        let result = scheduler::run(self.clone()).await;
+        self.shutdown.cancel();
+        // Drain: POSTs already sent finish (bounded by the Twilio timeout), so their CallSids are recorded
+        // rather than left for reconciliation.
+        let all = self.max_concurrent_requests as u32;
+        let drained =
+            tokio::time::timeout(self.twilio_timeout + Duration::from_secs(1), self.rest.acquire_many(all)).await;
+        if drained.is_err() {
+            tracing::warn!("shutdown: some POSTs still in flight; reconciliation will resolve them");
+        }
+        let _ = hb.await;
+        let _ = hk.await;
+        self.store.nodes_leave(&self.node_id).await.ok();
+        result
+    }
+
+    /// Records how many replicas are live (from a heartbeat) and takes this one's share of the account CPS.
+    /// Live replicas as of the last heartbeat.
+    pub fn live(&self) -> i64 {
+        self.live.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_share(&self, live: i64) {
+        self.live.store(live.max(1), std::sync::atomic::Ordering::Relaxed);
+        self.account.set_rate(self.account_cps / live.max(1) as f64);
+    }
+
+    /// The attempt's TwiML and StatusCallback URLs; its token is signed once for both.
+    pub fn callback_urls(&self, attempt_id: i64) -> (String, String) {
+        let token = dialer_core::domain::AttemptToken::new(attempt_id).encode(&self.token_key);
+        (format!("{}/twiml/{token}", self.public_base_url), format!("{}/status/{token}", self.public_base_url))
+    }
+}

@@ -1,0 +1,270 @@
+//! The `dialer` CLI end to end, as a process, on a fresh database.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use dialer_core::testkit;
+use serde_json::Value;
+
+const JA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/campaigns/delivery-reschedule-ja.toml");
+const EN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/campaigns/appointment-confirmation.toml");
+
+struct Cli {
+    db: String,
+}
+
+impl Cli {
+    async fn new() -> Self {
+        Self { db: testkit::fresh_database_url().await }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_dialer"))
+            .args(args)
+            .env("DATABASE_URL", &self.db)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run dialer")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn status(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["campaign", "status", id, "--json"])).unwrap()
+    }
+}
+
+fn write_temp(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("dialer-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::File::create(&p).unwrap().write_all(bytes).unwrap();
+    p
+}
+
+/// 1,000 rows with exactly five bad ones, at known lines.
+fn thousand_rows_with_five_bad() -> (Vec<u8>, Vec<usize>) {
+    let mut csv = String::from("phone,name,parcel,timezone\n");
+    let mut bad = Vec::new();
+    for i in 0..1000 {
+        let line = i + 2;
+        let row = match i {
+            100 => {
+                bad.push(line);
+                "12345,Bad Number,P100,Asia/Tokyo".to_string()
+            }
+            200 => {
+                bad.push(line);
+                format!("090-{:04}-{:04},Bad Zone,P200,Asia/Atlantis", 5000 + i / 10_000, i % 10_000)
+            }
+            300 => {
+                bad.push(line);
+                "090-5000-0001,Duplicate,P300,".to_string() // same number as row 1
+            }
+            400 => {
+                bad.push(line);
+                ",Empty Phone,P400,".to_string()
+            }
+            500 => {
+                bad.push(line);
+                "\"090-5000-0500,Broken \"Quote,P500,".to_string()
+            }
+            _ => format!("090-{:04}-{:04},\"山田, 太郎\",P{i},Asia/Tokyo", 5000 + i / 10_000, i % 10_000),
+        };
+        csv.push_str(&row);
+        csv.push('\n');
+    }
+    (csv.into_bytes(), bad)
+}
+
+#[tokio::test]
+async fn a_bad_csv_names_exactly_its_bad_lines_and_imports_nothing_unless_asked() {
+    let cli = Cli::new().await;
+    cli.ok(&["migrate"]);
+    let id = cli.ok(&["campaign", "create", "--file", JA]);
+    let id = id.trim();
+    assert!(id.parse::<i64>().is_ok(), "prints only the id: {id:?}");
+    let (csv, bad) = thousand_rows_with_five_bad();
+    let file = write_temp("contacts.csv", &csv);
+    let f = file.to_str().unwrap();
+
+    let out = cli.run(&["contacts", "import", "--campaign", id, "--region", "JP", f]);
+    assert_eq!(out.status.code(), Some(3), "invalid input exit code");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut reported: Vec<usize> = stderr
+        .lines()
+        .filter_map(|l| l.split("line ").nth(1))
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect();
+    reported.sort();
+    assert_eq!(reported, bad, "{stderr}");
+    assert!(stderr.contains("column phone"), "{stderr}");
+    assert!(stderr.contains("column timezone"), "{stderr}");
+    assert_eq!(cli.status(id)["contacts"], 0, "nothing imported");
+
+    let out = cli.run(&["contacts", "import", "--campaign", id, "--region", "JP", "--skip-invalid", f]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = cli.status(id);
+    assert_eq!(status["contacts"], 995);
+    assert_eq!(status["by_state"]["pending"], 995);
+    assert!(status["by_outcome"].is_object());
+}
+
+#[tokio::test]
+async fn local_numbers_are_stored_as_e164_and_campaigns_move_through_their_states() {
+    let cli = Cli::new().await;
+    cli.ok(&["migrate"]);
+    let id = cli.ok(&["campaign", "create", "--file", JA]).trim().to_string();
+    let file = write_temp("one.csv", "phone,name,parcel\n080-1234-5678,佐藤 花子,1234-5678\n".as_bytes());
+    cli.ok(&["contacts", "import", "--campaign", &id, "--region", "JP", file.to_str().unwrap()]);
+    let export: Value =
+        serde_json::from_str(&cli.ok(&["results", "export", "--campaign", &id, "--format", "json"])).unwrap();
+    assert_eq!(export[0]["phone"], "+818012345678");
+    assert_eq!(export[0]["state"], "pending");
+
+    cli.ok(&["campaign", "start", &id]);
+    assert_eq!(cli.status(&id)["status"], "running");
+    cli.ok(&["campaign", "pause", &id]);
+    assert_eq!(cli.status(&id)["status"], "paused");
+    cli.ok(&["campaign", "resume", &id]);
+    cli.ok(&["campaign", "cancel", &id]);
+    let s = cli.status(&id);
+    assert_eq!(s["status"], "canceled");
+    assert_eq!(s["by_state"]["canceled"], 1, "open contacts end as canceled");
+    let out = cli.run(&["campaign", "start", &id]);
+    assert_eq!(out.status.code(), Some(3), "a canceled campaign cannot start again");
+
+    // A campaign file with a script error names it.
+    let broken = std::fs::read_to_string(EN).unwrap().replace("{appointment_at}", "{appointment_time}");
+    let f = write_temp("broken.toml", broken.as_bytes());
+    let out = cli.run(&["campaign", "create", "--file", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("{appointment_time}"));
+}
+
+#[tokio::test]
+async fn dnc_add_and_import_normalize_and_reject_bad_numbers() {
+    let cli = Cli::new().await;
+    cli.ok(&["migrate"]);
+    cli.ok(&["dnc", "add", "080-1111-2222", "--region", "JP"]);
+    let f = write_temp("dnc.csv", b"phone\n+14155550123\n090-3333-4444\n");
+    let out = cli.run(&["dnc", "import", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "a local number without --region is invalid");
+    cli.ok(&["dnc", "import", "--region", "JP", f.to_str().unwrap()]);
+    let store = dialer_core::store::Store::connect(&cli.db, 2).await.unwrap();
+    assert_eq!(store.dnc_count().await.unwrap(), 3);
+    assert!(store.dnc_blocks("+818011112222", 1).await.unwrap());
+    let out = cli.run(&["dnc", "add", "not-a-number"]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["campaign", "create", "--help"],
+        vec!["campaign", "status", "--help"],
+        vec!["contacts", "import", "--help"],
+        vec!["dnc", "add", "--help"],
+        vec!["dnc", "import", "--help"],
+        vec!["serve", "--help"],
+        vec!["sim", "--help"],
+        vec!["demo", "--help"],
+        vec!["results", "export", "--help"],
+        vec!["migrate", "--help"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_dialer")).args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"), "{args:?}");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn promtool_check(text: &str) -> Option<String> {
+    let mut child = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(_) => return None,
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+async fn scrape(url: &str) -> String {
+    for _ in 0..100 {
+        if let Ok(r) = reqwest::get(url).await {
+            if r.status().is_success() {
+                return r.text().await.unwrap();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} never answered");
+}
+
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn every_process_metrics_pass_promtool() {
+    let cli = Cli::new().await;
+    let (sim_port, app_port) = (free_port(), free_port());
+    let sid = "AC22222222222222222222222222222222";
+    let sim = Kill(
+        Command::new(env!("CARGO_BIN_EXE_dialer"))
+            .args(["sim", "--listen", &format!("127.0.0.1:{sim_port}"), "--account-sid", sid, "--auth-token", "t"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let app = Kill(
+        Command::new(env!("CARGO_BIN_EXE_dialer"))
+            .args(["serve", "--role", "all"])
+            .env("DATABASE_URL", &cli.db)
+            .env("TWILIO_ACCOUNT_SID", sid)
+            .env("TWILIO_AUTH_TOKEN", "t")
+            .env("TWILIO_API_BASE_URL", format!("http://127.0.0.1:{sim_port}"))
+            .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{app_port}"))
+            .env("LISTEN_ADDR", format!("127.0.0.1:{app_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let app_metrics = scrape(&format!("http://127.0.0.1:{app_port}/metrics")).await;
+    let sim_metrics = scrape(&format!("http://127.0.0.1:{sim_port}/metrics")).await;
+    assert!(app_metrics.contains("dialer_account_cps_limit"), "{app_metrics}");
+    for text in [&app_metrics, &sim_metrics] {
+        if promtool_check(text).is_none() {
+            println!("skipping: promtool not installed (apt-get install prometheus)");
+            return;
+        }
+    }
+    drop((sim, app));
+}
