@@ -54,11 +54,13 @@ pub struct OpenAttempt {
 
 /// The claim statement (see [`Store::attempts_claim_due`]); public so the benchmarks can EXPLAIN exactly it.
 /// Parameters: $1 campaign id, $2 limit, $3 lease owner, $4 lease seconds.
-pub const ATTEMPTS_CLAIM_DUE_SQL: &str = "WITH room AS (
-    SELECT GREATEST(0, LEAST($2, c.max_in_flight - (
-        SELECT count(*) FROM contacts x  -- contacts_in_flight
-        WHERE x.campaign_id = c.id AND x.state IN ('claimed', 'calling')))) AS n
-    FROM campaigns c WHERE c.id = $1 AND c.status = 'running'
+pub const ATTEMPTS_CLAIM_DUE_SQL: &str = "WITH turn AS (
+    -- Claimers of one campaign take turns, so the in-flight cap holds across replicas; the count is
+    -- read by a VOLATILE function after the lock (migration 20261122000001 says why).
+    SELECT c.id, c.max_in_flight FROM campaigns c WHERE c.id = $1 AND c.status = 'running'
+    FOR NO KEY UPDATE
+), room AS (
+    SELECT GREATEST(0, LEAST($2, turn.max_in_flight - contacts_in_flight(turn.id))) AS n FROM turn
 ), due AS (
     SELECT id FROM contacts
     WHERE campaign_id = $1 AND state = 'pending' AND next_attempt_at <= now()
