@@ -149,3 +149,79 @@ mod claims {
         assert!(clears > chrono::Utc::now() + chrono::Duration::hours(22));
     }
 }
+
+/// Settling is set-based per callback batch; two finished attempts of one contact in the same batch (a
+/// late report of a rescued call beside its successor's) must come out exactly as delivered one by one.
+#[tokio::test]
+async fn a_batch_holding_two_attempts_of_one_contact_settles_like_one_by_one() {
+    use dialer_core::domain::{CallSid, CallStatus};
+    use dialer_core::store::{EventApplied, StatusEvent, Store};
+
+    async fn setup(store: &Store) -> (i64, i64) {
+        let id = store.campaigns_insert(&CampaignSpec::parse(CAMPAIGN, "c.toml").unwrap()).await.unwrap();
+        let contact = NewContact {
+            phone: E164::parse("+14155550177", None).unwrap(),
+            timezone: None,
+            external_id: None,
+            attributes: Default::default(),
+        };
+        store.contacts_insert_many(id, &[contact], |_| {}).await.unwrap();
+        let cid: i64 = sqlx::query_scalar("SELECT id FROM contacts WHERE campaign_id = $1")
+            .bind(id)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        let old = store.testing_insert_attempt(cid, "created", Some(&sid(1))).await.unwrap();
+        let new = store.testing_insert_attempt(cid, "created", Some(&sid(2))).await.unwrap();
+        (old, new)
+    }
+    fn sid(n: u8) -> CallSid {
+        CallSid::parse(&format!("CA{:032x}", n)).unwrap()
+    }
+    fn busy(attempt_id: i64, n: u8) -> StatusEvent {
+        StatusEvent {
+            attempt_id,
+            call_sid: sid(n),
+            status: CallStatus::Busy,
+            sequence_number: 1,
+            call_duration_s: Some(0),
+            sip_response_code: Some(486),
+            answered_by: None,
+            timestamp: None,
+            queue_time_ms: None,
+            idempotency_token: None,
+            params: serde_json::json!({}),
+        }
+    }
+    async fn state(store: &Store, old: i64) -> Vec<(String, Option<String>, i32, String)> {
+        sqlx::query_as(
+            "SELECT a.state, a.outcome, c.attempts_made, c.state FROM attempts a JOIN contacts c ON c.id = a.contact_id
+             WHERE a.contact_id = (SELECT contact_id FROM attempts WHERE id = $1) ORDER BY a.attempt_no",
+        )
+        .bind(old)
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+    }
+    let strip = |a: Vec<EventApplied>| -> Vec<(bool, bool)> {
+        a.into_iter()
+            .map(|x| match x {
+                EventApplied::New { settled: Some(s), .. } => (s.applied, s.contact_updated),
+                other => panic!("expected a settled event, got {other:?}"),
+            })
+            .collect()
+    };
+
+    let batched = fresh_store().await;
+    let (old, new) = setup(&batched).await;
+    let together = strip(batched.events_apply_many(&[busy(old, 1), busy(new, 2)]).await.unwrap());
+
+    let single = fresh_store().await;
+    let (old1, new1) = setup(&single).await;
+    let mut one_by_one = strip(single.events_apply_many(&[busy(old1, 1)]).await.unwrap());
+    one_by_one.extend(strip(single.events_apply_many(&[busy(new1, 2)]).await.unwrap()));
+
+    assert_eq!(together, one_by_one);
+    assert_eq!(together, vec![(true, false), (true, true)], "only the current attempt moves the contact");
+    assert_eq!(state(&batched, old).await, state(&single, old1).await);
+}

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 
-use super::results::{settle_in, Settled, TerminalFacts};
+use super::results::{settle_many_in, Settled, TerminalFacts};
 use super::{Result, Store};
 use crate::domain::{AnsweredBy, CallSid, CallStatus};
 
@@ -291,6 +291,19 @@ async fn apply_many_in(conn: &mut PgConnection, events: &[StatusEvent]) -> Resul
         }
     }
 
+    // Per attempt: its order-free facts, and the one event this batch applies (the highest rank).
+    let n = per_attempt.len();
+    let (mut f_id, mut f_sid, mut f_answered, mut f_qt, mut f_last) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut f_fwd, mut f_status, mut f_rank, mut f_by) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut terminal: Vec<(i64, TerminalFacts)> = Vec::new();
+    let mut plan: Vec<(i64, Vec<usize>, usize, Vec<bool>)> = Vec::with_capacity(n);
     for (attempt_id, mut idx) in per_attempt {
         idx.sort_by_key(|&i| events[i].sequence_number);
         let mut seen = rank_before.get(&attempt_id).copied().unwrap_or(0) as u8;
@@ -300,69 +313,87 @@ async fn apply_many_in(conn: &mut PgConnection, events: &[StatusEvent]) -> Resul
             out_of_order.push(r < seen);
             seen = seen.max(r);
         }
-        // The one event this batch applies to the attempt: the highest rank (first of equals).
         let best =
             idx.iter().copied().max_by_key(|&i| (events[i].status.rank(), std::cmp::Reverse(i))).expect("non-empty");
-        let answered_at = idx
-            .iter()
-            .filter(|&&i| events[i].status == CallStatus::InProgress)
-            .map(|&i| events[i].timestamp.unwrap_or_else(Utc::now))
-            .min();
-        let queue_time_ms = idx.iter().find_map(|&i| events[i].queue_time_ms);
-        let last_event_at = idx.iter().filter_map(|&i| events[i].timestamp).max();
-        let sid = events[best].call_sid.as_str();
+        let e = &events[best];
+        f_id.push(attempt_id);
+        f_sid.push(e.call_sid.as_str());
+        // Order-free: `answered_at` is the earliest answer whatever came first, even after the end.
+        f_answered.push(
+            idx.iter()
+                .filter(|&&i| events[i].status == CallStatus::InProgress)
+                .map(|&i| events[i].timestamp.unwrap_or_else(Utc::now))
+                .min(),
+        );
+        f_qt.push(idx.iter().find_map(|&i| events[i].queue_time_ms));
+        f_last.push(idx.iter().filter_map(|&i| events[i].timestamp).max());
+        f_fwd.push(!e.status.is_terminal());
+        f_status.push(e.status.as_str());
+        f_rank.push(e.status.rank() as i16);
+        f_by.push(e.answered_by.map(AnsweredBy::as_str));
+        if e.status.is_terminal() {
+            terminal.push((
+                attempt_id,
+                TerminalFacts {
+                    call_sid: Some(e.call_sid.clone()),
+                    status: e.status,
+                    answered_by: e.answered_by,
+                    sip_response_code: e.sip_response_code,
+                    duration_s: e.call_duration_s,
+                    ended_at: e.timestamp,
+                },
+            ));
+        }
+        plan.push((attempt_id, idx, best, out_of_order));
+    }
 
-        // Order-free facts: `answered_at` is the earliest answer whatever came first, even after the end.
+    // Every attempt of the batch in one statement: the facts, and a non-terminal status only forward (a
+    // late `ringing` never replaces `in-progress`) and never once finished. Terminal ones settle below.
+    if !f_id.is_empty() {
         sqlx::query(
-            "UPDATE attempts SET
-                 call_sid = COALESCE(call_sid, $2),
-                 state = CASE WHEN state = 'parked' THEN 'created' ELSE state END,
-                 answered_at = LEAST(answered_at, $3),
-                 queue_time_ms = COALESCE(queue_time_ms, $4),
-                 last_event_at = GREATEST(last_event_at, $5)
-             WHERE id = $1",
+            "UPDATE attempts a SET
+                 call_sid = COALESCE(a.call_sid, u.sid),
+                 state = CASE WHEN a.state = 'parked' THEN 'created' ELSE a.state END,
+                 answered_at = LEAST(a.answered_at, u.answered_at),
+                 queue_time_ms = COALESCE(a.queue_time_ms, u.qt),
+                 last_event_at = GREATEST(a.last_event_at, u.last_at),
+                 call_status = CASE WHEN u.fwd AND a.status_rank < u.rank AND a.state IN ('dialing', 'created', 'parked')
+                                    THEN u.status ELSE a.call_status END,
+                 status_rank = CASE WHEN u.fwd AND a.status_rank < u.rank AND a.state IN ('dialing', 'created', 'parked')
+                                    THEN u.rank ELSE a.status_rank END,
+                 answered_by = CASE WHEN u.fwd AND a.status_rank < u.rank AND a.state IN ('dialing', 'created', 'parked')
+                                    THEN COALESCE(u.answered_by, a.answered_by) ELSE a.answered_by END
+             FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::int[], $5::timestamptz[], $6::bool[],
+                         $7::text[], $8::smallint[], $9::text[])
+                  AS u(id, sid, answered_at, qt, last_at, fwd, status, rank, answered_by)
+             WHERE a.id = u.id",
         )
-        .bind(attempt_id)
-        .bind(sid)
-        .bind(answered_at)
-        .bind(queue_time_ms)
-        .bind(last_event_at)
+        .bind(&f_id)
+        .bind(&f_sid)
+        .bind(&f_answered)
+        .bind(&f_qt)
+        .bind(&f_last)
+        .bind(&f_fwd)
+        .bind(&f_status)
+        .bind(&f_rank)
+        .bind(&f_by)
         .execute(&mut *conn)
         .await?;
-
-        let e = &events[best];
-        let mut settled = None;
-        if e.status.is_terminal() {
-            let facts = TerminalFacts {
-                call_sid: Some(e.call_sid.clone()),
-                status: e.status,
-                answered_by: e.answered_by,
-                sip_response_code: e.sip_response_code,
-                duration_s: e.call_duration_s,
-                ended_at: e.timestamp,
-            };
-            let s = settle_in(conn, attempt_id, &facts).await?;
-            if s.applied {
-                settled = Some(s);
-            }
-        } else {
-            // Guarded: only forward (a late `ringing` never replaces `in-progress`), never once finished.
-            sqlx::query(
-                "UPDATE attempts SET call_status = $2, status_rank = $3,
-                     answered_by = COALESCE($4, answered_by)
-                 WHERE id = $1 AND status_rank < $3 AND state IN ('dialing', 'created', 'parked')",
-            )
-            .bind(attempt_id)
-            .bind(e.status.as_str())
-            .bind(e.status.rank() as i16)
-            .bind(e.answered_by.map(AnsweredBy::as_str))
-            .execute(&mut *conn)
-            .await?;
+    }
+    let items: Vec<(i64, &TerminalFacts)> = terminal.iter().map(|(id, f)| (*id, f)).collect();
+    let mut settled: HashMap<i64, Settled> = HashMap::with_capacity(items.len());
+    for s in settle_many_in(conn, &items).await? {
+        let s = s?;
+        if s.applied {
+            settled.insert(s.attempt_id, s);
         }
+    }
+    for (attempt_id, idx, best, out_of_order) in plan {
+        let mut settled = settled.remove(&attempt_id);
         for (k, &i) in idx.iter().enumerate() {
             out[i] = Some(EventApplied::New {
                 out_of_order: out_of_order[k],
-                settled: if i == best { settled.clone() } else { None },
+                settled: if i == best { settled.take() } else { None },
             });
         }
     }

@@ -1,6 +1,8 @@
 //! What a call produced: keypress results, opt-outs, the settle step that turns a finished attempt into an
 //! outcome and the contact's retry or final state, and the results export.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -233,6 +235,7 @@ async fn insert_result(
 
 #[derive(sqlx::FromRow)]
 struct SettleRow {
+    id: i64,
     contact_id: i64,
     campaign_id: i64,
     attempt_no: i32,
@@ -249,133 +252,275 @@ struct SettleRow {
 
 /// [`Store::attempts_settle`] inside the caller's transaction.
 pub(crate) async fn settle_in(conn: &mut PgConnection, attempt_id: i64, facts: &TerminalFacts) -> Result<Settled> {
-    if !facts.status.is_terminal() {
-        return Err(StoreError::Conflict(format!("{} is not a terminal call status", facts.status)));
+    settle_many_in(conn, &[(attempt_id, facts)]).await?.pop().expect("one answer per attempt")
+}
+
+/// One attempt being settled: what was read under lock, and what this step decided.
+struct Settling<'a> {
+    at: usize,
+    row: &'a SettleRow,
+    facts: &'a TerminalFacts,
+    outcome: Outcome,
+    answered_by: Option<AnsweredBy>,
+}
+
+/// Settles many attempts in a constant number of statements, whatever their number (callback batches):
+/// one locking read, then per round one count, one attempt update and up to two contact updates, each
+/// over `unnest` arrays. One answer per input, in order. A round holds each contact at most once, so two
+/// attempts of one contact in the same call settle one after the other, exactly as if called twice.
+pub(crate) async fn settle_many_in(
+    conn: &mut PgConnection,
+    items: &[(i64, &TerminalFacts)],
+) -> Result<Vec<Result<Settled>>> {
+    let mut out: Vec<Option<Result<Settled>>> = (0..items.len()).map(|_| None).collect();
+    let mut ids: Vec<i64> = Vec::with_capacity(items.len());
+    for (i, (attempt_id, facts)) in items.iter().enumerate() {
+        if facts.status.is_terminal() {
+            ids.push(*attempt_id);
+        } else {
+            out[i] = Some(Err(StoreError::Conflict(format!("{} is not a terminal call status", facts.status))));
+        }
     }
-    // Locks the attempt and its contact (in that order, as the dialer does) for the whole step.
-    let row: SettleRow = sqlx::query_as(
-        "SELECT a.contact_id, a.campaign_id, a.attempt_no, a.state, a.call_sid, a.result, a.outcome, a.answered_by,
-                a.requested_at, c.attempts_made, k.retry_policy, k.max_attempts
+    ids.sort_unstable();
+    ids.dedup();
+    // Locks the attempts and their contacts (attempt before contact, as the dialer does), in id order.
+    let rows: Vec<SettleRow> = sqlx::query_as(
+        "SELECT a.id, a.contact_id, a.campaign_id, a.attempt_no, a.state, a.call_sid, a.result, a.outcome,
+                a.answered_by, a.requested_at, c.attempts_made, k.retry_policy, k.max_attempts
          FROM attempts a JOIN contacts c ON c.id = a.contact_id JOIN campaigns k ON k.id = a.campaign_id
-         WHERE a.id = $1
+         WHERE a.id = ANY($1)
+         ORDER BY a.id
          FOR UPDATE OF a, c",
     )
-    .bind(attempt_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| StoreError::NotFound(format!("attempt {attempt_id}")))?;
-
-    let stored_answered_by = row.answered_by.as_deref().and_then(|s| AnsweredBy::parse(s).ok());
-    let mut settled = Settled {
-        attempt_id,
-        campaign_id: row.campaign_id,
-        contact_id: row.contact_id,
-        applied: false,
-        outcome: row.outcome.as_deref().and_then(|s| Outcome::parse(s).ok()),
-        answered_by: stored_answered_by,
-        next: None,
-        contact_updated: false,
-    };
-    if !matches!(row.state.as_str(), "dialing" | "created" | "parked") {
-        // Finished already (terminal stays terminal), or never sent.
-        return Ok(settled);
-    }
-    if let (Some(have), Some(given)) = (&row.call_sid, &facts.call_sid) {
-        if have != given.as_str() {
-            return Err(StoreError::Conflict(format!("attempt {attempt_id} belongs to another call")));
-        }
-    }
-
-    let answered_by = facts.answered_by.or(stored_answered_by);
-    let opted_out = row.result.as_deref() == Some(OPTED_OUT_RESULT);
-    let outcome = classify(CallFacts {
-        status: facts.status,
-        answered_by,
-        sip_response_code: facts.sip_response_code,
-        has_result: row.result.is_some() && !opted_out,
-        opted_out,
-        voicemail_left: row.outcome.as_deref() == Some(VOICEMAIL_MARK),
-    });
-    let same_outcome_before: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM attempts
-         WHERE contact_id = $1 AND id <> $2 AND state = 'finished' AND outcome = $3",
-    )
-    .bind(row.contact_id)
-    .bind(attempt_id)
-    .bind(outcome.as_str())
-    .fetch_one(&mut *conn)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
     .await?;
-    let policy: RetryPolicy = serde_json::from_value(row.retry_policy)
-        .map_err(|e| StoreError::Conflict(format!("campaign {}: stored retry policy: {e}", row.campaign_id)))?;
-    let now = Utc::now();
-    let next = decide(&policy, row.max_attempts, outcome, row.attempts_made, same_outcome_before as i32, now);
+    let by_id: HashMap<i64, &SettleRow> = rows.iter().map(|r| (r.id, r)).collect();
 
-    let updated = sqlx::query(
-        "UPDATE attempts SET state = 'finished', call_sid = COALESCE(call_sid, $2), call_status = $3, status_rank = 4,
-             outcome = $4, answered_by = $5, sip_response_code = COALESCE($6, sip_response_code),
-             duration_s = COALESCE($7, duration_s), ended_at = COALESCE($8, now()),
-             last_event_at = GREATEST(last_event_at, $8), finished_at = now()
-         WHERE id = $1 AND state IN ('dialing', 'created', 'parked')",
-    )
-    .bind(attempt_id)
-    .bind(facts.call_sid.as_ref().map(CallSid::as_str))
-    .bind(facts.status.as_str())
-    .bind(outcome.as_str())
-    .bind(answered_by.map(AnsweredBy::as_str))
-    .bind(facts.sip_response_code)
-    .bind(facts.duration_s)
-    .bind(facts.ended_at)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if updated == 0 {
-        return Ok(settled);
+    // Rounds: the k-th open attempt of each contact goes in round k.
+    let mut rounds: Vec<Vec<Settling>> = Vec::new();
+    let mut per_contact: HashMap<i64, usize> = HashMap::new();
+    for (i, (attempt_id, facts)) in items.iter().enumerate() {
+        if out[i].is_some() {
+            continue;
+        }
+        let Some(row) = by_id.get(attempt_id).copied() else {
+            out[i] = Some(Err(StoreError::NotFound(format!("attempt {attempt_id}"))));
+            continue;
+        };
+        if let (Some(have), Some(given)) = (&row.call_sid, &facts.call_sid) {
+            if have != given.as_str() {
+                out[i] = Some(Err(StoreError::Conflict(format!("attempt {attempt_id} belongs to another call"))));
+                continue;
+            }
+        }
+        let stored_answered_by = row.answered_by.as_deref().and_then(|s| AnsweredBy::parse(s).ok());
+        let answered_by = facts.answered_by.or(stored_answered_by);
+        let opted_out = row.result.as_deref() == Some(OPTED_OUT_RESULT);
+        let outcome = classify(CallFacts {
+            status: facts.status,
+            answered_by,
+            sip_response_code: facts.sip_response_code,
+            has_result: row.result.is_some() && !opted_out,
+            opted_out,
+            voicemail_left: row.outcome.as_deref() == Some(VOICEMAIL_MARK),
+        });
+        let k = per_contact.entry(row.contact_id).or_insert(0);
+        if rounds.len() <= *k {
+            rounds.push(Vec::new());
+        }
+        rounds[*k].push(Settling { at: i, row, facts, outcome, answered_by });
+        *k += 1;
     }
 
-    // The contact moves on only while it is still calling on this very attempt: a lease rescue or a newer
-    // attempt has taken over otherwise, and this late report must not touch it.
-    let contact_updated = match &next {
-        Next::Retry { at, .. } => sqlx::query(
-            "UPDATE contacts SET state = 'pending', next_attempt_at = $3, lease_owner = NULL, lease_expires_at = NULL,
-                 last_call_at = GREATEST(last_call_at, $4), updated_at = now()
-             WHERE id = $1 AND state = 'calling' AND attempt_seq = $2",
-        )
-        .bind(row.contact_id)
-        .bind(row.attempt_no)
-        .bind(at)
-        .bind(row.requested_at)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected(),
-        Next::Final { state, reason } => {
-            // Only a person's keypress (or opt-out) is a result; a machine's digits never are.
-            let result = match outcome {
-                Outcome::AnsweredResult | Outcome::OptedOut => row.result.as_deref(),
-                _ => None,
-            };
-            sqlx::query(
-                "UPDATE contacts SET state = $3, final_outcome = $4, final_reason = $5, result = COALESCE($6, result),
-                     last_call_at = GREATEST(last_call_at, $7), finished_at = now(), updated_at = now(),
-                     lease_owner = NULL, lease_expires_at = NULL
-                 WHERE id = $1 AND state = 'calling' AND attempt_seq = $2",
-            )
-            .bind(row.contact_id)
-            .bind(row.attempt_no)
-            .bind(state.as_str())
-            .bind(outcome.as_str())
-            .bind(reason)
-            .bind(result)
-            .bind(row.requested_at)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
+    // Attempts finished by an earlier round of this call, with what was recorded.
+    let mut finished: HashMap<i64, (Outcome, Option<AnsweredBy>)> = HashMap::new();
+    // What an attempt that is already finished (or never sent) answers: nothing changed.
+    let unchanged = |s: &Settling, finished: &HashMap<i64, (Outcome, Option<AnsweredBy>)>| {
+        let (outcome, answered_by) = match finished.get(&s.row.id) {
+            Some(&(o, a)) => (Some(o), a),
+            None => (
+                s.row.outcome.as_deref().and_then(|o| Outcome::parse(o).ok()),
+                s.row.answered_by.as_deref().and_then(|a| AnsweredBy::parse(a).ok()),
+            ),
+        };
+        Settled {
+            attempt_id: s.row.id,
+            campaign_id: s.row.campaign_id,
+            contact_id: s.row.contact_id,
+            applied: false,
+            outcome,
+            answered_by,
+            next: None,
+            contact_updated: false,
         }
-    } == 1;
+    };
+    let mut policies: HashMap<i64, RetryPolicy> = HashMap::new();
+    for round in rounds {
+        let (open, done): (Vec<Settling>, Vec<Settling>) = round.into_iter().partition(|s| {
+            matches!(s.row.state.as_str(), "dialing" | "created" | "parked") && !finished.contains_key(&s.row.id)
+        });
+        for s in &done {
+            out[s.at] = Some(Ok(unchanged(s, &finished)));
+        }
+        if open.is_empty() {
+            continue;
+        }
+        let a_ids: Vec<i64> = open.iter().map(|s| s.row.id).collect();
+        let c_ids: Vec<i64> = open.iter().map(|s| s.row.contact_id).collect();
+        let outcomes: Vec<&str> = open.iter().map(|s| s.outcome.as_str()).collect();
+        let before: HashMap<i64, i64> = sqlx::query_as::<_, (i64, i64)>(
+            "SELECT u.aid, (SELECT count(*) FROM attempts x
+                            WHERE x.contact_id = u.cid AND x.id <> u.aid AND x.state = 'finished'
+                              AND x.outcome = u.outcome)
+             FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u(aid, cid, outcome)",
+        )
+        .bind(&a_ids)
+        .bind(&c_ids)
+        .bind(&outcomes)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+        let now = Utc::now();
+        let mut nexts: Vec<Next> = Vec::with_capacity(open.len());
+        for s in &open {
+            let policy = match policies.get(&s.row.campaign_id) {
+                Some(p) => p,
+                None => {
+                    let p: RetryPolicy = serde_json::from_value(s.row.retry_policy.clone()).map_err(|e| {
+                        StoreError::Conflict(format!("campaign {}: stored retry policy: {e}", s.row.campaign_id))
+                    })?;
+                    policies.entry(s.row.campaign_id).or_insert(p)
+                }
+            };
+            let same_before = before.get(&s.row.id).copied().unwrap_or(0) as i32;
+            nexts.push(decide(policy, s.row.max_attempts, s.outcome, s.row.attempts_made, same_before, now));
+        }
 
-    settled.applied = true;
-    settled.outcome = Some(outcome);
-    settled.answered_by = answered_by;
-    settled.next = Some(next);
-    settled.contact_updated = contact_updated;
-    Ok(settled)
+        let sids: Vec<Option<&str>> = open.iter().map(|s| s.facts.call_sid.as_ref().map(CallSid::as_str)).collect();
+        let statuses: Vec<&str> = open.iter().map(|s| s.facts.status.as_str()).collect();
+        let answered: Vec<Option<&str>> = open.iter().map(|s| s.answered_by.map(AnsweredBy::as_str)).collect();
+        let sip: Vec<Option<i32>> = open.iter().map(|s| s.facts.sip_response_code).collect();
+        let duration: Vec<Option<i32>> = open.iter().map(|s| s.facts.duration_s).collect();
+        let ended: Vec<Option<DateTime<Utc>>> = open.iter().map(|s| s.facts.ended_at).collect();
+        let updated: HashSet<i64> = sqlx::query_scalar::<_, i64>(
+            "UPDATE attempts a SET state = 'finished', call_sid = COALESCE(a.call_sid, u.sid), call_status = u.status,
+                 status_rank = 4, outcome = u.outcome, answered_by = u.answered_by,
+                 sip_response_code = COALESCE(u.sip, a.sip_response_code),
+                 duration_s = COALESCE(u.duration, a.duration_s), ended_at = COALESCE(u.ended_at, now()),
+                 last_event_at = GREATEST(a.last_event_at, u.ended_at), finished_at = now()
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[],
+                         $8::timestamptz[]) AS u(id, sid, status, outcome, answered_by, sip, duration, ended_at)
+             WHERE a.id = u.id AND a.state IN ('dialing', 'created', 'parked')
+             RETURNING a.id",
+        )
+        .bind(&a_ids)
+        .bind(&sids)
+        .bind(&statuses)
+        .bind(&outcomes)
+        .bind(&answered)
+        .bind(&sip)
+        .bind(&duration)
+        .bind(&ended)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+
+        // The contact moves on only while it is still calling on this very attempt: a lease rescue or a
+        // newer attempt has taken over otherwise, and this late report must not touch it.
+        let (mut r_cid, mut r_no, mut r_at, mut r_req) = (vec![], vec![], vec![], vec![]);
+        let (mut f_cid, mut f_no, mut f_state, mut f_outcome, mut f_reason, mut f_result, mut f_req) =
+            (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        for (s, next) in open.iter().zip(&nexts) {
+            if !updated.contains(&s.row.id) {
+                continue;
+            }
+            match next {
+                Next::Retry { at, .. } => {
+                    r_cid.push(s.row.contact_id);
+                    r_no.push(s.row.attempt_no);
+                    r_at.push(*at);
+                    r_req.push(s.row.requested_at);
+                }
+                Next::Final { state, reason } => {
+                    // Only a person's keypress (or opt-out) is a result; a machine's digits never are.
+                    let result = match s.outcome {
+                        Outcome::AnsweredResult | Outcome::OptedOut => s.row.result.as_deref(),
+                        _ => None,
+                    };
+                    f_cid.push(s.row.contact_id);
+                    f_no.push(s.row.attempt_no);
+                    f_state.push(state.as_str());
+                    f_outcome.push(s.outcome.as_str());
+                    f_reason.push(reason.as_str());
+                    f_result.push(result);
+                    f_req.push(s.row.requested_at);
+                }
+            }
+        }
+        let mut moved: HashSet<i64> = HashSet::new();
+        if !r_cid.is_empty() {
+            moved.extend(
+                sqlx::query_scalar::<_, i64>(
+                    "UPDATE contacts c SET state = 'pending', next_attempt_at = u.at, lease_owner = NULL,
+                         lease_expires_at = NULL, last_call_at = GREATEST(c.last_call_at, u.requested_at),
+                         updated_at = now()
+                     FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::timestamptz[])
+                          AS u(id, attempt_no, at, requested_at)
+                     WHERE c.id = u.id AND c.state = 'calling' AND c.attempt_seq = u.attempt_no
+                     RETURNING c.id",
+                )
+                .bind(&r_cid)
+                .bind(&r_no)
+                .bind(&r_at)
+                .bind(&r_req)
+                .fetch_all(&mut *conn)
+                .await?,
+            );
+        }
+        if !f_cid.is_empty() {
+            moved.extend(
+                sqlx::query_scalar::<_, i64>(
+                    "UPDATE contacts c SET state = u.state, final_outcome = u.outcome, final_reason = u.reason,
+                         result = COALESCE(u.result, c.result),
+                         last_call_at = GREATEST(c.last_call_at, u.requested_at), finished_at = now(),
+                         updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+                     FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                 $7::timestamptz[]) AS u(id, attempt_no, state, outcome, reason, result, requested_at)
+                     WHERE c.id = u.id AND c.state = 'calling' AND c.attempt_seq = u.attempt_no
+                     RETURNING c.id",
+                )
+                .bind(&f_cid)
+                .bind(&f_no)
+                .bind(&f_state)
+                .bind(&f_outcome)
+                .bind(&f_reason)
+                .bind(&f_result)
+                .bind(&f_req)
+                .fetch_all(&mut *conn)
+                .await?,
+            );
+        }
+
+        for (s, next) in open.iter().zip(nexts) {
+            if !updated.contains(&s.row.id) {
+                out[s.at] = Some(Ok(unchanged(s, &finished)));
+                continue;
+            }
+            finished.insert(s.row.id, (s.outcome, s.answered_by));
+            out[s.at] = Some(Ok(Settled {
+                attempt_id: s.row.id,
+                campaign_id: s.row.campaign_id,
+                contact_id: s.row.contact_id,
+                applied: true,
+                outcome: Some(s.outcome),
+                answered_by: s.answered_by,
+                next: Some(next),
+                contact_updated: moved.contains(&s.row.contact_id),
+            }));
+        }
+    }
+    Ok(out.into_iter().map(|o| o.expect("every attempt answered")).collect())
 }
