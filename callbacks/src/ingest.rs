@@ -1,87 +1,72 @@
 //! The batched StatusCallback writer.
 //!
-//! Handlers send each parsed event with a oneshot into a bounded channel (backpressure: a full channel makes
-//! handlers wait, never drops). One task drains up to [`BATCH_MAX`] events at a time and stores them in one
-//! transaction ([`Store::events_apply_many`]: one `unnest` insert, then each attempt's new events reduced to
-//! the highest rank and applied), then answers every oneshot — a handler returns 200 only after its event
-//! is committed. If a batch fails, its events are retried one transaction each, so one bad event cannot fail
+//! Handlers submit each parsed event to a [`Batcher`] (bounded: a full queue makes handlers wait, never
+//! drops). Its task stores up to [`BATCH_MAX`] events at a time in one transaction
+//! ([`Store::events_apply_many`]: one `unnest` insert, each attempt's new events reduced to the highest rank,
+//! then set-based transitions), then answers each handler — a handler returns 200 only after its event is
+//! committed. If a batch fails, its events are retried one transaction each, so one bad event cannot fail
 //! its neighbours. Metrics are counted here, after the commit, so each event counts once.
 
+use dialer_core::batch::Batcher;
 use dialer_core::metrics::Metrics;
 use dialer_core::store::{EventApplied, StatusEvent, Store};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::ApiError;
 
 /// Most events written in one transaction.
 pub const BATCH_MAX: usize = 256;
+/// Batches written at once: one can fill while another commits. Batches touching the same attempt lock it
+/// in id order and take turns.
+pub const WRITERS: usize = 4;
 /// Events waiting for the writer before handlers wait (a guess: a few seconds of a busy campaign).
 pub const QUEUE_DEPTH: usize = 4096;
-
-struct Job {
-    event: StatusEvent,
-    reply: oneshot::Sender<Result<EventApplied, String>>,
-}
 
 /// The handle handlers submit to; the writer task stops when every handle is dropped.
 #[derive(Clone)]
 pub struct Ingest {
-    tx: mpsc::Sender<Job>,
+    writer: Batcher<StatusEvent, Result<EventApplied, String>>,
 }
 
 impl Ingest {
     pub fn spawn(store: Store) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run(store, rx));
-        Self { tx }
+        let writer = Batcher::spawn(BATCH_MAX, QUEUE_DEPTH, WRITERS, move |events: Vec<StatusEvent>| {
+            let store = store.clone();
+            async move { write_batch(&store, events).await }
+        });
+        Self { writer }
     }
 
     /// Stores one event; returns once it is durable.
     pub async fn submit(&self, event: StatusEvent) -> Result<EventApplied, ApiError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Job { event, reply }).await.map_err(|_| anyhow::anyhow!("status writer stopped"))?;
-        let answer = rx.await.map_err(|_| anyhow::anyhow!("status writer dropped the event"))?;
+        let answer = self.writer.submit(event).await.ok_or_else(|| anyhow::anyhow!("status writer stopped"))?;
         answer.map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
-    let mut buf = Vec::with_capacity(BATCH_MAX);
-    while rx.recv_many(&mut buf, BATCH_MAX).await > 0 {
-        let jobs = std::mem::take(&mut buf);
-        write_batch(&store, jobs).await;
-    }
-}
-
-async fn write_batch(store: &Store, jobs: Vec<Job>) {
-    let events: Vec<StatusEvent> = jobs.iter().map(|j| j.event.clone()).collect();
+async fn write_batch(store: &Store, events: Vec<StatusEvent>) -> Vec<Result<EventApplied, String>> {
     match store.events_apply_many(&events).await {
         Ok(results) => {
-            for (job, applied) in jobs.into_iter().zip(results) {
-                count(&job.event, &applied);
-                let _ = job.reply.send(Ok(applied));
+            for (event, applied) in events.iter().zip(&results) {
+                count(event, applied);
             }
+            results.into_iter().map(Ok).collect()
         }
-        Err(e) if jobs.len() > 1 => {
-            tracing::warn!(error = %e, events = jobs.len(), "status batch failed; writing its events one by one");
-            for job in jobs {
-                let single = store.events_apply_many(std::slice::from_ref(&job.event)).await;
-                let answer = match single {
+        Err(e) if events.len() > 1 => {
+            tracing::warn!(error = %e, events = events.len(), "status batch failed; writing its events one by one");
+            let mut answers = Vec::with_capacity(events.len());
+            for event in &events {
+                answers.push(match store.events_apply_many(std::slice::from_ref(event)).await {
                     Ok(mut r) => {
                         let applied = r.pop().expect("one answer per event");
-                        count(&job.event, &applied);
+                        count(event, &applied);
                         Ok(applied)
                     }
                     Err(e) => Err(e.to_string()),
-                };
-                let _ = job.reply.send(answer);
+                });
             }
+            answers
         }
-        Err(e) => {
-            for job in jobs {
-                let _ = job.reply.send(Err(e.to_string()));
-            }
-        }
+        Err(e) => vec![Err(e.to_string())],
     }
 }
 

@@ -4,6 +4,7 @@
 //! Dependencies point one way: `domain` ← `store`, `twilio` ← `sim`; nothing here knows about the
 //! binaries.
 
+pub mod batch;
 pub mod config;
 pub mod domain;
 pub mod import;

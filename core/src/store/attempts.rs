@@ -186,65 +186,111 @@ impl Store {
         max_calls_24h: Option<i32>,
         one_per_external_id: bool,
     ) -> Result<DialingGate> {
-        let (held, dnc, recent, notified, running, go): (bool, bool, i64, bool, bool, bool) = sqlx::query_as(
-            // `mine` locks the attempt and its contact together and requires that this attempt is still
-            // the contact's current one under our lease: a claim rescued and re-claimed (even by this
-            // same dialer) leaves the stale attempt unable to move either row.
-            "WITH mine AS (
+        let mut gates = self
+            .attempts_mark_dialing_many(
+                owner,
+                a.campaign_id,
+                std::slice::from_ref(a),
+                max_calls_24h,
+                one_per_external_id,
+            )
+            .await?;
+        Ok(gates.pop().expect("one gate per attempt"))
+    }
+
+    /// [`Store::attempts_mark_dialing`] for many attempts of one campaign in one statement (the dispatcher
+    /// batches the calls its pacer has just let through); one gate per attempt, in order. A campaign's
+    /// numbers are unique, so attempts of one batch cannot count towards each other's 24 h limit.
+    pub async fn attempts_mark_dialing_many(
+        &self,
+        owner: &str,
+        campaign_id: i64,
+        attempts: &[ClaimedAttempt],
+        max_calls_24h: Option<i32>,
+        one_per_external_id: bool,
+    ) -> Result<Vec<DialingGate>> {
+        let ids: Vec<i64> = attempts.iter().map(|a| a.attempt_id).collect();
+        let contacts: Vec<i64> = attempts.iter().map(|a| a.contact_id).collect();
+        let phones: Vec<&str> = attempts.iter().map(|a| a.phone.as_str()).collect();
+        let refs: Vec<Option<&str>> =
+            attempts.iter().map(|a| if one_per_external_id { a.external_id.as_deref() } else { None }).collect();
+        let rows: Vec<(i64, bool, bool, i64, bool, bool, bool)> = sqlx::query_as(
+            // `mine` locks each attempt and its contact together and requires that the attempt is still the
+            // contact's current one under our lease: a claim rescued and re-claimed (even by this same
+            // dialer) leaves the stale attempt unable to move either row.
+            "WITH input AS (
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])
+                     AS u(attempt_id, contact_id, phone, external_id)
+             ), mine AS (
                  SELECT a.id AS attempt_id, c.id AS contact_id
                  FROM attempts a JOIN contacts c ON c.id = a.contact_id
-                 WHERE a.id = $1 AND a.state = 'claimed' AND a.lease_owner = $5
-                   AND c.state = 'claimed' AND c.lease_owner = $5 AND c.attempt_seq = a.attempt_no
+                 WHERE a.id = ANY($1) AND a.state = 'claimed' AND a.lease_owner = $6
+                   AND c.state = 'claimed' AND c.lease_owner = $6 AND c.attempt_seq = a.attempt_no
+                 ORDER BY a.id
                  FOR UPDATE OF a, c
              ), chk AS (
-                 SELECT EXISTS (SELECT 1 FROM dnc WHERE phone = $3 AND (campaign_id IS NULL OR campaign_id = $4)) AS dnc,
-                        (SELECT count(*) FROM attempts
-                         WHERE phone = $3 AND requested_at > now() - interval '24 hours'
-                           AND state <> 'not_created') AS recent,
-                        ($7::text IS NOT NULL AND EXISTS (
-                            SELECT 1 FROM contacts o WHERE o.external_id = $7 AND o.id <> $2
-                              AND o.final_outcome IN ('answered_result', 'answered_no_result', 'voicemail'))) AS notified,
-                        EXISTS (SELECT 1 FROM campaigns WHERE id = $4 AND status = 'running') AS running
+                 SELECT u.attempt_id,
+                        EXISTS (SELECT 1 FROM dnc
+                                WHERE dnc.phone = u.phone AND (dnc.campaign_id IS NULL OR dnc.campaign_id = $5)) AS dnc,
+                        (SELECT count(*) FROM attempts x
+                         WHERE x.phone = u.phone AND x.requested_at > now() - interval '24 hours'
+                           AND x.state <> 'not_created') AS recent,
+                        (u.external_id IS NOT NULL AND EXISTS (
+                            SELECT 1 FROM contacts o WHERE o.external_id = u.external_id AND o.id <> u.contact_id
+                              AND o.final_outcome IN ('answered_result', 'answered_no_result', 'voicemail'))) AS notified
+                 FROM input u
+             ), running AS (
+                 SELECT EXISTS (SELECT 1 FROM campaigns WHERE id = $5 AND status = 'running') AS running
              ), go AS (
-                 SELECT mine.* FROM mine, chk
-                 WHERE NOT chk.dnc AND chk.recent < COALESCE($6, 2147483647) AND NOT chk.notified AND chk.running
-             ), c AS (
+                 SELECT mine.* FROM mine JOIN chk USING (attempt_id), running
+                 WHERE NOT chk.dnc AND chk.recent < COALESCE($7, 2147483647) AND NOT chk.notified AND running.running
+             ), calling AS (
                  UPDATE contacts SET state = 'calling', attempts_made = attempts_made + 1, last_call_at = now(),
                         updated_at = now()
                  FROM go WHERE contacts.id = go.contact_id
                  RETURNING contacts.id
-             ), a AS (
+             ), dialing AS (
                  UPDATE attempts SET state = 'dialing', requested_at = now()
                  FROM go WHERE attempts.id = go.attempt_id
                  RETURNING attempts.id
              )
-             SELECT EXISTS (SELECT 1 FROM mine), (SELECT dnc FROM chk), (SELECT recent FROM chk),
-                    (SELECT notified FROM chk), (SELECT running FROM chk), EXISTS (SELECT 1 FROM a)",
+             SELECT chk.attempt_id, mine.attempt_id IS NOT NULL, chk.dnc, chk.recent, chk.notified, running.running,
+                    dialing.id IS NOT NULL
+             FROM chk CROSS JOIN running
+             LEFT JOIN mine ON mine.attempt_id = chk.attempt_id
+             LEFT JOIN dialing ON dialing.id = chk.attempt_id",
         )
-        .bind(a.attempt_id)
-        .bind(a.contact_id)
-        .bind(&a.phone)
-        .bind(a.campaign_id)
+        .bind(&ids)
+        .bind(&contacts)
+        .bind(&phones)
+        .bind(&refs)
+        .bind(campaign_id)
         .bind(owner)
         .bind(max_calls_24h)
-        .bind(if one_per_external_id { a.external_id.as_deref() } else { None })
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(if go {
-            DialingGate::Go
-        } else if !held {
-            DialingGate::LeaseLost
-        } else if dnc {
-            DialingGate::Dnc
-        } else if notified {
-            DialingGate::AlreadyNotified
-        } else if max_calls_24h.is_some_and(|m| recent >= m as i64) {
-            DialingGate::Limit { recent }
-        } else if !running {
-            DialingGate::NotRunning
-        } else {
-            DialingGate::LeaseLost
-        })
+        let by_id: std::collections::HashMap<i64, DialingGate> = rows
+            .into_iter()
+            .map(|(id, held, dnc, recent, notified, running, go)| {
+                let gate = if go {
+                    DialingGate::Go
+                } else if !held {
+                    DialingGate::LeaseLost
+                } else if dnc {
+                    DialingGate::Dnc
+                } else if notified {
+                    DialingGate::AlreadyNotified
+                } else if max_calls_24h.is_some_and(|m| recent >= m as i64) {
+                    DialingGate::Limit { recent }
+                } else if !running {
+                    DialingGate::NotRunning
+                } else {
+                    DialingGate::LeaseLost
+                };
+                (id, gate)
+            })
+            .collect();
+        Ok(ids.iter().map(|id| by_id.get(id).copied().unwrap_or(DialingGate::LeaseLost)).collect())
     }
 
     /// When a number's oldest call of the last 24 h drops out of the window (for a limit deferral).
@@ -261,22 +307,24 @@ impl Store {
         .flatten())
     }
 
-    /// Twilio created the call. A callback may already have set the SID or moved the attempt on, so the
-    /// SID is only filled in and the state only moves from `dialing`/`parked`.
-    pub async fn attempts_set_created(
+    /// Twilio created the calls (one statement for a batch of POST responses). A callback may already
+    /// have set the SID or moved the attempt on, so the SID is only filled in and the state only moves
+    /// from `dialing`/`parked`.
+    pub async fn attempts_set_created_many(
         &self,
-        attempt_id: i64,
-        call_sid: &str,
-        queue_time_ms: Option<i64>,
+        attempt_ids: &[i64],
+        call_sids: &[&str],
+        queue_time_ms: &[Option<i32>],
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE attempts SET call_sid = COALESCE(call_sid, $2),
-                 queue_time_ms = COALESCE(queue_time_ms, $3::int),
-                 state = CASE WHEN state IN ('dialing', 'parked') THEN 'created' ELSE state END
-             WHERE id = $1",
+            "UPDATE attempts a SET call_sid = COALESCE(a.call_sid, u.sid),
+                 queue_time_ms = COALESCE(a.queue_time_ms, u.qt),
+                 state = CASE WHEN a.state IN ('dialing', 'parked') THEN 'created' ELSE a.state END
+             FROM unnest($1::bigint[], $2::text[], $3::int[]) AS u(id, sid, qt)
+             WHERE a.id = u.id",
         )
-        .bind(attempt_id)
-        .bind(call_sid)
+        .bind(attempt_ids)
+        .bind(call_sids)
         .bind(queue_time_ms)
         .execute(&self.pool)
         .await?;

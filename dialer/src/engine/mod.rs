@@ -11,8 +11,9 @@ pub mod scheduler;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dialer_core::batch::Batcher;
 use dialer_core::config::Config;
-use dialer_core::domain::TokenKey;
+use dialer_core::domain::{CallSid, TokenKey};
 use dialer_core::store::Store;
 use dialer_core::twilio::TwilioClient;
 use tokio::sync::Semaphore;
@@ -40,8 +41,22 @@ pub struct Engine {
     /// Concurrent REST requests.
     pub rest: Arc<Semaphore>,
     pub max_concurrent_requests: usize,
+    /// Records CallSids from POST responses, many per statement.
+    pub created: Batcher<Created, Result<(), String>>,
     pub shutdown: CancellationToken,
 }
+
+/// A POST's answer to record: the attempt, its CallSid and Twilio's queue time.
+pub struct Created {
+    pub attempt_id: i64,
+    pub call_sid: CallSid,
+    pub queue_time_ms: Option<i32>,
+}
+
+/// Most rows in one batched write of the engine (created calls, pre-POST checks).
+pub const WRITE_BATCH: usize = 256;
+/// Batched writes of one kind in flight at once: one batch fills while another commits.
+pub const WRITERS: usize = 2;
 
 /// How often replicas heartbeat; a replica silent for `LIVE_AFTER` no longer counts.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -61,6 +76,24 @@ impl Engine {
             std::process::id(),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
+        let created = {
+            let store = store.clone();
+            Batcher::spawn(
+                WRITE_BATCH,
+                config.max_concurrent_requests.max(WRITE_BATCH),
+                WRITERS,
+                move |rows: Vec<Created>| {
+                    let store = store.clone();
+                    async move {
+                        let ids: Vec<i64> = rows.iter().map(|r| r.attempt_id).collect();
+                        let sids: Vec<&str> = rows.iter().map(|r| r.call_sid.as_str()).collect();
+                        let qts: Vec<Option<i32>> = rows.iter().map(|r| r.queue_time_ms).collect();
+                        let r = store.attempts_set_created_many(&ids, &sids, &qts).await.map_err(|e| e.to_string());
+                        vec![r; rows.len()]
+                    }
+                },
+            )
+        };
         Ok(Arc::new(Self {
             store,
             twilio,
@@ -78,6 +111,7 @@ impl Engine {
             account: Pacer::new(config.account_cps, config.pacing_margin),
             rest: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             max_concurrent_requests: config.max_concurrent_requests,
+            created,
             shutdown,
         }))
     }

@@ -74,7 +74,8 @@ async fn reconcile_attempt(engine: &Engine, a: &OpenAttempt) -> anyhow::Result<S
             .await?;
         return Ok(Step::NeverCreated);
     };
-    engine.store.attempts_set_created(a.attempt_id, call.sid.as_str(), call.queue_time.map(|q| q as i64)).await?;
+    let queue_time_ms = call.queue_time.map(|q| i32::try_from(q).unwrap_or(i32::MAX));
+    engine.store.attempts_set_created_many(&[a.attempt_id], &[call.sid.as_str()], &[queue_time_ms]).await?;
     if !call.status.is_terminal() {
         return Ok(Step::Found);
     }
