@@ -1,5 +1,6 @@
 //! A running campaign as the engine needs it, parsed once from its row.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -22,6 +23,10 @@ pub struct LiveCampaign {
     /// min(cps, account CPS × share), before dividing by live replicas.
     pub cps: f64,
     pub pacer: Pacer,
+    /// Claims handed to the dispatcher and not yet through its pre-POST check (queued or waiting for
+    /// the pacer). The scheduler claims only while this is under what the pacer lets through in a third
+    /// of the lease, so no claim expires while it waits here.
+    pub held: AtomicUsize,
 }
 
 impl LiveCampaign {
@@ -43,6 +48,7 @@ impl LiveCampaign {
             ring_timeout_s: row.ring_timeout_s.max(5) as u32,
             cps,
             pacer: Pacer::new(cps / live.max(1) as f64, margin),
+            held: AtomicUsize::new(0),
         }))
     }
 

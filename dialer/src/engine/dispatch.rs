@@ -4,6 +4,7 @@
 //! one-per-reference checked again in the same statement) → REST permit → account pacer → POST. The
 //! attempt is committed as `dialing` before the POST and no transaction is open during it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,8 @@ async fn worker(
     loop {
         let next = rx.lock().await.recv().await;
         let Some(a) = next else { return };
+        // However this attempt ends here, it no longer waits in this dispatcher.
+        let _held = Held(&campaign.held);
         if engine.shutdown.is_cancelled() {
             release(&engine, &[a]).await;
             continue;
@@ -77,6 +80,15 @@ async fn worker(
         if let Err(e) = dispatch_one(&engine, &campaign, &gate, a).instrument(span).await {
             warn!(campaign = campaign.id, error = %e, "dispatch failed");
         }
+    }
+}
+
+/// Counts an attempt out of [`LiveCampaign::held`] when dropped.
+struct Held<'a>(&'a AtomicUsize);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

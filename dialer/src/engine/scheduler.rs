@@ -2,6 +2,7 @@
 //! the calling window and DNC, and hand the rest to that campaign's dispatcher over a bounded channel.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,7 +105,7 @@ pub async fn run(engine: Arc<Engine>) -> anyhow::Result<()> {
 async fn claim_once(engine: &Engine, r: &Running) -> anyhow::Result<ClaimOutcome> {
     // Never hold more claims than this campaign can dial within a third of the lease, or they would
     // expire in the queue and be rescued while still queued here.
-    let queued = (r.tx.max_capacity() - r.tx.capacity()) as i64;
+    let queued = r.campaign.held.load(Ordering::Relaxed) as i64;
     let horizon = ((r.campaign.pacer.rate() * engine.lease.as_secs_f64() / 3.0).floor() as i64).max(1);
     let want = (r.tx.capacity() as i64).min(engine.claim_batch).min(horizon - queued);
     if want < (engine.claim_batch / 4).min(horizon / 2).max(1) {
@@ -163,7 +164,9 @@ async fn claim_once(engine: &Engine, r: &Running) -> anyhow::Result<ClaimOutcome
     }
     for a in ready {
         // Capacity was checked above and only this task sends, so this never waits long.
+        r.campaign.held.fetch_add(1, Ordering::Relaxed);
         if r.tx.send(a).await.is_err() {
+            r.campaign.held.fetch_sub(1, Ordering::Relaxed);
             break;
         }
         out.queued += 1;
