@@ -51,17 +51,20 @@ impl Pacer {
     /// check and the record are atomic.
     pub async fn until_ready(&self) {
         let mut sent = self.window.lock().await;
-        let l = self.state.lock().expect("pacer lock").1.clone();
-        l.until_ready().await;
         let cap = (self.rate().floor() as usize).max(1);
         while sent.len() > cap {
             sent.pop_front();
         }
+        // The window guard first, GCRA second: a call the guard held back then still gets its full
+        // 1/rate spacing from GCRA, instead of going out together with the next one (the other order let
+        // two calls leave in the same millisecond after a guard wait).
         if sent.len() == cap {
             let oldest = *sent.front().expect("non-empty");
             tokio::time::sleep_until((oldest + Duration::from_secs(1) + self.margin).into()).await;
             sent.pop_front();
         }
+        let l = self.state.lock().expect("pacer lock").1.clone();
+        l.until_ready().await;
         sent.push_back(Instant::now());
     }
 }
