@@ -1,16 +1,15 @@
-//! Group commit for hot writes: callers submit one item each and wait for its answer, while one task
-//! writes whatever has queued up in a single statement. Under load batches grow by themselves; when idle
-//! a lone item goes at once, so nobody waits for a timer.
+//! Group commit for hot writes: callers submit one item each and wait for its answer, while writer tasks
+//! each take whatever has queued up and write it in a single statement. Under load batches grow by
+//! themselves; when idle a lone item goes at once, so nobody waits for a timer.
 //!
 //! The queue is bounded: when the writer falls behind, `submit` waits (backpressure), it never drops.
 
 use std::future::Future;
-
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-/// A handle to a batching writer; clones share the writer. The writer stops when every handle is gone,
+/// A handle to a batching writer; clones share its writer tasks, which stop when every handle is gone,
 /// after answering what was queued.
 pub struct Batcher<I, O> {
     tx: mpsc::Sender<(I, oneshot::Sender<O>)>,

@@ -1,6 +1,7 @@
 //! What a call produced: keypress results, opt-outs, the settle step that turns a finished attempt into an
 //! outcome and the contact's retry or final state, and the results export.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
@@ -389,14 +390,12 @@ pub(crate) async fn settle_many_in(
         let now = Utc::now();
         let mut nexts: Vec<Next> = Vec::with_capacity(open.len());
         for s in &open {
-            let policy = match policies.get(&s.row.campaign_id) {
-                Some(p) => p,
-                None => {
-                    let p: RetryPolicy = serde_json::from_value(s.row.retry_policy.clone()).map_err(|e| {
-                        StoreError::Conflict(format!("campaign {}: stored retry policy: {e}", s.row.campaign_id))
-                    })?;
-                    policies.entry(s.row.campaign_id).or_insert(p)
-                }
+            // Parsed once per campaign per call.
+            let policy = match policies.entry(s.row.campaign_id) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(v) => v.insert(serde_json::from_value(s.row.retry_policy.clone()).map_err(|e| {
+                    StoreError::Conflict(format!("campaign {}: stored retry policy: {e}", s.row.campaign_id))
+                })?),
             };
             let same_before = before.get(&s.row.id).copied().unwrap_or(0) as i32;
             nexts.push(decide(policy, s.row.max_attempts, s.outcome, s.row.attempts_made, same_before, now));

@@ -34,12 +34,12 @@ pub async fn run(engine: Arc<Engine>, campaign: Arc<LiveCampaign>, rx: mpsc::Rec
     let gate: Gate = {
         let store = engine.store.clone();
         let owner = engine.node_id.clone();
-        let (id, limits) = (campaign.id, campaign.limits.clone());
+        let (id, max_24h, one_per_ref) =
+            (campaign.id, campaign.limits.max_calls_per_number_24h, campaign.limits.one_per_external_id);
         Batcher::spawn(WRITE_BATCH, WORKERS, WRITERS, move |batch: Vec<ClaimedAttempt>| {
-            let (store, owner, limits) = (store.clone(), owner.clone(), limits.clone());
+            let (store, owner) = (store.clone(), owner.clone());
             async move {
-                let max = limits.max_calls_per_number_24h;
-                match store.attempts_mark_dialing_many(&owner, id, &batch, max, limits.one_per_external_id).await {
+                match store.attempts_mark_dialing_many(&owner, id, &batch, max_24h, one_per_ref).await {
                     Ok(gates) => gates.into_iter().map(Ok).collect(),
                     Err(e) => vec![Err(e.to_string()); batch.len()],
                 }
