@@ -148,6 +148,34 @@ mod claims {
         let clears = store.attempts_limit_clears_at(&claimed[1].phone, 1).await.unwrap().unwrap();
         assert!(clears > chrono::Utc::now() + chrono::Duration::hours(22));
     }
+
+    /// The dispatcher checks many attempts in one statement: each gets its own answer, in order, and only
+    /// the ones that pass move to `dialing`.
+    #[tokio::test]
+    async fn one_batched_check_answers_each_attempt_on_its_own() {
+        let store = fresh_store().await;
+        let id = running_campaign(&store, 10, 3).await;
+        store.campaigns_set_status(id, "running", None).await.unwrap();
+        let claimed = store.attempts_claim_due(id, 3, "me", 60.0).await.unwrap();
+        let dnc = E164::parse(&claimed[1].phone, None).unwrap();
+        store.dnc_add_many(&[dnc], None, "asked", "test").await.unwrap();
+        // The third one was claimed by this dialer but is checked under another owner's name: not ours.
+        let mine = &claimed[..2];
+        let gates = store.attempts_mark_dialing_many("me", id, mine, None, false).await.unwrap();
+        assert_eq!(gates, vec![DialingGate::Go, DialingGate::Dnc]);
+        let other = store.attempts_mark_dialing_many("other", id, &claimed[2..], None, false).await.unwrap();
+        assert_eq!(other, vec![DialingGate::LeaseLost]);
+        let states: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, state FROM attempts WHERE campaign_id = $1 ORDER BY id")
+                .bind(id)
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        let by_id: std::collections::HashMap<i64, String> = states.into_iter().collect();
+        assert_eq!(by_id[&claimed[0].attempt_id], "dialing");
+        assert_eq!(by_id[&claimed[1].attempt_id], "claimed", "a DNC number is not moved; the dispatcher blocks it");
+        assert_eq!(by_id[&claimed[2].attempt_id], "claimed");
+    }
 }
 
 /// Settling is set-based per callback batch; two finished attempts of one contact in the same batch (a
