@@ -143,7 +143,7 @@ async fn one(server: &str, args: &Args, cps: f64, paced: bool, n: i64) -> anyhow
     }
     extra.extend(args.env.iter().cloned());
     for &c in &cids {
-        store.campaigns_set_status(c, "running", None).await?;
+        store.campaigns_set_status(c, dialer_core::domain::CampaignStatus::Running, None).await?;
     }
     let d_addr = format!("127.0.0.1:{}", common::free_port());
     let (c0, _) = common::db_counters(&store).await?;

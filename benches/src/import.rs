@@ -179,7 +179,7 @@ async fn run_phases(args: &Args, file: &Path, server: &str, spec: &CampaignSpec)
     ensure!(parsed.rows.len() == args.rows, "parsed {} rows", parsed.rows.len());
 
     // The CLI checks the campaign's existing numbers before inserting; time it the same way.
-    let phones: Vec<String> = parsed.rows.iter().map(|r| r.contact.phone.as_str().to_string()).collect();
+    let phones: Vec<_> = parsed.rows.iter().map(|r| r.contact.phone.clone()).collect();
     let t = Instant::now();
     let existing = store.contacts_existing_phones(campaign, &phones).await?;
     let dup_check = t.elapsed();

@@ -95,8 +95,9 @@ async fn setup(store: &Store, n: i64) -> anyhow::Result<Vec<(i64, String)>> {
         .await?;
     sqlx::query(
         "INSERT INTO attempts (contact_id, campaign_id, attempt_no, phone, state, call_sid, requested_at)
-         SELECT id, campaign_id, 1, phone, 'created', 'CA' || md5(id::text), now() FROM contacts",
+         SELECT id, campaign_id, 1, phone, $1, 'CA' || md5(id::text), now() FROM contacts",
     )
+    .bind(dialer_core::domain::AttemptState::Created)
     .execute(store.pool())
     .await?;
     sqlx::query("UPDATE campaigns SET status = 'running'").execute(store.pool()).await?;
@@ -236,8 +237,9 @@ async fn one(server: &str, args: &Args) -> anyhow::Result<RunResult> {
     let p99 = pct(&mut lat, 99.0);
     if !args.baseline {
         let (events, finished): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM call_events), (SELECT count(*) FROM attempts WHERE state = 'finished')",
+            "SELECT (SELECT count(*) FROM call_events), (SELECT count(*) FROM attempts WHERE state = $1)",
         )
+        .bind(dialer_core::domain::AttemptState::Finished)
         .fetch_one(store.pool())
         .await?;
         println!("   durable: {events} call_events, {finished} attempts finished");

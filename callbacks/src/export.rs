@@ -13,9 +13,9 @@ pub fn write_csv<W: Write>(rows: &[ResultRow], writer: W) -> Result<(), csv::Err
         w.write_record([
             r.contact_id.to_string(),
             r.external_id.clone().unwrap_or_default(),
-            r.phone.clone(),
-            r.state.clone(),
-            r.outcome.clone().unwrap_or_default(),
+            r.phone.to_string(),
+            r.state.to_string(),
+            r.outcome.map(|o| o.to_string()).unwrap_or_default(),
             r.result.clone().unwrap_or_default(),
             r.attempts.to_string(),
             r.last_call_at.map(|t| t.to_rfc3339()).unwrap_or_default(),

@@ -22,13 +22,12 @@ pub struct CallScript {
 }
 
 impl CallScript {
-    /// Builds the script for an attempt. Fails if the stored script or zone do not parse (they were
+    /// Builds the script for an attempt. Fails if the stored script does not parse (it was
     /// validated when the campaign was created, so this is a bug or a hand-edited row).
     pub fn new(ctx: &CallContext, base_url: &str, token: &str) -> Result<Self, String> {
         let script: Script = serde_json::from_value(ctx.script.clone())
             .map_err(|e| format!("campaign {}: script: {e}", ctx.campaign_id))?;
-        let tz: Tz =
-            ctx.timezone.parse().map_err(|_| format!("contact {}: zone {:?}", ctx.contact_id, ctx.timezone))?;
+        let tz: Tz = ctx.timezone.get();
         let mut attrs: BTreeMap<String, String> = match &ctx.attributes {
             serde_json::Value::Object(m) => m
                 .iter()
@@ -36,13 +35,13 @@ impl CallScript {
                 .collect(),
             _ => BTreeMap::new(),
         };
-        attrs.insert("phone".into(), ctx.phone.clone());
+        attrs.insert("phone".into(), ctx.phone.to_string());
         attrs.insert("external_id".into(), ctx.external_id.clone().unwrap_or_default());
         Ok(Self {
             script,
             attrs,
             tz,
-            caller_id: ctx.caller_id.clone(),
+            caller_id: ctx.caller_id.to_string(),
             base_url: base_url.trim_end_matches('/').to_string(),
             token: token.to_string(),
         })

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use chrono_tz::Tz;
+use crate::domain::Tz;
 
 use crate::domain::E164;
 use crate::store::NewContact;
@@ -248,10 +248,7 @@ fn check_fields(line: usize, bytes: &[u8], c: &Columns<'_>) -> Result<ParsedRow,
     let timezone = match c.tz.map(|i| fields[i]).filter(|s| !s.is_empty()) {
         None => None,
         Some(z) => Some(
-            z.parse::<Tz>()
-                .map_err(|_| err(line, Some("timezone"), format!("unknown time zone {z:?}")))?
-                .name()
-                .to_string(),
+            Tz::parse(z).map_err(|_| err(line, Some("timezone"), format!("unknown time zone {z:?}")))?,
         ),
     };
     let external_id = c.ext.map(|i| fields[i]).filter(|s| !s.is_empty()).map(str::to_string);

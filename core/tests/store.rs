@@ -1,8 +1,9 @@
 //! Store round trips on a real, freshly migrated PostgreSQL database.
 
-use dialer_core::domain::{CampaignSpec, E164};
+use dialer_core::domain::CampaignStatus::{self, Paused, Running};
+use dialer_core::domain::{AttemptState, CampaignSpec, ContactState, E164};
 use dialer_core::store::NewContact;
-use dialer_core::testkit::fresh_store;
+use dialer_core::testkit::{self, fresh_store};
 
 pub const CAMPAIGN: &str = include_str!("../../examples/campaigns/appointment-confirmation.toml");
 
@@ -12,13 +13,14 @@ async fn migrations_apply_to_an_empty_database_and_campaigns_round_trip() {
     let spec = CampaignSpec::parse(CAMPAIGN, "c.toml").unwrap();
     let id = store.campaigns_insert(&spec).await.unwrap();
     let row = store.campaigns_get(id).await.unwrap();
-    assert_eq!(row.status, "draft");
-    assert_eq!(row.caller_id, spec.caller_id.as_str());
-    assert_eq!(store.campaigns_set_status(id, "running", None).await.unwrap(), "running");
-    assert!(store.campaigns_set_status(id, "running", None).await.is_ok(), "idempotent");
-    assert_eq!(store.campaigns_set_status(id, "paused", Some("ops")).await.unwrap(), "paused");
-    store.campaigns_set_status(id, "canceled", None).await.unwrap();
-    assert!(store.campaigns_set_status(id, "running", None).await.is_err(), "canceled is final");
+    assert_eq!(row.status, CampaignStatus::Draft);
+    assert_eq!(row.caller_id, spec.caller_id);
+    assert_eq!(row.timezone.name(), spec.timezone.name());
+    assert_eq!(store.campaigns_set_status(id, Running, None).await.unwrap(), Running);
+    assert!(store.campaigns_set_status(id, Running, None).await.is_ok(), "idempotent");
+    assert_eq!(store.campaigns_set_status(id, Paused, Some("ops")).await.unwrap(), Paused);
+    store.campaigns_set_status(id, CampaignStatus::Canceled, None).await.unwrap();
+    assert!(store.campaigns_set_status(id, Running, None).await.is_err(), "canceled is final");
 }
 
 #[tokio::test]
@@ -39,7 +41,7 @@ async fn contacts_insert_all_or_nothing_and_report_counts() {
     assert!(err.is_err());
     let report = store.campaigns_report(id).await.unwrap();
     assert_eq!(report.contacts, 2);
-    assert_eq!(report.by_state.get("pending"), Some(&2));
+    assert_eq!(report.by_state.get(&ContactState::Pending), Some(&2));
 }
 
 #[tokio::test]
@@ -51,14 +53,20 @@ async fn dnc_is_global_or_per_campaign_and_idempotent() {
     assert_eq!(store.dnc_add_many(&[a.clone(), a.clone()], None, "asked", "cli").await.unwrap(), 1);
     assert_eq!(store.dnc_add_many(std::slice::from_ref(&a), None, "asked", "cli").await.unwrap(), 0);
     store.dnc_add_many(std::slice::from_ref(&b), Some(id), "asked", "cli").await.unwrap();
-    assert!(store.dnc_blocks(a.as_str(), id).await.unwrap());
-    assert!(store.dnc_blocks(b.as_str(), id).await.unwrap());
-    assert!(!store.dnc_blocks(b.as_str(), id + 1).await.unwrap());
+    assert!(store.dnc_blocks(&a, id).await.unwrap());
+    assert!(store.dnc_blocks(&b, id).await.unwrap());
+    assert!(!store.dnc_blocks(&b, id + 1).await.unwrap());
 }
 
 mod claims {
     use super::*;
-    use dialer_core::store::{DialingGate, Store};
+    use dialer_core::store::{ClaimedAttempt, DialingGate, Store};
+
+    /// The pre-POST check for one attempt of owner "me".
+    async fn mark_dialing(store: &Store, a: &ClaimedAttempt, max_calls_24h: Option<i32>) -> DialingGate {
+        let gates = store.attempts_mark_dialing_many("me", a.campaign_id, std::slice::from_ref(a), max_calls_24h, false);
+        gates.await.unwrap().pop().expect("one gate per attempt")
+    }
 
     async fn running_campaign(store: &Store, max_in_flight: i32, n: usize) -> i64 {
         let text = CAMPAIGN.replace("max_in_flight = 50", &format!("max_in_flight = {max_in_flight}"));
@@ -80,7 +88,7 @@ mod claims {
         let store = fresh_store().await;
         let id = running_campaign(&store, 30, 200).await;
         assert!(store.attempts_claim_due(id, 50, "a", 60.0).await.unwrap().is_empty(), "draft claims nothing");
-        store.campaigns_set_status(id, "running", None).await.unwrap();
+        store.campaigns_set_status(id, Running, None).await.unwrap();
         // Eight replicas claim at the same moment, each asking for more than the cap's share: each one
         // must see what the others have just claimed.
         let claims = futures::future::join_all((0..8).map(|i| {
@@ -102,47 +110,48 @@ mod claims {
     async fn a_rescued_and_reclaimed_contact_cannot_be_dialled_through_its_stale_attempt() {
         let store = fresh_store().await;
         let id = running_campaign(&store, 10, 1).await;
-        store.campaigns_set_status(id, "running", None).await.unwrap();
+        store.campaigns_set_status(id, Running, None).await.unwrap();
         let first = store.attempts_claim_due(id, 1, "me", 0.001).await.unwrap().remove(0);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         assert_eq!(store.contacts_rescue_expired().await.unwrap(), 1);
         let second = store.attempts_claim_due(id, 1, "me", 60.0).await.unwrap().remove(0);
         assert_eq!(second.attempt_no, first.attempt_no, "the unsent attempt number is reused");
         // The same dialer still holds the stale claim in its queue: it must not move anything.
-        assert_eq!(store.attempts_mark_dialing("me", &first, None, false).await.unwrap(), DialingGate::LeaseLost);
-        assert_eq!(store.attempts_mark_dialing("me", &second, None, false).await.unwrap(), DialingGate::Go);
-        let (state, made): (String, i32) =
+        assert_eq!(mark_dialing(&store, &first, None).await, DialingGate::LeaseLost);
+        assert_eq!(mark_dialing(&store, &second, None).await, DialingGate::Go);
+        let (state, made): (ContactState, i32) =
             sqlx::query_as("SELECT state, attempts_made FROM contacts WHERE campaign_id = $1")
                 .bind(id)
                 .fetch_one(store.pool())
                 .await
                 .unwrap();
-        assert_eq!((state.as_str(), made), ("calling", 1));
+        assert_eq!((state, made), (ContactState::Calling, 1));
     }
 
     #[tokio::test]
     async fn the_last_check_before_the_post_stops_dnc_and_the_24h_limit() {
         let store = fresh_store().await;
         let id = running_campaign(&store, 10, 2).await;
-        store.campaigns_set_status(id, "running", None).await.unwrap();
+        store.campaigns_set_status(id, Running, None).await.unwrap();
         let claimed = store.attempts_claim_due(id, 2, "me", 60.0).await.unwrap();
         // Put the first number on the DNC list after it was claimed.
-        let dnc = E164::parse(&claimed[0].phone, None).unwrap();
+        let dnc = claimed[0].phone.clone();
         store.dnc_add_many(&[dnc], None, "asked", "test").await.unwrap();
-        assert_eq!(store.attempts_mark_dialing("me", &claimed[0], None, false).await.unwrap(), DialingGate::Dnc);
+        assert_eq!(mark_dialing(&store, &claimed[0], None).await, DialingGate::Dnc);
         // The second number was already called today in another campaign's attempt: limit of 1.
         sqlx::query(
             "INSERT INTO attempts (contact_id, campaign_id, attempt_no, phone, state, requested_at, finished_at)
-             VALUES ($1, $2, 99, $3, 'finished', now() - interval '1 hour', now())",
+             VALUES ($1, $2, 99, $3, $4, now() - interval '1 hour', now())",
         )
         .bind(claimed[1].contact_id)
         .bind(id)
         .bind(&claimed[1].phone)
+        .bind(AttemptState::Finished)
         .execute(store.pool())
         .await
         .unwrap();
         assert_eq!(
-            store.attempts_mark_dialing("me", &claimed[1], Some(1), false).await.unwrap(),
+            mark_dialing(&store, &claimed[1], Some(1)).await,
             DialingGate::Limit { recent: 1 }
         );
         let clears = store.attempts_limit_clears_at(&claimed[1].phone, 1).await.unwrap().unwrap();
@@ -155,9 +164,9 @@ mod claims {
     async fn one_batched_check_answers_each_attempt_on_its_own() {
         let store = fresh_store().await;
         let id = running_campaign(&store, 10, 3).await;
-        store.campaigns_set_status(id, "running", None).await.unwrap();
+        store.campaigns_set_status(id, Running, None).await.unwrap();
         let claimed = store.attempts_claim_due(id, 3, "me", 60.0).await.unwrap();
-        let dnc = E164::parse(&claimed[1].phone, None).unwrap();
+        let dnc = claimed[1].phone.clone();
         store.dnc_add_many(&[dnc], None, "asked", "test").await.unwrap();
         // The third one was claimed by this dialer but is checked under another owner's name: not ours.
         let mine = &claimed[..2];
@@ -165,16 +174,20 @@ mod claims {
         assert_eq!(gates, vec![DialingGate::Go, DialingGate::Dnc]);
         let other = store.attempts_mark_dialing_many("other", id, &claimed[2..], None, false).await.unwrap();
         assert_eq!(other, vec![DialingGate::LeaseLost]);
-        let states: Vec<(i64, String)> =
+        let states: Vec<(i64, AttemptState)> =
             sqlx::query_as("SELECT id, state FROM attempts WHERE campaign_id = $1 ORDER BY id")
                 .bind(id)
                 .fetch_all(store.pool())
                 .await
                 .unwrap();
-        let by_id: std::collections::HashMap<i64, String> = states.into_iter().collect();
-        assert_eq!(by_id[&claimed[0].attempt_id], "dialing");
-        assert_eq!(by_id[&claimed[1].attempt_id], "claimed", "a DNC number is not moved; the dispatcher blocks it");
-        assert_eq!(by_id[&claimed[2].attempt_id], "claimed");
+        let by_id: std::collections::HashMap<i64, AttemptState> = states.into_iter().collect();
+        assert_eq!(by_id[&claimed[0].attempt_id], AttemptState::Dialing);
+        assert_eq!(
+            by_id[&claimed[1].attempt_id],
+            AttemptState::Claimed,
+            "a DNC number is not moved; the dispatcher blocks it"
+        );
+        assert_eq!(by_id[&claimed[2].attempt_id], AttemptState::Claimed);
     }
 }
 
@@ -199,8 +212,8 @@ async fn a_batch_holding_two_attempts_of_one_contact_settles_like_one_by_one() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-        let old = store.testing_insert_attempt(cid, "created", Some(&sid(1))).await.unwrap();
-        let new = store.testing_insert_attempt(cid, "created", Some(&sid(2))).await.unwrap();
+        let old = testkit::insert_attempt(store, cid, AttemptState::Created, Some(&sid(1))).await.unwrap();
+        let new = testkit::insert_attempt(store, cid, AttemptState::Created, Some(&sid(2))).await.unwrap();
         (old, new)
     }
     fn sid(n: u8) -> CallSid {

@@ -1,3 +1,5 @@
+use dialer_core::domain::{ContactState, Outcome};
+
 use crate::helpers::{Event, TestApp, EN_CAMPAIGN};
 
 #[tokio::test]
@@ -16,11 +18,11 @@ async fn results_export_lists_every_contact_with_its_outcome_and_result() {
     let rows = app.store.results_export(campaign).await.unwrap();
     assert_eq!(rows.len(), 3);
     assert_eq!(
-        (rows[0].state.as_str(), rows[0].outcome.as_deref(), rows[0].result.as_deref(), rows[0].attempts),
-        ("done", Some("answered_result"), Some("confirmed"), 1)
+        (rows[0].state, rows[0].outcome, rows[0].result.as_deref(), rows[0].attempts),
+        (ContactState::Done, Some(Outcome::AnsweredResult), Some("confirmed"), 1)
     );
     assert!(rows[0].last_call_at.is_some());
-    assert_eq!((rows[1].state.as_str(), rows[1].outcome.as_deref()), ("pending", Some("busy")));
+    assert_eq!((rows[1].state, rows[1].outcome), (ContactState::Pending, Some(Outcome::Busy)));
     assert_eq!((rows[2].attempts, rows[2].last_call_at), (0, None));
 
     let mut csv = Vec::new();

@@ -1,8 +1,8 @@
 use callbacks::{router, AppState};
 use chrono::{DateTime, Utc};
-use dialer_core::domain::{AttemptToken, CallSid, CampaignSpec, TokenKey, E164};
+use dialer_core::domain::{AttemptState, AttemptToken, CallSid, CampaignSpec, ContactState, TokenKey, E164};
 use dialer_core::store::{NewContact, Store};
-use dialer_core::testkit::fresh_store;
+use dialer_core::testkit::{self, fresh_store};
 use dialer_core::twilio::signature::compute_signature;
 use secrecy::SecretString;
 
@@ -63,12 +63,12 @@ impl TestApp {
 
     /// The contact's next attempt, as the dialer leaves it after the POST (`created`, CallSid known).
     pub async fn call(&self, contact_id: i64) -> Call {
-        self.call_in(contact_id, "created", true).await
+        self.call_in(contact_id, AttemptState::Created, true).await
     }
 
-    pub async fn call_in(&self, contact_id: i64, state: &str, sid_known: bool) -> Call {
+    pub async fn call_in(&self, contact_id: i64, state: AttemptState, sid_known: bool) -> Call {
         let sid = CallSid::random();
-        let attempt_id = self.store.testing_insert_attempt(contact_id, state, sid_known.then_some(&sid)).await.unwrap();
+        let attempt_id = testkit::insert_attempt(&self.store, contact_id, state, sid_known.then_some(&sid)).await.unwrap();
         Call { attempt_id, contact_id, token: AttemptToken::new(attempt_id).encode(&self.key), sid }
     }
 
@@ -120,7 +120,7 @@ impl TestApp {
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ContactRow {
-    pub state: String,
+    pub state: ContactState,
     pub final_outcome: Option<String>,
     pub result: Option<String>,
     pub attempts_made: i32,

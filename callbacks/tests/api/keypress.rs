@@ -1,3 +1,5 @@
+use dialer_core::domain::{ContactState, E164};
+
 use crate::helpers::{form, Call, Event, TestApp, EN_CAMPAIGN, JA_CAMPAIGN};
 
 async fn press(app: &TestApp, call: &Call, menu: &str, n: u32, digits: &str) -> String {
@@ -21,11 +23,11 @@ async fn pressing_9_puts_the_number_on_the_dnc_list_before_the_response_returns(
         .await;
     assert_eq!(on_list, 1);
     assert!(xml.contains("今後、このお電話はいたしません。") && xml.ends_with("<Hangup/></Response>"), "{xml}");
-    assert!(app.store.dnc_blocks("+818022220001", campaign).await.unwrap());
+    assert!(app.store.dnc_blocks(&E164::parse("+818022220001", None).unwrap(), campaign).await.unwrap());
     // The call ends: the contact is blocked, never retried.
     assert_eq!(app.status(&call, &Event { duration: Some(20), ..Event::new("completed", 3) }).await, 200);
     let c = app.contact_row(call.contact_id).await;
-    assert_eq!((c.state.as_str(), c.final_outcome.as_deref()), ("blocked", Some("opted_out")));
+    assert_eq!((c.state, c.final_outcome.as_deref()), (ContactState::Blocked, Some("opted_out")));
 }
 
 #[tokio::test]
@@ -45,8 +47,8 @@ async fn choosing_a_slot_records_the_result_once_and_finishes_the_contact() {
     assert_eq!(app.status(&call, &Event { duration: Some(40), ..Event::new("completed", 3) }).await, 200);
     let c = app.contact_row(call.contact_id).await;
     assert_eq!(
-        (c.state.as_str(), c.final_outcome.as_deref(), c.result.as_deref()),
-        ("done", Some("answered_result"), Some("reschedule:afternoon"))
+        (c.state, c.final_outcome.as_deref(), c.result.as_deref()),
+        (ContactState::Done, Some("answered_result"), Some("reschedule:afternoon"))
     );
 }
 
@@ -94,7 +96,7 @@ async fn a_machine_gets_the_voicemail_message_and_it_is_never_a_confirmation() {
         .await
         .unwrap();
     assert_eq!(outcome, "voicemail");
-    assert_eq!(c.state, "pending", "machine/voicemail is retried per the policy");
+    assert_eq!(c.state, ContactState::Pending, "machine/voicemail is retried per the policy");
 
     // machine_start without a finished greeting: hang up.
     let call = app.call(app.contact(campaign, "+14155550114", "Bob").await).await;

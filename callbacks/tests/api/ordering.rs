@@ -4,13 +4,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
+use dialer_core::domain::{AttemptState, ContactState};
 use proptest::test_runner::{Config, TestRunner};
 
 use crate::helpers::{Call, Event, TestApp, JA_CAMPAIGN};
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 struct Final {
-    state: String,
+    state: AttemptState,
     call_status: Option<String>,
     status_rank: i16,
     outcome: Option<String>,
@@ -18,7 +19,7 @@ struct Final {
     ended_at: Option<DateTime<Utc>>,
     duration_s: Option<i32>,
     sip_response_code: Option<i32>,
-    contact_state: String,
+    contact_state: ContactState,
     final_outcome: Option<String>,
     final_reason: Option<String>,
     events: i64,
@@ -148,7 +149,7 @@ async fn the_same_callback_delivered_three_times_is_stored_and_applied_once() {
     assert_eq!(app.post_raw(&path, &other, Some(&sig), Some("idem-1")).await.status(), 200);
     assert_eq!(app.scalar_i64("SELECT count(*) FROM call_events").await, 1);
     let c = app.contact_row(call.contact_id).await;
-    assert_eq!(c.state, "pending");
+    assert_eq!(c.state, ContactState::Pending);
 }
 
 #[tokio::test]
@@ -177,11 +178,15 @@ async fn many_calls_reported_at_once_are_each_settled_once() {
     }
     assert_eq!(app.scalar_i64("SELECT count(*) FROM call_events").await, 120);
     assert_eq!(
-        app.scalar_i64("SELECT count(*) FROM attempts WHERE state = 'finished' AND answered_at IS NOT NULL").await,
+        app.scalar_i64(&format!(
+            "SELECT count(*) FROM attempts WHERE state = '{}' AND answered_at IS NOT NULL",
+            AttemptState::Finished
+        ))
+        .await,
         40
     );
     assert_eq!(
-        app.scalar_i64("SELECT count(*) FROM contacts WHERE state = 'pending'").await,
+        app.scalar_i64(&format!("SELECT count(*) FROM contacts WHERE state = '{}'", ContactState::Pending)).await,
         40,
         "no_result retries once"
     );

@@ -1,4 +1,5 @@
 use chrono::{Duration, Utc};
+use dialer_core::domain::ContactState;
 
 use crate::helpers::{Event, TestApp, JA_CAMPAIGN};
 
@@ -13,7 +14,7 @@ async fn busy_is_retried_after_the_busy_delay() {
     let call = app.call(app.contact(campaign, "+818011110001", "A").await).await;
     assert_eq!(app.status(&call, &Event { sip: Some(486), ..Event::new("busy", 2) }).await, 200);
     let c = app.contact_row(call.contact_id).await;
-    assert_eq!(c.state, "pending");
+    assert_eq!(c.state, ContactState::Pending);
     assert!(near(c.next_attempt_at, Utc::now() + Duration::seconds(900)), "{c:?}");
     let outcome: String = sqlx::query_scalar("SELECT outcome FROM attempts WHERE id = $1")
         .bind(call.attempt_id)
@@ -31,7 +32,7 @@ async fn no_answer_is_retried_after_its_own_delay() {
     assert_eq!(app.status(&call, &Event::new("ringing", 1)).await, 200);
     assert_eq!(app.status(&call, &Event { sip: Some(487), ..Event::new("no-answer", 2) }).await, 200);
     let c = app.contact_row(call.contact_id).await;
-    assert_eq!(c.state, "pending");
+    assert_eq!(c.state, ContactState::Pending);
     assert!(near(c.next_attempt_at, Utc::now() + Duration::seconds(3600)), "{c:?}");
 }
 
@@ -42,7 +43,7 @@ async fn an_invalid_number_is_final_and_never_retried() {
     let call = app.call(app.contact(campaign, "+818011110003", "A").await).await;
     assert_eq!(app.status(&call, &Event { sip: Some(404), ..Event::new("failed", 1) }).await, 200);
     let c = app.contact_row(call.contact_id).await;
-    assert_eq!((c.state.as_str(), c.final_outcome.as_deref()), ("invalid", Some("invalid_number")));
+    assert_eq!((c.state, c.final_outcome.as_deref()), (ContactState::Invalid, Some("invalid_number")));
     // A late duplicate or an earlier status changes nothing.
     assert_eq!(app.status(&call, &Event::new("ringing", 0)).await, 200);
     assert_eq!(app.status(&call, &Event { sip: Some(404), ..Event::new("failed", 1) }).await, 200);
@@ -60,8 +61,8 @@ async fn no_contact_exceeds_its_max_attempts() {
     let mut calls = 0;
     loop {
         let c = app.contact_row(contact).await;
-        if c.state != "pending" {
-            assert_eq!((c.state.as_str(), c.final_outcome.as_deref()), ("exhausted", Some("busy")));
+        if c.state != ContactState::Pending {
+            assert_eq!((c.state, c.final_outcome.as_deref()), (ContactState::Exhausted, Some("busy")));
             break;
         }
         assert!(calls < 10, "still pending after {calls} calls");
@@ -83,6 +84,6 @@ async fn busy_retries_stop_at_the_busy_maximum() {
         let call = app.call(contact).await;
         assert_eq!(app.status(&call, &Event::new("busy", 1)).await, 200);
         let c = app.contact_row(contact).await;
-        assert_eq!(c.state, if n < 3 { "pending" } else { "exhausted" }, "after call {n}");
+        assert_eq!(c.state, if n < 3 { ContactState::Pending } else { ContactState::Exhausted }, "after call {n}");
     }
 }

@@ -1,14 +1,15 @@
-use dialer_core::domain::AttemptToken;
+use dialer_core::domain::{AttemptState, AttemptToken, ContactState};
 
 use crate::helpers::{Event, TestApp, JA_CAMPAIGN};
 
 async fn writes(app: &TestApp) -> (i64, i64, i64) {
     (
         app.scalar_i64("SELECT count(*) FROM call_events").await,
-        app.scalar_i64(
+        app.scalar_i64(&format!(
             "SELECT count(*) FROM attempts
-             WHERE status_rank > 0 OR state = 'finished' OR answered_by IS NOT NULL OR result IS NOT NULL",
-        )
+             WHERE status_rank > 0 OR state = '{}' OR answered_by IS NOT NULL OR result IS NOT NULL",
+            AttemptState::Finished
+        ))
         .await,
         app.scalar_i64("SELECT count(*) FROM results").await + app.scalar_i64("SELECT count(*) FROM dnc").await,
     )
@@ -44,7 +45,7 @@ async fn forged_missing_and_other_url_signatures_get_403_and_write_nothing() {
     assert_eq!(app.post(&forged_token, &params).await.status(), 403);
 
     assert_eq!(writes(&app).await, before, "a refused request wrote something");
-    assert_eq!(app.contact_row(call.contact_id).await.state, "calling");
+    assert_eq!(app.contact_row(call.contact_id).await.state, ContactState::Calling);
 
     // The same request, signed for real, is accepted.
     assert_eq!(app.post(&path, &params).await.status(), 200);
@@ -58,7 +59,7 @@ async fn a_valid_signature_with_a_swapped_token_gets_403_and_writes_nothing() {
     let mine = app.call(app.contact(campaign, "+818012345671", "A").await).await;
     let theirs = app.call(app.contact(campaign, "+818012345672", "B").await).await;
     // The dialer has not recorded this one's SID yet: the swapped SID must not bind to it.
-    let unbound = app.call_in(app.contact(campaign, "+818012345673", "C").await, "dialing", false).await;
+    let unbound = app.call_in(app.contact(campaign, "+818012345673", "C").await, AttemptState::Dialing, false).await;
     let before = writes(&app).await;
 
     for target in [&theirs, &unbound] {
@@ -83,7 +84,7 @@ async fn a_valid_signature_with_a_swapped_token_gets_403_and_writes_nothing() {
         .unwrap();
     assert_eq!(unbound_sid, None);
     for c in [&mine, &theirs, &unbound] {
-        assert_eq!(app.contact_row(c.contact_id).await.state, "calling");
+        assert_eq!(app.contact_row(c.contact_id).await.state, ContactState::Calling);
     }
 }
 
@@ -103,12 +104,12 @@ async fn an_oversized_body_is_refused() {
 async fn a_callback_before_the_dialer_recorded_the_call_sets_its_sid_and_unparks_it() {
     let app = TestApp::spawn().await;
     let campaign = app.campaign(JA_CAMPAIGN).await;
-    let call = app.call_in(app.contact(campaign, "+818012345675", "A").await, "parked", false).await;
+    let call = app.call_in(app.contact(campaign, "+818012345675", "A").await, AttemptState::Parked, false).await;
     assert_eq!(app.status(&call, &Event::new("ringing", 1)).await, 200);
-    let (sid, state): (Option<String>, String) = sqlx::query_as("SELECT call_sid, state FROM attempts WHERE id = $1")
+    let (sid, state): (Option<String>, AttemptState) = sqlx::query_as("SELECT call_sid, state FROM attempts WHERE id = $1")
         .bind(call.attempt_id)
         .fetch_one(app.store.pool())
         .await
         .unwrap();
-    assert_eq!((sid.as_deref(), state.as_str()), (Some(call.sid.as_str()), "created"));
+    assert_eq!((sid.as_deref(), state), (Some(call.sid.as_str()), AttemptState::Created));
 }

@@ -5,11 +5,18 @@ pub mod campaign;
 mod outcome;
 mod phone;
 pub mod script;
+mod settle;
+mod sql;
+mod state;
 mod token;
 pub mod window;
+mod zone;
 
 pub use call::{AnsweredBy, CallSid, CallStatus, ParseError};
 pub use campaign::{AmdMode, CallingWindow, CampaignSpec, RetryPolicy, RetryRule};
 pub use outcome::{classify, decide, CallFacts, FinalState, Next, Outcome};
 pub use phone::{PhoneError, E164};
 pub use token::{AttemptToken, TokenError, TokenKey};
+pub use settle::{settle, SettleDecision, SettleInput, OPTED_OUT_RESULT, TRANSFERRED_RESULT};
+pub use state::{AttemptState, AttemptTransition, CampaignStatus, ContactState};
+pub use zone::Tz;

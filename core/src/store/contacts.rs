@@ -1,25 +1,30 @@
+//! `contacts`: imports (COPY, all or nothing) and cancel. Claims and the moves that follow a call are
+//! attempt transitions (`transitions`).
+
 use std::collections::BTreeMap;
 
 use super::{Result, Store};
-use crate::domain::E164;
+use crate::domain::{Tz, E164};
 
 /// A contact ready to insert (already parsed and validated).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewContact {
     pub phone: E164,
-    pub timezone: Option<String>,
+    pub timezone: Option<Tz>,
     pub external_id: Option<String>,
     pub attributes: BTreeMap<String, String>,
 }
 
 impl Store {
     /// Numbers among `phones` that the campaign already has.
-    pub async fn contacts_existing_phones(&self, campaign_id: i64, phones: &[String]) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT phone FROM contacts WHERE campaign_id = $1 AND phone = ANY($2)")
-            .bind(campaign_id)
-            .bind(phones)
-            .fetch_all(&self.pool)
-            .await?)
+    pub async fn contacts_existing_phones(&self, campaign_id: i64, phones: &[E164]) -> Result<Vec<E164>> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT phone AS "phone: E164" FROM contacts WHERE campaign_id = $1 AND phone = ANY($2::text[])"#,
+            campaign_id,
+            phones as _
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Inserts all contacts in one transaction (all or nothing) with `COPY … FROM STDIN` (one round trip
@@ -69,7 +74,7 @@ impl Store {
                 buf.push(b'\t');
                 copy_text_field(&mut buf, c.phone.as_str());
                 buf.push(b'\t');
-                copy_opt_field(&mut buf, c.timezone.as_deref());
+                copy_opt_field(&mut buf, c.timezone.as_ref().map(Tz::name));
                 buf.push(b'\t');
                 copy_opt_field(&mut buf, c.external_id.as_deref());
                 buf.push(b'\t');
@@ -93,13 +98,13 @@ impl Store {
 
     /// Campaign canceled: every contact not yet finished is finished as canceled.
     pub async fn contacts_cancel_open(&self, campaign_id: i64) -> Result<u64> {
-        Ok(sqlx::query(
+        Ok(sqlx::query!(
             "UPDATE contacts SET state = 'canceled', final_outcome = COALESCE(final_outcome, 'canceled'),
                 final_reason = 'campaign canceled', finished_at = now(), updated_at = now(),
                 lease_owner = NULL, lease_expires_at = NULL
              WHERE campaign_id = $1 AND state IN ('pending', 'claimed')",
+            campaign_id
         )
-        .bind(campaign_id)
         .execute(&self.pool)
         .await?
         .rows_affected())

@@ -1,3 +1,5 @@
+//! `dnc`: the do-not-call lists (global, or one campaign's).
+
 use super::{Result, Store};
 use crate::domain::E164;
 
@@ -10,39 +12,62 @@ impl Store {
         reason: &str,
         source: &str,
     ) -> Result<u64> {
-        let phones: Vec<&str> = phones.iter().map(E164::as_str).collect();
         // Two partial unique indexes (global / per campaign), so the conflict target names its predicate.
-        let sql = if campaign_id.is_none() {
-            "INSERT INTO dnc (phone, campaign_id, reason, source)
-             SELECT p, NULL, $3, $4 FROM unnest($1::text[]) AS p
-             ON CONFLICT (phone) WHERE campaign_id IS NULL DO NOTHING"
-        } else {
-            "INSERT INTO dnc (phone, campaign_id, reason, source)
-             SELECT p, $2, $3, $4 FROM unnest($1::text[]) AS p
-             ON CONFLICT (phone, campaign_id) WHERE campaign_id IS NOT NULL DO NOTHING"
+        let done = match campaign_id {
+            None => {
+                sqlx::query!(
+                    "INSERT INTO dnc (phone, campaign_id, reason, source)
+                     SELECT p, NULL, $2, $3 FROM unnest($1::text[]) AS p
+                     ON CONFLICT (phone) WHERE campaign_id IS NULL DO NOTHING",
+                    phones as _,
+                    reason,
+                    source
+                )
+                .execute(&self.pool)
+                .await?
+            }
+            Some(campaign_id) => {
+                sqlx::query!(
+                    "INSERT INTO dnc (phone, campaign_id, reason, source)
+                     SELECT p, $2, $3, $4 FROM unnest($1::text[]) AS p
+                     ON CONFLICT (phone, campaign_id) WHERE campaign_id IS NOT NULL DO NOTHING",
+                    phones as _,
+                    campaign_id,
+                    reason,
+                    source
+                )
+                .execute(&self.pool)
+                .await?
+            }
         };
-        Ok(sqlx::query(sql)
-            .bind(&phones)
-            .bind(campaign_id)
-            .bind(reason)
-            .bind(source)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        Ok(done.rows_affected())
     }
 
     /// Whether a number may not be called by a campaign (global or that campaign's list).
-    pub async fn dnc_blocks(&self, phone: &str, campaign_id: i64) -> Result<bool> {
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM dnc WHERE phone = $1 AND (campaign_id IS NULL OR campaign_id = $2))",
+    pub async fn dnc_blocks(&self, phone: &E164, campaign_id: i64) -> Result<bool> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM dnc WHERE phone = $1 AND (campaign_id IS NULL OR campaign_id = $2)) AS "x!""#,
+            phone as _,
+            campaign_id
         )
-        .bind(phone)
-        .bind(campaign_id)
         .fetch_one(&self.pool)
         .await?)
     }
 
+    /// Phones among `phones` that `campaign_id` may not call (global or campaign DNC), one query for a
+    /// claimed batch.
+    pub async fn dnc_blocked_among(&self, campaign_id: i64, phones: &[E164]) -> Result<Vec<E164>> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT DISTINCT phone AS "phone: E164" FROM dnc
+               WHERE phone = ANY($2::text[]) AND (campaign_id IS NULL OR campaign_id = $1)"#,
+            campaign_id,
+            phones as _
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn dnc_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM dnc").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM dnc"#).fetch_one(&self.pool).await?)
     }
 }

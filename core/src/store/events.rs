@@ -13,8 +13,9 @@ use serde_json::Value;
 use sqlx::PgConnection;
 
 use super::results::{settle_many_in, Settled, TerminalFacts};
+use super::transitions::{answered_many_in, bind_call_sid_in, Binding, Progress};
 use super::{Result, Store};
-use crate::domain::{AnsweredBy, CallSid, CallStatus};
+use crate::domain::{AnsweredBy, AttemptState, CallSid, CallStatus};
 
 /// One StatusCallback, parsed at the edge.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,16 +54,6 @@ pub enum EventApplied {
     /// The token names an attempt that belongs to another CallSid: nothing written.
     WrongCall,
     /// The token is genuine but its attempt does not exist (any more).
-    UnknownAttempt,
-}
-
-/// Whether a request's CallSid may act on the attempt its token names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Binding {
-    /// The attempt carries this CallSid (possibly just set by this call).
-    Bound,
-    /// The attempt, or this CallSid, belongs to another call.
-    WrongCall,
     UnknownAttempt,
 }
 
@@ -105,27 +96,27 @@ impl Store {
             Binding::WrongCall => return Ok(AmdApplied::WrongCall),
             Binding::UnknownAttempt => return Ok(AmdApplied::UnknownAttempt),
         }
-        let inserted: Option<i64> = sqlx::query_scalar(
+        let inserted = sqlx::query_scalar!(
             "INSERT INTO call_events (attempt_id, call_sid, kind, sequence_number, params)
              VALUES ($1, $2, 'amd', $3, $4)
              ON CONFLICT DO NOTHING RETURNING id",
+            attempt_id,
+            call_sid as _,
+            AMD_SEQUENCE,
+            params,
         )
-        .bind(attempt_id)
-        .bind(call_sid.as_str())
-        .bind(AMD_SEQUENCE)
-        .bind(params)
         .fetch_optional(&mut *tx)
         .await?;
         if inserted.is_none() {
             return Ok(AmdApplied::Duplicate);
         }
         // Only while the call is open: a finished attempt was classified with what was known then.
-        sqlx::query(
-            "UPDATE attempts SET answered_by = $2
-             WHERE id = $1 AND state IN ('dialing', 'created', 'parked')",
+        sqlx::query!(
+            "UPDATE attempts SET answered_by = $2 WHERE id = $1 AND state = ANY($3::text[])",
+            attempt_id,
+            answered_by as _,
+            AttemptState::OPEN as _,
         )
-        .bind(attempt_id)
-        .bind(answered_by.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -141,75 +132,6 @@ impl Store {
         tx.commit().await?;
         Ok(b)
     }
-
-    /// Sets an attempt up as the dialer would have just before its POST, for tests: the contact's next
-    /// attempt row in `state`, the contact `calling` on it (attempt_seq and attempts_made counted).
-    #[doc(hidden)]
-    pub async fn testing_insert_attempt(
-        &self,
-        contact_id: i64,
-        state: &str,
-        call_sid: Option<&CallSid>,
-    ) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
-        let (campaign_id, phone, seq): (i64, String, i32) = sqlx::query_as(
-            "UPDATE contacts SET state = 'calling', attempt_seq = attempt_seq + 1, attempts_made = attempts_made + 1,
-                 last_call_at = now(), updated_at = now()
-             WHERE id = $1 RETURNING campaign_id, phone, attempt_seq",
-        )
-        .bind(contact_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO attempts (contact_id, campaign_id, attempt_no, phone, state, call_sid, requested_at)
-             VALUES ($1, $2, $3, $4, $5, $6, now()) RETURNING id",
-        )
-        .bind(contact_id)
-        .bind(campaign_id)
-        .bind(seq)
-        .bind(phone)
-        .bind(state)
-        .bind(call_sid.map(CallSid::as_str))
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(id)
-    }
-}
-
-async fn bind_call_sid_in(conn: &mut PgConnection, attempt_id: i64, call_sid: &CallSid) -> Result<Binding> {
-    let current: Option<(Option<String>,)> = sqlx::query_as("SELECT call_sid FROM attempts WHERE id = $1 FOR UPDATE")
-        .bind(attempt_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    match current {
-        None => Ok(Binding::UnknownAttempt),
-        Some((Some(sid),)) if sid == call_sid.as_str() => Ok(Binding::Bound),
-        Some((Some(_),)) => Ok(Binding::WrongCall),
-        Some((None,)) => {
-            // Guard: the CallSid must not already belong to another attempt (a token swapped onto an
-            // attempt whose own call is not yet known).
-            let bound: Option<i64> = sqlx::query_scalar(
-                "UPDATE attempts SET call_sid = $2,
-                     state = CASE WHEN state = 'parked' THEN 'created' ELSE state END
-                 WHERE id = $1 AND call_sid IS NULL
-                   AND NOT EXISTS (SELECT 1 FROM attempts o WHERE o.call_sid = $2 AND o.id <> $1)
-                 RETURNING id",
-            )
-            .bind(attempt_id)
-            .bind(call_sid.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
-            Ok(if bound.is_some() { Binding::Bound } else { Binding::WrongCall })
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct Locked {
-    id: i64,
-    call_sid: Option<String>,
-    status_rank: i16,
 }
 
 async fn apply_many_in(conn: &mut PgConnection, events: &[StatusEvent]) -> Result<Vec<EventApplied>> {
@@ -217,23 +139,27 @@ async fn apply_many_in(conn: &mut PgConnection, events: &[StatusEvent]) -> Resul
     ids.sort_unstable();
     ids.dedup();
     // Locks the batch's attempts in id order, so concurrent writers (replicas) cannot deadlock.
-    let locked: Vec<Locked> =
-        sqlx::query_as("SELECT id, call_sid, status_rank FROM attempts WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-            .bind(&ids)
-            .fetch_all(&mut *conn)
-            .await?;
-    let sids: Vec<&str> = events.iter().map(|e| e.call_sid.as_str()).collect();
-    let owners: HashMap<String, i64> =
-        sqlx::query_as::<_, (String, i64)>("SELECT call_sid, id FROM attempts WHERE call_sid = ANY($1)")
-            .bind(&sids)
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .collect();
+    let locked = sqlx::query!(
+        r#"SELECT id, call_sid AS "call_sid: CallSid", status_rank FROM attempts
+           WHERE id = ANY($1) ORDER BY id FOR UPDATE"#,
+        &ids
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let sids: Vec<&CallSid> = events.iter().map(|e| &e.call_sid).collect();
+    let owners: HashMap<CallSid, i64> = sqlx::query!(
+        r#"SELECT call_sid AS "call_sid!: CallSid", id FROM attempts WHERE call_sid = ANY($1::text[])"#,
+        &sids as _
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|r| (r.call_sid, r.id))
+    .collect();
 
     // Which call each attempt belongs to, as this batch goes: the first genuine CallSid binds an
     // attempt that has none yet.
-    let mut bound: HashMap<i64, Option<String>> = locked.iter().map(|l| (l.id, l.call_sid.clone())).collect();
+    let mut bound: HashMap<i64, Option<CallSid>> = locked.iter().map(|l| (l.id, l.call_sid.clone())).collect();
     let rank_before: HashMap<i64, i16> = locked.iter().map(|l| (l.id, l.status_rank)).collect();
     let mut out: Vec<Option<EventApplied>> = vec![None; events.len()];
     let mut accepted: Vec<usize> = Vec::new();
@@ -242,14 +168,13 @@ async fn apply_many_in(conn: &mut PgConnection, events: &[StatusEvent]) -> Resul
             out[i] = Some(EventApplied::UnknownAttempt);
             continue;
         };
-        let sid = e.call_sid.as_str();
-        let owned_elsewhere = owners.get(sid).is_some_and(|owner| *owner != e.attempt_id);
+        let owned_elsewhere = owners.get(&e.call_sid).is_some_and(|owner| *owner != e.attempt_id);
         match current {
             _ if owned_elsewhere => out[i] = Some(EventApplied::WrongCall),
-            Some(s) if s != sid => out[i] = Some(EventApplied::WrongCall),
+            Some(s) if *s != e.call_sid => out[i] = Some(EventApplied::WrongCall),
             Some(_) => accepted.push(i),
             None => {
-                *current = Some(sid.to_string());
+                *current = Some(e.call_sid.clone());
                 accepted.push(i);
             }
         }
@@ -257,34 +182,34 @@ async fn apply_many_in(conn: &mut PgConnection, events: &[StatusEvent]) -> Resul
 
     // One statement for every event; a retried delivery hits a unique key and is skipped.
     let a_ids: Vec<i64> = accepted.iter().map(|&i| events[i].attempt_id).collect();
-    let a_sids: Vec<&str> = accepted.iter().map(|&i| events[i].call_sid.as_str()).collect();
+    let a_sids: Vec<&CallSid> = accepted.iter().map(|&i| &events[i].call_sid).collect();
     let a_seq: Vec<i32> = accepted.iter().map(|&i| events[i].sequence_number).collect();
-    let a_status: Vec<&str> = accepted.iter().map(|&i| events[i].status.as_str()).collect();
+    let a_status: Vec<CallStatus> = accepted.iter().map(|&i| events[i].status).collect();
     let a_tokens: Vec<Option<&str>> = accepted.iter().map(|&i| events[i].idempotency_token.as_deref()).collect();
     let a_params: Vec<&Value> = accepted.iter().map(|&i| &events[i].params).collect();
-    let inserted: Vec<(String, i32)> = sqlx::query_as(
-        "INSERT INTO call_events (attempt_id, call_sid, kind, sequence_number, call_status, idempotency_token, params)
-         SELECT a, s, 'status', n, st, t, p
-         FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::jsonb[]) AS u(a, s, n, st, t, p)
-         ON CONFLICT DO NOTHING
-         RETURNING call_sid, sequence_number",
+    let inserted = sqlx::query!(
+        r#"INSERT INTO call_events (attempt_id, call_sid, kind, sequence_number, call_status, idempotency_token, params)
+           SELECT a, s, 'status', n, st, t, p
+           FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::jsonb[]) AS u(a, s, n, st, t, p)
+           ON CONFLICT DO NOTHING
+           RETURNING call_sid AS "call_sid: CallSid", sequence_number"#,
+        &a_ids,
+        &a_sids as _,
+        &a_seq,
+        &a_status as _,
+        &a_tokens as _,
+        &a_params as _,
     )
-    .bind(&a_ids)
-    .bind(&a_sids)
-    .bind(&a_seq)
-    .bind(&a_status)
-    .bind(&a_tokens)
-    .bind(&a_params)
     .fetch_all(&mut *conn)
     .await?;
-    let mut fresh: HashSet<(String, i32)> = inserted.into_iter().collect();
+    let mut fresh: HashSet<(CallSid, i32)> = inserted.into_iter().map(|r| (r.call_sid, r.sequence_number)).collect();
 
     // New events per attempt, in sequence order.
     let mut per_attempt: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
     for &i in &accepted {
         let e = &events[i];
         // The first input with a stored key is the new one; a copy later in the batch is a duplicate.
-        if fresh.remove(&(e.call_sid.as_str().to_string(), e.sequence_number)) {
+        if fresh.remove(&(e.call_sid.clone(), e.sequence_number)) {
             per_attempt.entry(e.attempt_id).or_default().push(i);
         } else {
             out[i] = Some(EventApplied::Duplicate);
@@ -292,18 +217,9 @@ async fn apply_many_in(conn: &mut PgConnection, events: &[StatusEvent]) -> Resul
     }
 
     // Per attempt: its order-free facts, and the one event this batch applies (the highest rank).
-    let n = per_attempt.len();
-    let (mut f_id, mut f_sid, mut f_answered, mut f_qt, mut f_last) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut f_fwd, mut f_status, mut f_rank, mut f_by) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut progress: Vec<Progress> = Vec::with_capacity(per_attempt.len());
     let mut terminal: Vec<(i64, TerminalFacts)> = Vec::new();
-    let mut plan: Vec<(i64, Vec<usize>, usize, Vec<bool>)> = Vec::with_capacity(n);
+    let mut plan: Vec<(i64, Vec<usize>, usize, Vec<bool>)> = Vec::with_capacity(per_attempt.len());
     for (attempt_id, mut idx) in per_attempt {
         idx.sort_by_key(|&i| events[i].sequence_number);
         let mut seen = rank_before.get(&attempt_id).copied().unwrap_or(0) as u8;
@@ -316,21 +232,19 @@ async fn apply_many_in(conn: &mut PgConnection, events: &[StatusEvent]) -> Resul
         let best =
             idx.iter().copied().max_by_key(|&i| (events[i].status.rank(), std::cmp::Reverse(i))).expect("non-empty");
         let e = &events[best];
-        f_id.push(attempt_id);
-        f_sid.push(e.call_sid.as_str());
-        // Order-free: `answered_at` is the earliest answer whatever came first, even after the end.
-        f_answered.push(
-            idx.iter()
+        progress.push(Progress {
+            attempt_id,
+            call_sid: &e.call_sid,
+            // Order-free: `answered_at` is the earliest answer whatever came first, even after the end.
+            answered_at: idx
+                .iter()
                 .filter(|&&i| events[i].status == CallStatus::InProgress)
                 .map(|&i| events[i].timestamp.unwrap_or_else(Utc::now))
                 .min(),
-        );
-        f_qt.push(idx.iter().find_map(|&i| events[i].queue_time_ms));
-        f_last.push(idx.iter().filter_map(|&i| events[i].timestamp).max());
-        f_fwd.push(!e.status.is_terminal());
-        f_status.push(e.status.as_str());
-        f_rank.push(e.status.rank() as i16);
-        f_by.push(e.answered_by.map(AnsweredBy::as_str));
+            queue_time_ms: idx.iter().find_map(|&i| events[i].queue_time_ms),
+            last_event_at: idx.iter().filter_map(|&i| events[i].timestamp).max(),
+            forward: (!e.status.is_terminal()).then_some((e.status, e.answered_by)),
+        });
         if e.status.is_terminal() {
             terminal.push((
                 attempt_id,
@@ -347,39 +261,7 @@ async fn apply_many_in(conn: &mut PgConnection, events: &[StatusEvent]) -> Resul
         plan.push((attempt_id, idx, best, out_of_order));
     }
 
-    // Every attempt of the batch in one statement: the facts, and a non-terminal status only forward (a
-    // late `ringing` never replaces `in-progress`) and never once finished. Terminal ones settle below.
-    if !f_id.is_empty() {
-        sqlx::query(
-            "UPDATE attempts a SET
-                 call_sid = COALESCE(a.call_sid, u.sid),
-                 state = CASE WHEN a.state = 'parked' THEN 'created' ELSE a.state END,
-                 answered_at = LEAST(a.answered_at, u.answered_at),
-                 queue_time_ms = COALESCE(a.queue_time_ms, u.qt),
-                 last_event_at = GREATEST(a.last_event_at, u.last_at),
-                 call_status = CASE WHEN u.fwd AND a.status_rank < u.rank AND a.state IN ('dialing', 'created', 'parked')
-                                    THEN u.status ELSE a.call_status END,
-                 status_rank = CASE WHEN u.fwd AND a.status_rank < u.rank AND a.state IN ('dialing', 'created', 'parked')
-                                    THEN u.rank ELSE a.status_rank END,
-                 answered_by = CASE WHEN u.fwd AND a.status_rank < u.rank AND a.state IN ('dialing', 'created', 'parked')
-                                    THEN COALESCE(u.answered_by, a.answered_by) ELSE a.answered_by END
-             FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::int[], $5::timestamptz[], $6::bool[],
-                         $7::text[], $8::smallint[], $9::text[])
-                  AS u(id, sid, answered_at, qt, last_at, fwd, status, rank, answered_by)
-             WHERE a.id = u.id",
-        )
-        .bind(&f_id)
-        .bind(&f_sid)
-        .bind(&f_answered)
-        .bind(&f_qt)
-        .bind(&f_last)
-        .bind(&f_fwd)
-        .bind(&f_status)
-        .bind(&f_rank)
-        .bind(&f_by)
-        .execute(&mut *conn)
-        .await?;
-    }
+    answered_many_in(conn, &progress).await?;
     let items: Vec<(i64, &TerminalFacts)> = terminal.iter().map(|(id, f)| (*id, f)).collect();
     let mut settled: HashMap<i64, Settled> = HashMap::with_capacity(items.len());
     for s in settle_many_in(conn, &items).await? {

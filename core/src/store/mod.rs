@@ -1,5 +1,9 @@
-//! All SQL lives here: one file per table, names noun first (`contacts_claim_due`), `_many` variants
-//! taking arrays through `unnest`. Status literals stay in the SQL text so partial indexes match.
+//! All SQL lives here: one file per table, names noun first (`attempts_claim_due`), `_many` variants
+//! taking arrays through `unnest`. Every statement is checked at compile time (`sqlx::query!` and
+//! friends; the offline data is in `.sqlx/`). Status literals stay in the SQL text where a partial index
+//! must match; the attempt state machine's guards bind the allowed-from sets the domain defines once.
+//!
+//! Every statement that changes `attempts.state` is in [`transitions`], one function per move.
 
 mod attempts;
 mod campaigns;
@@ -8,8 +12,10 @@ mod dnc;
 mod events;
 mod nodes;
 mod results;
+pub mod transitions;
 
-pub use attempts::{ClaimedAttempt, DialingGate, OpenAttempt, ATTEMPTS_CLAIM_DUE_SQL};
+pub use attempts::OpenAttempt;
+pub use transitions::{Binding, ClaimedAttempt, DialingGate, ATTEMPTS_CLAIM_DUE_SQL};
 
 use std::time::Duration;
 
@@ -18,7 +24,7 @@ use sqlx::{ConnectOptions, PgPool};
 
 pub use campaigns::*;
 pub use contacts::*;
-pub use events::*;
+pub use events::{AmdApplied, EventApplied, StatusEvent};
 pub use results::*;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -2,23 +2,25 @@
 //! outcome and the contact's retry or final state, and the results export.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use sqlx::types::Json;
 use sqlx::PgConnection;
 
+use super::transitions::{finished_many_in, ContactNext, Finish};
 use super::{Result, Store, StoreError};
-use crate::domain::{classify, decide, AnsweredBy, CallFacts, CallSid, CallStatus, Next, Outcome, RetryPolicy};
+pub use crate::domain::{OPTED_OUT_RESULT, TRANSFERRED_RESULT};
+use crate::domain::{
+    settle, AnsweredBy, AttemptState, CallSid, CallStatus, ContactState, Next, Outcome, RetryPolicy, SettleInput, Tz,
+    E164,
+};
 
-/// `attempts.result` of an attempt whose callee pressed the opt-out key.
-pub const OPTED_OUT_RESULT: &str = "opted_out";
-/// `attempts.result` of an attempt transferred to a person (`<Dial>`): the callee was reached.
-pub const TRANSFERRED_RESULT: &str = "transferred";
 /// `attempts.outcome` set provisionally when the voicemail message was played; the settle step reads it as
 /// `voicemail_left` and replaces it with the final outcome.
-const VOICEMAIL_MARK: &str = "voicemail";
+const VOICEMAIL_MARK: Outcome = Outcome::Voicemail;
 
 /// A call's terminal status, from a StatusCallback or from the REST API (reconciliation).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,30 +54,30 @@ pub struct Settled {
 }
 
 /// Everything the TwiML routes need about one attempt: the contact, its campaign and script.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct CallContext {
     pub attempt_id: i64,
-    pub attempt_state: String,
-    pub call_sid: Option<String>,
+    pub attempt_state: AttemptState,
+    pub call_sid: Option<CallSid>,
     pub campaign_id: i64,
     pub contact_id: i64,
-    pub phone: String,
+    pub phone: E164,
     pub external_id: Option<String>,
     pub attributes: Value,
     /// The contact's IANA zone, else the campaign's.
-    pub timezone: String,
-    pub caller_id: String,
+    pub timezone: Tz,
+    pub caller_id: E164,
     pub script: Value,
 }
 
 /// One line of `dialer results export`.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ResultRow {
     pub contact_id: i64,
     pub external_id: Option<String>,
-    pub phone: String,
-    pub state: String,
-    pub outcome: Option<String>,
+    pub phone: E164,
+    pub state: ContactState,
+    pub outcome: Option<Outcome>,
     /// The keypress result (`confirmed`, `reschedule:morning`…), if any.
     pub result: Option<String>,
     pub attempts: i32,
@@ -95,43 +97,50 @@ impl Store {
     /// attempt's is a `Conflict`; a non-terminal `status` too.
     pub async fn attempts_settle(&self, attempt_id: i64, facts: TerminalFacts) -> Result<Settled> {
         let mut tx = self.pool.begin().await?;
-        let s = settle_in(&mut tx, attempt_id, &facts).await?;
+        let s = settle_many_in(&mut tx, &[(attempt_id, &facts)]).await?.pop().expect("one answer per attempt")?;
         tx.commit().await?;
         Ok(s)
     }
 
     /// The attempt with its contact, campaign and script; `None` if it does not exist.
     pub async fn attempts_call_context(&self, attempt_id: i64) -> Result<Option<CallContext>> {
-        Ok(sqlx::query_as::<_, CallContext>(
-            "SELECT a.id AS attempt_id, a.state AS attempt_state, a.call_sid, a.campaign_id, a.contact_id,
-                    c.phone, c.external_id, c.attributes, COALESCE(c.timezone, k.timezone) AS timezone,
-                    k.caller_id, k.script
-             FROM attempts a JOIN contacts c ON c.id = a.contact_id JOIN campaigns k ON k.id = a.campaign_id
-             WHERE a.id = $1",
+        Ok(sqlx::query_as!(
+            CallContext,
+            r#"SELECT a.id AS attempt_id, a.state AS "attempt_state: AttemptState",
+                      a.call_sid AS "call_sid: CallSid", a.campaign_id, a.contact_id,
+                      c.phone AS "phone: E164", c.external_id, c.attributes,
+                      COALESCE(c.timezone, k.timezone) AS "timezone!: Tz",
+                      k.caller_id AS "caller_id: E164", k.script
+               FROM attempts a JOIN contacts c ON c.id = a.contact_id JOIN campaigns k ON k.id = a.campaign_id
+               WHERE a.id = $1"#,
+            attempt_id
         )
-        .bind(attempt_id)
         .fetch_optional(&self.pool)
         .await?)
     }
 
     /// Records synchronous AMD's `AnsweredBy` (from the TwiML request) while the call is open.
     pub async fn attempts_set_answered_by(&self, attempt_id: i64, answered_by: AnsweredBy) -> Result<()> {
-        sqlx::query("UPDATE attempts SET answered_by = $2 WHERE id = $1 AND state IN ('dialing', 'created', 'parked')")
-            .bind(attempt_id)
-            .bind(answered_by.as_str())
-            .execute(&self.pool)
-            .await?;
+        sqlx::query!(
+            "UPDATE attempts SET answered_by = $2 WHERE id = $1 AND state = ANY($3::text[])",
+            attempt_id,
+            answered_by as _,
+            AttemptState::OPEN as _,
+        )
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     /// Remembers that the voicemail message was played, so the outcome becomes `voicemail` (never a
     /// confirmation) rather than `machine`.
     pub async fn attempts_mark_voicemail_left(&self, attempt_id: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE attempts SET outcome = 'voicemail'
-             WHERE id = $1 AND outcome IS NULL AND state IN ('dialing', 'created', 'parked')",
+        sqlx::query!(
+            "UPDATE attempts SET outcome = $2 WHERE id = $1 AND outcome IS NULL AND state = ANY($3::text[])",
+            attempt_id,
+            VOICEMAIL_MARK as _,
+            AttemptState::OPEN as _,
         )
-        .bind(attempt_id)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -142,9 +151,7 @@ impl Store {
     pub async fn results_record(&self, attempt_id: i64, menu: &str, digits: &str, result: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let new = insert_result(&mut tx, attempt_id, menu, digits, result).await?;
-        sqlx::query("UPDATE attempts SET result = $2 WHERE id = $1")
-            .bind(attempt_id)
-            .bind(result)
+        sqlx::query!("UPDATE attempts SET result = $2 WHERE id = $1", attempt_id, result)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -157,34 +164,31 @@ impl Store {
     /// was new on the list.
     pub async fn results_opt_out(&self, attempt_id: i64, menu: &str, digits: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let (phone, contact_id): (String, i64) = sqlx::query_as("SELECT phone, contact_id FROM attempts WHERE id = $1")
-            .bind(attempt_id)
+        let a = sqlx::query!("SELECT phone, contact_id FROM attempts WHERE id = $1", attempt_id)
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("attempt {attempt_id}")))?;
-        let new = sqlx::query(
+        let new = sqlx::query!(
             "INSERT INTO dnc (phone, campaign_id, reason, source) VALUES ($1, NULL, 'opted out by keypress', 'keypress')
              ON CONFLICT (phone) WHERE campaign_id IS NULL DO NOTHING",
+            a.phone
         )
-        .bind(&phone)
         .execute(&mut *tx)
         .await?
         .rows_affected()
             == 1;
         insert_result(&mut tx, attempt_id, menu, digits, OPTED_OUT_RESULT).await?;
-        sqlx::query("UPDATE attempts SET result = $2 WHERE id = $1")
-            .bind(attempt_id)
-            .bind(OPTED_OUT_RESULT)
+        sqlx::query!("UPDATE attempts SET result = $2 WHERE id = $1", attempt_id, OPTED_OUT_RESULT)
             .execute(&mut *tx)
             .await?;
         // The call is normally still open (contact `calling`, settled later); if the contact is already
         // waiting for a retry, it must never be claimed again.
-        sqlx::query(
+        sqlx::query!(
             "UPDATE contacts SET state = 'blocked', final_outcome = 'opted_out', final_reason = 'opted out by keypress',
                  finished_at = now(), updated_at = now(), next_attempt_at = now(), lease_owner = NULL, lease_expires_at = NULL
              WHERE id = $1 AND state = 'pending'",
+            a.contact_id
         )
-        .bind(contact_id)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -193,20 +197,22 @@ impl Store {
 
     /// Every contact of a campaign with its final state, outcome, keypress result, attempts and last call.
     pub async fn results_export(&self, campaign_id: i64) -> Result<Vec<ResultRow>> {
-        Ok(sqlx::query_as::<_, ResultRow>(
-            "SELECT c.id AS contact_id, c.external_id, c.phone, c.state,
-                    COALESCE(c.final_outcome, last.outcome) AS outcome, c.result, c.attempts_made AS attempts,
-                    GREATEST(c.last_call_at, last.requested_at) AS last_call_at
-             FROM contacts c
-             LEFT JOIN LATERAL (
-                 SELECT a.outcome, a.requested_at FROM attempts a
-                 WHERE a.contact_id = c.id AND a.requested_at IS NOT NULL
-                 ORDER BY a.attempt_no DESC LIMIT 1
-             ) last ON true
-             WHERE c.campaign_id = $1
-             ORDER BY c.id",
+        Ok(sqlx::query_as!(
+            ResultRow,
+            r#"SELECT c.id AS contact_id, c.external_id, c.phone AS "phone: E164", c.state AS "state: ContactState",
+                      COALESCE(c.final_outcome, last.outcome) AS "outcome: Outcome", c.result,
+                      c.attempts_made AS attempts,
+                      GREATEST(c.last_call_at, last.requested_at) AS last_call_at
+               FROM contacts c
+               LEFT JOIN LATERAL (
+                   SELECT a.outcome, a.requested_at FROM attempts a
+                   WHERE a.contact_id = c.id AND a.requested_at IS NOT NULL
+                   ORDER BY a.attempt_no DESC LIMIT 1
+               ) last ON true
+               WHERE c.campaign_id = $1
+               ORDER BY c.id"#,
+            campaign_id
         )
-        .bind(campaign_id)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -219,41 +225,36 @@ async fn insert_result(
     digits: &str,
     result: &str,
 ) -> Result<bool> {
-    Ok(sqlx::query(
+    Ok(sqlx::query!(
         "INSERT INTO results (attempt_id, contact_id, campaign_id, menu, digits, result)
          SELECT a.id, a.contact_id, a.campaign_id, $2, $3, $4 FROM attempts a WHERE a.id = $1
          ON CONFLICT (attempt_id, menu, result) DO NOTHING",
+        attempt_id,
+        menu,
+        digits,
+        result
     )
-    .bind(attempt_id)
-    .bind(menu)
-    .bind(digits)
-    .bind(result)
     .execute(&mut *conn)
     .await?
     .rows_affected()
         == 1)
 }
 
-#[derive(sqlx::FromRow)]
+/// An attempt to settle, read under lock with its contact and campaign.
 struct SettleRow {
     id: i64,
     contact_id: i64,
     campaign_id: i64,
     attempt_no: i32,
-    state: String,
-    call_sid: Option<String>,
+    state: AttemptState,
+    call_sid: Option<CallSid>,
     result: Option<String>,
-    outcome: Option<String>,
-    answered_by: Option<String>,
+    outcome: Option<Outcome>,
+    answered_by: Option<AnsweredBy>,
     requested_at: Option<DateTime<Utc>>,
     attempts_made: i32,
-    retry_policy: Value,
+    retry_policy: Json<RetryPolicy>,
     max_attempts: i32,
-}
-
-/// [`Store::attempts_settle`] inside the caller's transaction.
-pub(crate) async fn settle_in(conn: &mut PgConnection, attempt_id: i64, facts: &TerminalFacts) -> Result<Settled> {
-    settle_many_in(conn, &[(attempt_id, facts)]).await?.pop().expect("one answer per attempt")
 }
 
 /// One attempt being settled: what was read under lock, and what this step decided.
@@ -261,14 +262,15 @@ struct Settling<'a> {
     at: usize,
     row: &'a SettleRow,
     facts: &'a TerminalFacts,
-    outcome: Outcome,
-    answered_by: Option<AnsweredBy>,
+    input: SettleInput<'a>,
 }
 
 /// Settles many attempts in a constant number of statements, whatever their number (callback batches):
-/// one locking read, then per round one count, one attempt update and up to two contact updates, each
-/// over `unnest` arrays. One answer per input, in order. A round holds each contact at most once, so two
-/// attempts of one contact in the same call settle one after the other, exactly as if called twice.
+/// one locking read, then per round one count and the **finished** transition (attempts, then contacts),
+/// each over `unnest` arrays. The decision itself is [`crate::domain::settle`]; this only reads what it
+/// needs and writes what it decided. One answer per input, in order. A round holds each contact at most
+/// once, so two attempts of one contact in the same call settle one after the other, exactly as if
+/// called twice.
 pub(crate) async fn settle_many_in(
     conn: &mut PgConnection,
     items: &[(i64, &TerminalFacts)],
@@ -289,15 +291,18 @@ pub(crate) async fn settle_many_in(
     ids.sort_unstable();
     ids.dedup();
     // Locks the attempts and their contacts (attempt before contact, as the dialer does), in id order.
-    let rows: Vec<SettleRow> = sqlx::query_as(
-        "SELECT a.id, a.contact_id, a.campaign_id, a.attempt_no, a.state, a.call_sid, a.result, a.outcome,
-                a.answered_by, a.requested_at, c.attempts_made, k.retry_policy, k.max_attempts
-         FROM attempts a JOIN contacts c ON c.id = a.contact_id JOIN campaigns k ON k.id = a.campaign_id
-         WHERE a.id = ANY($1)
-         ORDER BY a.id
-         FOR UPDATE OF a, c",
+    let rows: Vec<SettleRow> = sqlx::query_as!(
+        SettleRow,
+        r#"SELECT a.id, a.contact_id, a.campaign_id, a.attempt_no, a.state AS "state: AttemptState",
+                  a.call_sid AS "call_sid: CallSid", a.result, a.outcome AS "outcome: Outcome",
+                  a.answered_by AS "answered_by: AnsweredBy", a.requested_at, c.attempts_made,
+                  k.retry_policy AS "retry_policy: Json<RetryPolicy>", k.max_attempts
+           FROM attempts a JOIN contacts c ON c.id = a.contact_id JOIN campaigns k ON k.id = a.campaign_id
+           WHERE a.id = ANY($1)
+           ORDER BY a.id
+           FOR UPDATE OF a, c"#,
+        &ids
     )
-    .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;
     let by_id: HashMap<i64, &SettleRow> = rows.iter().map(|r| (r.id, r)).collect();
@@ -314,27 +319,23 @@ pub(crate) async fn settle_many_in(
             continue;
         };
         if let (Some(have), Some(given)) = (&row.call_sid, &facts.call_sid) {
-            if have != given.as_str() {
+            if have != given {
                 out[i] = Some(Err(StoreError::Conflict(format!("attempt {attempt_id} belongs to another call"))));
                 continue;
             }
         }
-        let stored_answered_by = row.answered_by.as_deref().and_then(|s| AnsweredBy::parse(s).ok());
-        let answered_by = facts.answered_by.or(stored_answered_by);
-        let opted_out = row.result.as_deref() == Some(OPTED_OUT_RESULT);
-        let outcome = classify(CallFacts {
+        let input = SettleInput {
             status: facts.status,
-            answered_by,
+            answered_by: facts.answered_by.or(row.answered_by),
             sip_response_code: facts.sip_response_code,
-            has_result: row.result.is_some() && !opted_out,
-            opted_out,
-            voicemail_left: row.outcome.as_deref() == Some(VOICEMAIL_MARK),
-        });
+            recorded_result: row.result.as_deref(),
+            voicemail_left: row.outcome == Some(VOICEMAIL_MARK),
+        };
         let k = per_contact.entry(row.contact_id).or_insert(0);
         if rounds.len() <= *k {
             rounds.push(Vec::new());
         }
-        rounds[*k].push(Settling { at: i, row, facts, outcome, answered_by });
+        rounds[*k].push(Settling { at: i, row, facts, input });
         *k += 1;
     }
 
@@ -344,10 +345,7 @@ pub(crate) async fn settle_many_in(
     let unchanged = |s: &Settling, finished: &HashMap<i64, (Outcome, Option<AnsweredBy>)>| {
         let (outcome, answered_by) = match finished.get(&s.row.id) {
             Some(&(o, a)) => (Some(o), a),
-            None => (
-                s.row.outcome.as_deref().and_then(|o| Outcome::parse(o).ok()),
-                s.row.answered_by.as_deref().and_then(|a| AnsweredBy::parse(a).ok()),
-            ),
+            None => (s.row.outcome, s.row.answered_by),
         };
         Settled {
             attempt_id: s.row.id,
@@ -360,168 +358,87 @@ pub(crate) async fn settle_many_in(
             contact_updated: false,
         }
     };
-    let mut policies: HashMap<i64, RetryPolicy> = HashMap::new();
+    let mut policies: HashMap<i64, &RetryPolicy> = HashMap::new();
     for round in rounds {
-        let (open, done): (Vec<Settling>, Vec<Settling>) = round.into_iter().partition(|s| {
-            matches!(s.row.state.as_str(), "dialing" | "created" | "parked") && !finished.contains_key(&s.row.id)
-        });
+        let (open, done): (Vec<Settling>, Vec<Settling>) =
+            round.into_iter().partition(|s| s.row.state.is_open() && !finished.contains_key(&s.row.id));
         for s in &done {
             out[s.at] = Some(Ok(unchanged(s, &finished)));
         }
         if open.is_empty() {
             continue;
         }
+        let outcomes: Vec<Outcome> = open.iter().map(|s| s.input.outcome()).collect();
         let a_ids: Vec<i64> = open.iter().map(|s| s.row.id).collect();
         let c_ids: Vec<i64> = open.iter().map(|s| s.row.contact_id).collect();
-        let outcomes: Vec<&str> = open.iter().map(|s| s.outcome.as_str()).collect();
-        let before: HashMap<i64, i64> = sqlx::query_as::<_, (i64, i64)>(
-            "SELECT u.aid, (SELECT count(*) FROM attempts x
-                            WHERE x.contact_id = u.cid AND x.id <> u.aid AND x.state = 'finished'
-                              AND x.outcome = u.outcome)
-             FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u(aid, cid, outcome)",
+        let before: HashMap<i64, i64> = sqlx::query!(
+            r#"SELECT u.aid AS "aid!", (SELECT count(*) FROM attempts x
+                                     WHERE x.contact_id = u.cid AND x.id <> u.aid AND x.state = 'finished'
+                                       AND x.outcome = u.outcome) AS "n!"
+               FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u(aid, cid, outcome)"#,
+            &a_ids,
+            &c_ids,
+            &outcomes as _,
         )
-        .bind(&a_ids)
-        .bind(&c_ids)
-        .bind(&outcomes)
         .fetch_all(&mut *conn)
         .await?
         .into_iter()
+        .map(|r| (r.aid, r.n))
         .collect();
         let now = Utc::now();
-        let mut nexts: Vec<Next> = Vec::with_capacity(open.len());
-        for s in &open {
-            // Parsed once per campaign per call.
-            let policy = match policies.entry(s.row.campaign_id) {
-                Entry::Occupied(e) => e.into_mut(),
-                Entry::Vacant(v) => v.insert(serde_json::from_value(s.row.retry_policy.clone()).map_err(|e| {
-                    StoreError::Conflict(format!("campaign {}: stored retry policy: {e}", s.row.campaign_id))
-                })?),
-            };
-            let same_before = before.get(&s.row.id).copied().unwrap_or(0) as i32;
-            nexts.push(decide(policy, s.row.max_attempts, s.outcome, s.row.attempts_made, same_before, now));
-        }
+        let decisions: Vec<_> = open
+            .iter()
+            .map(|s| {
+                let policy = match policies.entry(s.row.campaign_id) {
+                    Entry::Occupied(e) => *e.get(),
+                    Entry::Vacant(v) => *v.insert(&s.row.retry_policy.0),
+                };
+                let same_before = before.get(&s.row.id).copied().unwrap_or(0) as i32;
+                settle(&s.input, policy, s.row.max_attempts, s.row.attempts_made, same_before, now)
+            })
+            .collect();
+        let finishes: Vec<Finish> = open
+            .iter()
+            .zip(&decisions)
+            .map(|(s, d)| Finish {
+                attempt_id: s.row.id,
+                contact_id: s.row.contact_id,
+                attempt_no: s.row.attempt_no,
+                call_sid: s.facts.call_sid.as_ref(),
+                status: s.facts.status,
+                outcome: d.outcome,
+                answered_by: s.input.answered_by,
+                sip_response_code: s.facts.sip_response_code,
+                duration_s: s.facts.duration_s,
+                ended_at: s.facts.ended_at,
+                requested_at: s.row.requested_at,
+                next: match &d.next {
+                    Next::Retry { at, .. } => ContactNext::Retry { at: *at },
+                    Next::Final { state, reason } => ContactNext::Final {
+                        state: *state,
+                        reason: reason.as_str(),
+                        result: d.contact_result.as_deref(),
+                    },
+                },
+            })
+            .collect();
+        let applied = finished_many_in(conn, &finishes).await?;
 
-        let sids: Vec<Option<&str>> = open.iter().map(|s| s.facts.call_sid.as_ref().map(CallSid::as_str)).collect();
-        let statuses: Vec<&str> = open.iter().map(|s| s.facts.status.as_str()).collect();
-        let answered: Vec<Option<&str>> = open.iter().map(|s| s.answered_by.map(AnsweredBy::as_str)).collect();
-        let sip: Vec<Option<i32>> = open.iter().map(|s| s.facts.sip_response_code).collect();
-        let duration: Vec<Option<i32>> = open.iter().map(|s| s.facts.duration_s).collect();
-        let ended: Vec<Option<DateTime<Utc>>> = open.iter().map(|s| s.facts.ended_at).collect();
-        let updated: HashSet<i64> = sqlx::query_scalar::<_, i64>(
-            "UPDATE attempts a SET state = 'finished', call_sid = COALESCE(a.call_sid, u.sid), call_status = u.status,
-                 status_rank = 4, outcome = u.outcome, answered_by = u.answered_by,
-                 sip_response_code = COALESCE(u.sip, a.sip_response_code),
-                 duration_s = COALESCE(u.duration, a.duration_s), ended_at = COALESCE(u.ended_at, now()),
-                 last_event_at = GREATEST(a.last_event_at, u.ended_at), finished_at = now()
-             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[],
-                         $8::timestamptz[]) AS u(id, sid, status, outcome, answered_by, sip, duration, ended_at)
-             WHERE a.id = u.id AND a.state IN ('dialing', 'created', 'parked')
-             RETURNING a.id",
-        )
-        .bind(&a_ids)
-        .bind(&sids)
-        .bind(&statuses)
-        .bind(&outcomes)
-        .bind(&answered)
-        .bind(&sip)
-        .bind(&duration)
-        .bind(&ended)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect();
-
-        // The contact moves on only while it is still calling on this very attempt: a lease rescue or a
-        // newer attempt has taken over otherwise, and this late report must not touch it.
-        let (mut r_cid, mut r_no, mut r_at, mut r_req) = (vec![], vec![], vec![], vec![]);
-        let (mut f_cid, mut f_no, mut f_state, mut f_outcome, mut f_reason, mut f_result, mut f_req) =
-            (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-        for (s, next) in open.iter().zip(&nexts) {
-            if !updated.contains(&s.row.id) {
-                continue;
-            }
-            match next {
-                Next::Retry { at, .. } => {
-                    r_cid.push(s.row.contact_id);
-                    r_no.push(s.row.attempt_no);
-                    r_at.push(*at);
-                    r_req.push(s.row.requested_at);
-                }
-                Next::Final { state, reason } => {
-                    // Only a person's keypress (or opt-out) is a result; a machine's digits never are.
-                    let result = match s.outcome {
-                        Outcome::AnsweredResult | Outcome::OptedOut => s.row.result.as_deref(),
-                        _ => None,
-                    };
-                    f_cid.push(s.row.contact_id);
-                    f_no.push(s.row.attempt_no);
-                    f_state.push(state.as_str());
-                    f_outcome.push(s.outcome.as_str());
-                    f_reason.push(reason.as_str());
-                    f_result.push(result);
-                    f_req.push(s.row.requested_at);
-                }
-            }
-        }
-        let mut moved: HashSet<i64> = HashSet::new();
-        if !r_cid.is_empty() {
-            moved.extend(
-                sqlx::query_scalar::<_, i64>(
-                    "UPDATE contacts c SET state = 'pending', next_attempt_at = u.at, lease_owner = NULL,
-                         lease_expires_at = NULL, last_call_at = GREATEST(c.last_call_at, u.requested_at),
-                         updated_at = now()
-                     FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::timestamptz[])
-                          AS u(id, attempt_no, at, requested_at)
-                     WHERE c.id = u.id AND c.state = 'calling' AND c.attempt_seq = u.attempt_no
-                     RETURNING c.id",
-                )
-                .bind(&r_cid)
-                .bind(&r_no)
-                .bind(&r_at)
-                .bind(&r_req)
-                .fetch_all(&mut *conn)
-                .await?,
-            );
-        }
-        if !f_cid.is_empty() {
-            moved.extend(
-                sqlx::query_scalar::<_, i64>(
-                    "UPDATE contacts c SET state = u.state, final_outcome = u.outcome, final_reason = u.reason,
-                         result = COALESCE(u.result, c.result),
-                         last_call_at = GREATEST(c.last_call_at, u.requested_at), finished_at = now(),
-                         updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
-                     FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                 $7::timestamptz[]) AS u(id, attempt_no, state, outcome, reason, result, requested_at)
-                     WHERE c.id = u.id AND c.state = 'calling' AND c.attempt_seq = u.attempt_no
-                     RETURNING c.id",
-                )
-                .bind(&f_cid)
-                .bind(&f_no)
-                .bind(&f_state)
-                .bind(&f_outcome)
-                .bind(&f_reason)
-                .bind(&f_result)
-                .bind(&f_req)
-                .fetch_all(&mut *conn)
-                .await?,
-            );
-        }
-
-        for (s, next) in open.iter().zip(nexts) {
-            if !updated.contains(&s.row.id) {
+        for (s, d) in open.iter().zip(decisions) {
+            if !applied.attempts.contains(&s.row.id) {
                 out[s.at] = Some(Ok(unchanged(s, &finished)));
                 continue;
             }
-            finished.insert(s.row.id, (s.outcome, s.answered_by));
+            finished.insert(s.row.id, (d.outcome, s.input.answered_by));
             out[s.at] = Some(Ok(Settled {
                 attempt_id: s.row.id,
                 campaign_id: s.row.campaign_id,
                 contact_id: s.row.contact_id,
                 applied: true,
-                outcome: Some(s.outcome),
-                answered_by: s.answered_by,
-                next: Some(next),
-                contact_updated: moved.contains(&s.row.contact_id),
+                outcome: Some(d.outcome),
+                answered_by: s.input.answered_by,
+                next: Some(d.next),
+                contact_updated: applied.contacts.contains(&s.row.contact_id),
             }));
         }
     }

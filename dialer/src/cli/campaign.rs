@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
-use dialer_core::domain::CampaignSpec;
+use dialer_core::domain::{CampaignSpec, CampaignStatus};
 
 use super::{connect, CliResult, Failure};
 
@@ -42,9 +42,9 @@ pub async fn run(cmd: CampaignCmd) -> CliResult {
             println!("{id}");
             Ok(())
         }
-        CampaignCmd::Start { id } | CampaignCmd::Resume { id } => set_status(id, "running").await,
-        CampaignCmd::Pause { id } => set_status(id, "paused").await,
-        CampaignCmd::Cancel { id } => set_status(id, "canceled").await,
+        CampaignCmd::Start { id } | CampaignCmd::Resume { id } => set_status(id, CampaignStatus::Running).await,
+        CampaignCmd::Pause { id } => set_status(id, CampaignStatus::Paused).await,
+        CampaignCmd::Cancel { id } => set_status(id, CampaignStatus::Canceled).await,
         CampaignCmd::Status { id, json } => {
             let store = connect().await?;
             let r = store.campaigns_report(id).await.map_err(|e| Failure::InvalidInput(e.to_string()))?;
@@ -71,7 +71,7 @@ pub async fn run(cmd: CampaignCmd) -> CliResult {
     }
 }
 
-async fn set_status(id: i64, to: &str) -> CliResult {
+async fn set_status(id: i64, to: CampaignStatus) -> CliResult {
     let store = connect().await?;
     let status = store.campaigns_set_status(id, to, None).await.map_err(|e| Failure::InvalidInput(e.to_string()))?;
     eprintln!("campaign {id} is {status}");

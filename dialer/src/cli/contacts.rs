@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 use dialer_core::domain::script::Script;
+use dialer_core::domain::E164;
 use dialer_core::import::{parse_csv, RowError};
 use dialer_core::store::NewContact;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -37,12 +38,12 @@ pub async fn run(cmd: ContactsCmd) -> CliResult {
     let mut parsed = parse_csv(&bytes, region.as_deref(), &required);
 
     // Numbers the campaign already has are duplicates too.
-    let phones: Vec<String> = parsed.rows.iter().map(|r| r.contact.phone.as_str().to_string()).collect();
-    let existing: std::collections::HashSet<String> =
+    let phones: Vec<E164> = parsed.rows.iter().map(|r| r.contact.phone.clone()).collect();
+    let existing: std::collections::HashSet<E164> =
         store.contacts_existing_phones(campaign, &phones).await.context("checking duplicates")?.into_iter().collect();
     if !existing.is_empty() {
         parsed.rows.retain(|r| {
-            let dup = existing.contains(r.contact.phone.as_str());
+            let dup = existing.contains(&r.contact.phone);
             if dup {
                 parsed.errors.push(RowError {
                     line: r.line,

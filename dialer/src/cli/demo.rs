@@ -12,7 +12,7 @@ use chrono::Utc;
 use chrono_tz::Tz;
 use clap::Args;
 use dialer_core::config::Config;
-use dialer_core::domain::{CampaignSpec, E164};
+use dialer_core::domain::{CampaignSpec, CampaignStatus, E164};
 use dialer_core::pg;
 use dialer_core::sim::{self, DigitDist, OutcomeMix, SecsRange, SimConfig};
 use dialer_core::store::{NewContact, Store};
@@ -141,7 +141,7 @@ pub async fn run(args: DemoArgs) -> CliResult {
         args.speed
     );
     eprintln!("demo: metrics at {public}/metrics, simulator at {}/sim/stats", sim.base_url());
-    store.campaigns_set_status(campaign, "running", None).await.context("starting the campaign")?;
+    store.campaigns_set_status(campaign, CampaignStatus::Running, None).await.context("starting the campaign")?;
 
     let shutdown = CancellationToken::new();
     let services = tokio::spawn(serve::serve(
@@ -218,7 +218,7 @@ fn generate(n: usize, zones: &[Tz]) -> Vec<NewContact> {
             ]);
             NewContact {
                 phone,
-                timezone: Some(tz.name().to_string()),
+                timezone: Some(tz.into()),
                 external_id: Some(format!("P{:08}", i)),
                 attributes,
             }
@@ -226,7 +226,6 @@ fn generate(n: usize, zones: &[Tz]) -> Vec<NewContact> {
         .collect()
 }
 
-const TERMINAL: [&str; 5] = ["done", "exhausted", "invalid", "blocked", "canceled"];
 
 async fn progress(
     store: &Store,
@@ -253,7 +252,7 @@ async fn progress(
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let r = store.campaigns_report(campaign).await?;
-        let done: i64 = TERMINAL.iter().map(|s| r.by_state.get(*s).copied().unwrap_or(0)).sum();
+        let done: i64 = r.by_state.iter().filter(|(s, _)| s.is_terminal()).map(|(_, n)| n).sum();
         let calls = sim.stats().calls_created;
         let rate = (calls - last_calls) as f64 / last_at.elapsed().as_secs_f64();
         last_calls = calls;
@@ -272,7 +271,7 @@ async fn progress(
             last_print = Instant::now();
             eprintln!("demo: {done}/{total} contacts done, {msg}");
         }
-        if r.status == "completed" || (done as u64 >= total && r.in_flight == 0) || shutdown.is_cancelled() {
+        if r.status == CampaignStatus::Completed || (done as u64 >= total && r.in_flight == 0) || shutdown.is_cancelled() {
             bar.finish_and_clear();
             return Ok(r);
         }
@@ -330,7 +329,7 @@ async fn summary(
         &format!("peak one-second calls {} <= CPS {cps}", stats.peak_calls_per_second),
         stats.peak_calls_per_second as f64 <= cps,
     );
-    let open: i64 = ["pending", "claimed", "calling"].iter().map(|s| r.by_state.get(*s).copied().unwrap_or(0)).sum();
+    let open: i64 = r.by_state.iter().filter(|(s, _)| !s.is_terminal()).map(|(_, n)| n).sum();
     check(&format!("every contact in a terminal state ({open} open)"), open == 0);
     // Each finished attempt's outcome against what the simulator says happened on that call.
     let mut sim_by: BTreeMap<String, i64> = BTreeMap::new();

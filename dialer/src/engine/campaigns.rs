@@ -3,10 +3,8 @@
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use anyhow::Context;
-use chrono_tz::Tz;
 use dialer_core::domain::campaign::Limits;
-use dialer_core::domain::{AmdMode, CallingWindow, E164};
+use dialer_core::domain::{AmdMode, CallingWindow, Tz, E164};
 use dialer_core::store::CampaignRow;
 
 use super::pacing::Pacer;
@@ -40,11 +38,11 @@ impl LiveCampaign {
         Ok(Arc::new(Self {
             id: row.id,
             label: row.id.to_string(),
-            caller_id: E164::from_stored(&row.caller_id).context("campaign caller id")?,
-            timezone: row.timezone.parse().map_err(|_| anyhow::anyhow!("campaign time zone {}", row.timezone))?,
-            window: serde_json::from_value(row.calling_window.clone()).context("campaign window")?,
-            limits: serde_json::from_value(row.limits.clone()).context("campaign limits")?,
-            amd: AmdMode::parse(&row.amd_mode).unwrap_or_default(),
+            caller_id: row.caller_id.clone(),
+            timezone: row.timezone,
+            window: row.calling_window.0.clone(),
+            limits: row.limits.0.clone(),
+            amd: row.amd_mode,
             ring_timeout_s: row.ring_timeout_s.max(5) as u32,
             cps,
             pacer: Pacer::new(cps / live.max(1) as f64, margin),
@@ -53,7 +51,7 @@ impl LiveCampaign {
     }
 
     /// The contact's zone, else the campaign's.
-    pub fn zone_of(&self, contact_tz: Option<&str>) -> Tz {
-        contact_tz.and_then(|z| z.parse().ok()).unwrap_or(self.timezone)
+    pub fn zone_of(&self, contact_tz: Option<Tz>) -> chrono_tz::Tz {
+        contact_tz.unwrap_or(self.timezone).get()
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use dialer_core::batch::Batcher;
-use dialer_core::domain::AmdMode;
+use dialer_core::domain::{AmdMode, CampaignStatus, FinalState};
 use dialer_core::metrics::Metrics;
 use dialer_core::store::{ClaimedAttempt, DialingGate};
 use dialer_core::twilio::{CreateCall, HttpMethod, MachineDetection, RetryClass, StatusCallbackEvent};
@@ -120,7 +120,7 @@ async fn dispatch_one(
     a: ClaimedAttempt,
 ) -> anyhow::Result<Dispatched> {
     let m = Metrics::global();
-    let tz = c.zone_of(a.timezone.as_deref());
+    let tz = c.zone_of(a.timezone);
     let now = Utc::now();
     match c.window.next_opening(tz, now) {
         Some(t) if t <= now => {}
@@ -187,16 +187,7 @@ async fn dispatch_one(
 /// (a new attempt later), an unknown fate is parked for reconciliation.
 async fn post(engine: &Engine, c: &LiveCampaign, a: ClaimedAttempt, _permit: OwnedSemaphorePermit) {
     let m = Metrics::global();
-    let to = match dialer_core::domain::E164::from_stored(&a.phone) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = engine
-                .store
-                .attempts_not_created(a.attempt_id, None, &format!("stored number invalid: {e}"), None, Some("invalid"))
-                .await;
-            return;
-        }
-    };
+    let to = a.phone.clone();
     let (twiml_url, status_url) = engine.callback_urls(a.attempt_id);
     let mut req = CreateCall::new(to, c.caller_id.clone(), twiml_url);
     req.method = Some(HttpMethod::Post);
@@ -256,17 +247,17 @@ async fn post(engine: &Engine, c: &LiveCampaign, a: ClaimedAttempt, _permit: Own
                 RetryClass::FateUnknown => {
                     m.calls_created.with_label_values(&[&c.label, "fate_unknown"]).inc();
                     warn!(attempt_id = a.attempt_id, error = %msg, "fate unknown: parked for reconciliation");
-                    store.attempts_park(a.attempt_id, &msg).await
+                    store.attempts_park(a.attempt_id, &msg).await.map(|_| ())
                 }
                 RetryClass::FinalForContact => {
                     m.calls_created.with_label_values(&[&c.label, "rejected"]).inc();
-                    store.attempts_not_created(a.attempt_id, code_i, &msg, None, Some("invalid")).await.map(|_| ())
+                    store.attempts_not_created(a.attempt_id, code_i, &msg, None, Some(FinalState::Invalid)).await.map(|_| ())
                 }
                 RetryClass::FinalForCampaign => {
                     m.calls_created.with_label_values(&[&c.label, "rejected"]).inc();
                     let reason = format!("Twilio refused calls for this campaign: {msg}");
                     info!(campaign = c.id, %reason, "pausing campaign");
-                    let _ = store.campaigns_set_status(c.id, "paused", Some(&reason)).await;
+                    let _ = store.campaigns_set_status(c.id, CampaignStatus::Paused, Some(&reason)).await;
                     store.attempts_not_created(a.attempt_id, code_i, &msg, Some(Utc::now()), None).await.map(|_| ())
                 }
             };

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dialer_core::domain::CampaignStatus;
 use dialer_core::metrics::Metrics;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tracing::{info, warn};
@@ -44,7 +45,7 @@ pub async fn maintain_once(engine: &Engine) -> anyhow::Result<()> {
 async fn refresh_gauges(engine: &Engine) -> anyhow::Result<()> {
     let m = Metrics::global();
     for (campaign, state, n) in engine.store.contacts_count_by_state().await? {
-        m.contacts.with_label_values(&[&campaign.to_string(), &state]).set(n);
+        m.contacts.with_label_values(&[&campaign.to_string(), state.as_str()]).set(n);
     }
     for (campaign, n) in engine.store.attempts_in_flight_by_campaign().await? {
         m.calls_in_flight.with_label_values(&[&campaign.to_string()]).set(n);
@@ -108,14 +109,14 @@ pub async fn run(engine: Arc<Engine>) {
 async fn add_recurring(engine: &Arc<Engine>, sched: &JobScheduler) {
     let Ok(rows) = engine.store.campaigns_recurring().await else { return };
     for row in rows {
-        let (Some(cron), Some(tz)) = (row.recurrence_cron.clone(), row.recurrence_tz.clone()) else { continue };
-        let Ok(tz) = tz.parse::<chrono_tz::Tz>() else { continue };
+        let (Some(cron), Some(tz)) = (row.recurrence_cron.clone(), row.recurrence_tz) else { continue };
+        let tz = tz.get();
         let e = engine.clone();
         let id = row.id;
         let job = Job::new_async_tz(cron.as_str(), tz, move |_, _| {
             let e = e.clone();
             Box::pin(async move {
-                match e.store.campaigns_set_status(id, "running", Some("opened by its recurrence")).await {
+                match e.store.campaigns_set_status(id, CampaignStatus::Running, Some("opened by its recurrence")).await {
                     Ok(_) => info!(campaign = id, "recurring campaign opened"),
                     Err(err) => warn!(campaign = id, error = %err, "opening recurring campaign"),
                 }

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use dialer_core::domain::{CallSid, E164};
 use dialer_core::store::{OpenAttempt, TerminalFacts};
 use dialer_core::twilio::{CallResource, ListCalls, StartTimeAfter};
 use tracing::{info, warn};
@@ -63,7 +62,7 @@ enum Step {
 
 async fn reconcile_attempt(engine: &Engine, a: &OpenAttempt) -> anyhow::Result<Step> {
     let call = match &a.call_sid {
-        Some(sid) => Some(engine.twilio.fetch_call(&CallSid::parse(sid)?).await?),
+        Some(sid) => Some(engine.twilio.fetch_call(sid).await?),
         None => find_by_number(engine, a).await?,
     };
     let Some(call) = call else {
@@ -75,7 +74,7 @@ async fn reconcile_attempt(engine: &Engine, a: &OpenAttempt) -> anyhow::Result<S
         return Ok(Step::NeverCreated);
     };
     let queue_time_ms = call.queue_time.map(|q| i32::try_from(q).unwrap_or(i32::MAX));
-    engine.store.attempts_set_created_many(&[a.attempt_id], &[call.sid.as_str()], &[queue_time_ms]).await?;
+    engine.store.attempts_set_created_many(&[a.attempt_id], &[&call.sid], &[queue_time_ms]).await?;
     if !call.status.is_terminal() {
         return Ok(Step::Found);
     }
@@ -95,11 +94,10 @@ async fn reconcile_attempt(engine: &Engine, a: &OpenAttempt) -> anyhow::Result<S
 /// The call this attempt created, if any: same To and From, created from just before the POST to well
 /// after it. The contact has only one open attempt at a time, so a match is ours.
 async fn find_by_number(engine: &Engine, a: &OpenAttempt) -> anyhow::Result<Option<CallResource>> {
-    let to = E164::from_stored(&a.phone)?;
     let since = a.requested_at - chrono::Duration::seconds(5);
     let filter = ListCalls {
-        to: Some(to),
-        from: E164::from_stored(&a.caller_id).ok(),
+        to: Some(a.phone.clone()),
+        from: Some(a.caller_id.clone()),
         start_time_after: Some(StartTimeAfter::Date(since.date_naive())),
         ..Default::default()
     };

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use dialer_core::domain::E164;
 use dialer_core::metrics::Metrics;
 use dialer_core::store::ClaimedAttempt;
 use tokio::sync::mpsc;
@@ -128,7 +129,7 @@ async fn claim_once(engine: &Engine, r: &Running) -> anyhow::Result<ClaimOutcome
     let mut defer_at = Vec::new();
     let mut ready = Vec::with_capacity(claimed.len());
     for a in claimed {
-        let tz = r.campaign.zone_of(a.timezone.as_deref());
+        let tz = r.campaign.zone_of(a.timezone);
         match r.campaign.window.next_opening(tz, now) {
             Some(t) if t <= now => ready.push(a),
             other => {
@@ -138,8 +139,8 @@ async fn claim_once(engine: &Engine, r: &Running) -> anyhow::Result<ClaimOutcome
         }
     }
     // DNC (global or this campaign's), one query for the batch.
-    let phones: Vec<String> = ready.iter().map(|a| a.phone.clone()).collect();
-    let blocked: std::collections::HashSet<String> =
+    let phones: Vec<E164> = ready.iter().map(|a| a.phone.clone()).collect();
+    let blocked: std::collections::HashSet<E164> =
         engine.store.dnc_blocked_among(r.campaign.id, &phones).await?.into_iter().collect();
     let mut block_ids = Vec::new();
     let mut block_reasons = Vec::new();

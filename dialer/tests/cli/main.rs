@@ -158,7 +158,7 @@ async fn dnc_add_and_import_normalize_and_reject_bad_numbers() {
     cli.ok(&["dnc", "import", "--region", "JP", f.to_str().unwrap()]);
     let store = dialer_core::store::Store::connect(&cli.db, 2).await.unwrap();
     assert_eq!(store.dnc_count().await.unwrap(), 3);
-    assert!(store.dnc_blocks("+818011112222", 1).await.unwrap());
+    assert!(store.dnc_blocks(&dialer_core::domain::E164::parse("+818011112222", None).unwrap(), 1).await.unwrap());
     let out = cli.run(&["dnc", "add", "not-a-number"]);
     assert_eq!(out.status.code(), Some(3));
 }

@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use dialer_core::domain::{AttemptState, ContactState};
 use rand::Rng;
 
 use crate::helpers::*;
@@ -56,10 +57,12 @@ async fn sigterm_stops_claiming_and_gives_back_what_was_not_sent() {
     let calls_at_exit = env.sim.stats().calls_created;
     // Nothing is left claimed: queued contacts went back to pending at once (no lease to wait out).
     let (claimed, dialing): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM contacts WHERE campaign_id = $1 AND state = 'claimed'),
-                (SELECT count(*) FROM attempts WHERE campaign_id = $1 AND state = 'dialing')",
+        "SELECT (SELECT count(*) FROM contacts WHERE campaign_id = $1 AND state = $2),
+                (SELECT count(*) FROM attempts WHERE campaign_id = $1 AND state = $3)",
     )
     .bind(id)
+    .bind(ContactState::Claimed)
+    .bind(AttemptState::Dialing)
     .fetch_one(env.store.pool())
     .await
     .unwrap();

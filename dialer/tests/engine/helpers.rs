@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use chrono_tz::Tz;
-use dialer_core::domain::{CampaignSpec, E164};
+use dialer_core::domain::{CampaignSpec, CampaignStatus, E164};
 use dialer_core::sim::{self, DigitDist, OutcomeMix, SecsRange, SimConfig, SimHandle};
 use dialer_core::store::{CampaignReport, NewContact, Store};
 use dialer_core::testkit;
@@ -101,7 +101,7 @@ pub fn contacts(n: usize, zone: Option<&str>, offset: usize) -> Vec<NewContact> 
     (0..n)
         .map(|i| NewContact {
             phone: E164::parse(&format!("090{:08}", 20_000_000 + offset + i), Some("JP")).unwrap(),
-            timezone: zone.map(str::to_string),
+            timezone: zone.map(|z| dialer_core::domain::Tz::parse(z).unwrap()),
             external_id: None,
             attributes: [("name".to_string(), format!("Contact {i}"))].into(),
         })
@@ -139,7 +139,7 @@ impl Env {
         let spec = CampaignSpec::parse(toml, "test.toml").unwrap();
         let id = self.store.campaigns_insert(&spec).await.unwrap();
         self.store.contacts_insert_many(id, contacts, |_| {}).await.unwrap();
-        self.store.campaigns_set_status(id, "running", None).await.unwrap();
+        self.store.campaigns_set_status(id, CampaignStatus::Running, None).await.unwrap();
         id
     }
 
@@ -205,8 +205,7 @@ impl Env {
         let start = Instant::now();
         loop {
             let r = self.store.campaigns_report(campaign).await.unwrap();
-            let open: i64 =
-                ["pending", "claimed", "calling"].iter().map(|s| r.by_state.get(*s).copied().unwrap_or(0)).sum();
+            let open: i64 = r.by_state.iter().filter(|(s, _)| !s.is_terminal()).map(|(_, n)| n).sum();
             if open == 0 {
                 return r;
             }
@@ -219,13 +218,7 @@ impl Env {
     pub async fn assert_one_call_per_attempt(&self, campaign: i64) {
         let stats = self.sim.stats();
         assert_eq!(stats.duplicate_to_url_pairs, 0, "an attempt was dialled twice: {stats:?}");
-        let (requested,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM attempts WHERE campaign_id = $1 AND requested_at IS NOT NULL AND state <> 'not_created'",
-        )
-        .bind(campaign)
-        .fetch_one(self.store.pool())
-        .await
-        .unwrap();
+        let requested = self.store.attempts_count_requested(campaign).await.unwrap();
         assert_eq!(requested as usize, self.sim.calls().len(), "every call is attributable to one attempt");
         let (made,): (i64,) =
             sqlx::query_as("SELECT COALESCE(sum(attempts_made), 0)::bigint FROM contacts WHERE campaign_id = $1")

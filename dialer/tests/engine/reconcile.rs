@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use dialer_core::domain::AttemptState;
 use dialer_core::sim::Faults;
 
 use crate::helpers::*;
@@ -16,10 +17,11 @@ async fn created_then_timed_out_creates_are_reconciled_and_never_dialled_twice()
     env.assert_one_call_per_attempt(id).await;
     let (timed_out, open): (i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE error_message IS NOT NULL AND call_sid IS NOT NULL),
-                count(*) FILTER (WHERE state IN ('dialing', 'parked'))
+                count(*) FILTER (WHERE state = ANY($2))
          FROM attempts WHERE campaign_id = $1",
     )
     .bind(id)
+    .bind([AttemptState::Dialing, AttemptState::Parked])
     .fetch_one(env.store.pool())
     .await
     .unwrap();

@@ -1,0 +1,597 @@
+//! The attempt state machine: every statement that changes `attempts.state` is here, one function per
+//! [`AttemptTransition`] (see [`AttemptState`] for the diagram).
+//!
+//! Each move is one guarded statement, applied only if the row is still in a state the move may leave
+//! ([`AttemptTransition::from`], bound into the guard so the sets are written once) and, where a lease
+//! exists, held by the caller. A stale worker, a late or duplicate callback, or a rescued claim therefore
+//! changes nothing, and each function says whether it applied. The contact moves in the same statement
+//! (or transaction) as its attempt, and only while it is still on that very attempt
+//! (`contacts.attempt_seq = attempts.attempt_no`).
+//!
+//! Transitions that run inside a caller's transaction (callback batches, settling) take a
+//! `&mut PgConnection`; the rest are `Store` methods.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use super::{Result, Store};
+use crate::domain::{AttemptState, AttemptTransition as T, CallSid, ContactState, FinalState, Outcome, Tz, E164};
+
+/// A contact claimed for one attempt (the attempt row exists, nothing has been sent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedAttempt {
+    pub attempt_id: i64,
+    pub contact_id: i64,
+    pub campaign_id: i64,
+    pub attempt_no: i32,
+    pub phone: E164,
+    /// The contact's own zone; `None` means the campaign's.
+    pub timezone: Option<Tz>,
+    pub external_id: Option<String>,
+    pub attempts_made: i32,
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+/// What the pre-POST check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialingGate {
+    /// Attempt is now `dialing`, contact `calling`: send the POST.
+    Go,
+    /// The number is on a DNC list (global or this campaign's).
+    Dnc,
+    /// The number reached the rolling 24 h limit; `recent` calls in the last day.
+    Limit { recent: i64 },
+    /// Another contact with the same external reference was already reached.
+    AlreadyNotified,
+    /// The campaign is no longer running (paused or canceled): give the claim back.
+    NotRunning,
+    /// The lease was lost (rescued by someone else); do nothing.
+    LeaseLost,
+}
+
+/// The claim statement ([`Store::attempts_claim_due`]), for the benchmarks to EXPLAIN exactly it.
+/// Parameters: $1 campaign id, $2 limit, $3 lease owner, $4 lease seconds.
+pub const ATTEMPTS_CLAIM_DUE_SQL: &str = include_str!("sql/attempts_claim_due.sql");
+
+/// The states a move may leave, as the guard binds them.
+fn from(t: T) -> &'static [AttemptState] {
+    t.from()
+}
+
+impl Store {
+    /// **claim**: up to `limit` due contacts of a running campaign, leased to `owner`, in ONE round trip:
+    /// due pending contacts (partial index `contacts_due`) with `FOR UPDATE SKIP LOCKED` so replicas never
+    /// claim the same one, and their attempt rows. Capped by the campaign's in-flight room.
+    pub async fn attempts_claim_due(
+        &self,
+        campaign_id: i64,
+        limit: i64,
+        owner: &str,
+        lease_s: f64,
+    ) -> Result<Vec<ClaimedAttempt>> {
+        Ok(sqlx::query_file_as!(ClaimedAttempt, "src/store/sql/attempts_claim_due.sql", campaign_id, limit, owner, lease_s)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// **dialing**: the last check and the commit before the POST, for many attempts of one campaign in
+    /// one statement (the calls its pacer has just let through). DNC, the rolling 24 h limit and
+    /// one-notification-per-reference are checked again; only if all pass does the attempt become
+    /// `dialing` (with `requested_at`) and the contact `calling`. Committed before the POST, so a crash
+    /// after this point leaves an attempt that reconciliation must resolve before any redial. One gate
+    /// per attempt, in order. A campaign's numbers are unique, so attempts of one batch cannot count
+    /// towards each other's 24 h limit.
+    pub async fn attempts_mark_dialing_many(
+        &self,
+        owner: &str,
+        campaign_id: i64,
+        attempts: &[ClaimedAttempt],
+        max_calls_24h: Option<i32>,
+        one_per_external_id: bool,
+    ) -> Result<Vec<DialingGate>> {
+        let ids: Vec<i64> = attempts.iter().map(|a| a.attempt_id).collect();
+        let contacts: Vec<i64> = attempts.iter().map(|a| a.contact_id).collect();
+        let phones: Vec<&str> = attempts.iter().map(|a| a.phone.as_str()).collect();
+        let refs: Vec<Option<&str>> =
+            attempts.iter().map(|a| if one_per_external_id { a.external_id.as_deref() } else { None }).collect();
+        let rows = sqlx::query!(
+            // `mine` locks each attempt and its contact together and requires that the attempt is still the
+            // contact's current one under our lease: a claim rescued and re-claimed (even by this same
+            // dialer) leaves the stale attempt unable to move either row.
+            r#"WITH input AS (
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])
+                     AS u(attempt_id, contact_id, phone, external_id)
+             ), mine AS (
+                 SELECT a.id AS attempt_id, c.id AS contact_id
+                 FROM attempts a JOIN contacts c ON c.id = a.contact_id
+                 WHERE a.id = ANY($1) AND a.state = ANY($8::text[]) AND a.lease_owner = $6
+                   AND c.state = 'claimed' AND c.lease_owner = $6 AND c.attempt_seq = a.attempt_no
+                 ORDER BY a.id
+                 FOR UPDATE OF a, c
+             ), chk AS (
+                 SELECT u.attempt_id,
+                        EXISTS (SELECT 1 FROM dnc
+                                WHERE dnc.phone = u.phone AND (dnc.campaign_id IS NULL OR dnc.campaign_id = $5)) AS dnc,
+                        (SELECT count(*) FROM attempts x
+                         WHERE x.phone = u.phone AND x.requested_at > now() - interval '24 hours'
+                           AND x.state <> 'not_created') AS recent,
+                        (u.external_id IS NOT NULL AND EXISTS (
+                            SELECT 1 FROM contacts o WHERE o.external_id = u.external_id AND o.id <> u.contact_id
+                              AND o.final_outcome IN ('answered_result', 'answered_no_result', 'voicemail'))) AS notified
+                 FROM input u
+             ), running AS (
+                 SELECT EXISTS (SELECT 1 FROM campaigns WHERE id = $5 AND status = 'running') AS running
+             ), go AS (
+                 SELECT mine.* FROM mine JOIN chk USING (attempt_id), running
+                 WHERE NOT chk.dnc AND chk.recent < COALESCE($7, 2147483647) AND NOT chk.notified AND running.running
+             ), calling AS (
+                 UPDATE contacts SET state = 'calling', attempts_made = attempts_made + 1, last_call_at = now(),
+                        updated_at = now()
+                 FROM go WHERE contacts.id = go.contact_id
+                 RETURNING contacts.id
+             ), dialing AS (
+                 UPDATE attempts SET state = 'dialing', requested_at = now()
+                 FROM go WHERE attempts.id = go.attempt_id
+                 RETURNING attempts.id
+             )
+             SELECT chk.attempt_id AS "attempt_id!", mine.attempt_id IS NOT NULL AS "held!", chk.dnc AS "dnc!",
+                    chk.recent AS "recent!", chk.notified AS "notified!", running.running AS "running!",
+                    dialing.id IS NOT NULL AS "go!"
+             FROM chk CROSS JOIN running
+             LEFT JOIN mine ON mine.attempt_id = chk.attempt_id
+             LEFT JOIN dialing ON dialing.id = chk.attempt_id"#,
+            &ids,
+            &contacts,
+            &phones as _,
+            &refs as _,
+            campaign_id,
+            owner,
+            max_calls_24h,
+            from(T::Dialing) as _,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let by_id: HashMap<i64, DialingGate> = rows
+            .into_iter()
+            .map(|r| {
+                let gate = if r.go {
+                    DialingGate::Go
+                } else if !r.held {
+                    DialingGate::LeaseLost
+                } else if r.dnc {
+                    DialingGate::Dnc
+                } else if r.notified {
+                    DialingGate::AlreadyNotified
+                } else if max_calls_24h.is_some_and(|m| r.recent >= m as i64) {
+                    DialingGate::Limit { recent: r.recent }
+                } else if !r.running {
+                    DialingGate::NotRunning
+                } else {
+                    DialingGate::LeaseLost
+                };
+                (r.attempt_id, gate)
+            })
+            .collect();
+        Ok(ids.iter().map(|id| by_id.get(id).copied().unwrap_or(DialingGate::LeaseLost)).collect())
+    }
+
+    /// **created**: Twilio created the calls (one statement for a batch of POST responses, or a call found
+    /// by reconciliation). A callback may already have bound the SID or finished the attempt, so the SID
+    /// is only filled in and the state only moves from `dialing`/`parked`. Returns the attempts that now
+    /// carry the given CallSid.
+    pub async fn attempts_set_created_many(
+        &self,
+        attempt_ids: &[i64],
+        call_sids: &[&CallSid],
+        queue_time_ms: &[Option<i32>],
+    ) -> Result<HashSet<i64>> {
+        Ok(sqlx::query!(
+            r#"UPDATE attempts a SET call_sid = COALESCE(a.call_sid, u.sid),
+                 queue_time_ms = COALESCE(a.queue_time_ms, u.qt),
+                 state = CASE WHEN a.state = ANY($4::text[]) THEN 'created' ELSE a.state END
+             FROM unnest($1::bigint[], $2::text[], $3::int[]) AS u(id, sid, qt)
+             WHERE a.id = u.id
+             RETURNING a.id, a.call_sid = u.sid AS "bound!""#,
+            attempt_ids,
+            call_sids as _,
+            queue_time_ms as _,
+            from(T::Created) as _,
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .filter(|r| r.bound)
+        .map(|r| r.id)
+        .collect())
+    }
+
+    /// **parked**: the POST's fate is unknown; the attempt waits for reconciliation and is never re-POSTed
+    /// blindly. A callback may already have bound the call and moved it on; the error is kept either way.
+    /// Returns whether the attempt is now parked.
+    pub async fn attempts_park(&self, attempt_id: i64, error: &str) -> Result<bool> {
+        let state = sqlx::query_scalar!(
+            r#"UPDATE attempts SET error_message = $2,
+                 state = CASE WHEN state = ANY($3::text[]) THEN 'parked' ELSE state END
+             WHERE id = $1
+             RETURNING state AS "state: AttemptState""#,
+            attempt_id,
+            error,
+            from(T::Parked) as _,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(state == Some(AttemptState::Parked))
+    }
+
+    /// **not-created**: proven never created (rejected before creation, or not found by reconciliation).
+    /// The attempt is closed and the contact goes back to `pending` at `retry_at` (its attempt count
+    /// given back), or, with `final_state`, ends there with `reason`. Returns whether the contact moved.
+    pub async fn attempts_not_created(
+        &self,
+        attempt_id: i64,
+        code: Option<i32>,
+        reason: &str,
+        retry_at: Option<DateTime<Utc>>,
+        final_state: Option<FinalState>,
+    ) -> Result<bool> {
+        let final_state = final_state.map(ContactState::from);
+        let n = sqlx::query!(
+            "WITH a AS (
+                 UPDATE attempts SET state = 'not_created', twilio_error_code = $2, error_message = $3,
+                        finished_at = now()
+                 WHERE id = $1 AND state = ANY($6::text[]) AND call_sid IS NULL
+                 RETURNING contact_id, attempt_no
+             )
+             UPDATE contacts c SET
+                 state = COALESCE($5::text, 'pending'),
+                 attempts_made = GREATEST(0, c.attempts_made - 1),
+                 next_attempt_at = COALESCE($4, c.next_attempt_at),
+                 final_outcome = CASE WHEN $5::text IS NULL THEN NULL ELSE 'rejected' END,
+                 final_reason = CASE WHEN $5::text IS NULL THEN NULL ELSE $3 END,
+                 finished_at = CASE WHEN $5::text IS NULL THEN NULL ELSE now() END,
+                 lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+             FROM a WHERE c.id = a.contact_id AND c.state = 'calling' AND c.attempt_seq = a.attempt_no",
+            attempt_id,
+            code,
+            reason,
+            retry_at,
+            final_state as _,
+            from(T::NotCreated) as _,
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// **released**: claims never sent (outside the window, shutting down, limit reached) are undone: the
+    /// attempt rows are deleted and the contacts return to `pending` at `next_at`. Guarded by the lease
+    /// owner. Returns how many contacts were given back.
+    pub async fn attempts_release_many(
+        &self,
+        owner: &str,
+        attempt_ids: &[i64],
+        next_at: &[DateTime<Utc>],
+    ) -> Result<u64> {
+        Ok(sqlx::query!(
+            "WITH input AS (
+                 SELECT * FROM unnest($2::bigint[], $3::timestamptz[]) AS t(attempt_id, next_at)
+             ), gone AS (
+                 DELETE FROM attempts a USING input
+                 WHERE a.id = input.attempt_id AND a.state = ANY($4::text[]) AND a.lease_owner = $1
+                 RETURNING a.contact_id, a.attempt_no, input.next_at
+             )
+             UPDATE contacts c SET state = 'pending', next_attempt_at = gone.next_at,
+                 attempt_seq = c.attempt_seq - 1, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+             FROM gone WHERE c.id = gone.contact_id AND c.state = 'claimed' AND c.lease_owner = $1
+               AND c.attempt_seq = gone.attempt_no",
+            owner,
+            attempt_ids,
+            next_at,
+            from(T::Released) as _,
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// **blocked**: claimed contacts that must never be called (DNC, already notified): attempt deleted,
+    /// contact terminal `blocked` with the reason. Returns how many contacts were blocked.
+    pub async fn attempts_block_many(&self, owner: &str, attempt_ids: &[i64], reasons: &[String]) -> Result<u64> {
+        Ok(sqlx::query!(
+            "WITH input AS (
+                 SELECT * FROM unnest($2::bigint[], $3::text[]) AS t(attempt_id, reason)
+             ), gone AS (
+                 DELETE FROM attempts a USING input
+                 WHERE a.id = input.attempt_id AND a.state = ANY($4::text[]) AND a.lease_owner = $1
+                 RETURNING a.contact_id, a.attempt_no, input.reason
+             )
+             UPDATE contacts c SET state = 'blocked', final_outcome = 'opted_out', final_reason = gone.reason,
+                 attempt_seq = c.attempt_seq - 1, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+                 updated_at = now()
+             FROM gone WHERE c.id = gone.contact_id AND c.state = 'claimed' AND c.lease_owner = $1
+               AND c.attempt_seq = gone.attempt_no",
+            owner,
+            attempt_ids,
+            reasons,
+            from(T::Blocked) as _,
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// **rescued**: contacts claimed by a dialer that died before sending anything go back to `pending`
+    /// (their unsent attempt rows are deleted). Contacts already `calling` are left to reconciliation.
+    /// Index: contacts_leased.
+    pub async fn contacts_rescue_expired(&self) -> Result<u64> {
+        Ok(sqlx::query!(
+            "WITH expired AS (
+                 SELECT id FROM contacts
+                 WHERE state = 'claimed' AND lease_expires_at < now()
+                 FOR UPDATE SKIP LOCKED
+             ), gone AS (
+                 DELETE FROM attempts a USING expired
+                 WHERE a.contact_id = expired.id AND a.state = ANY($1::text[])
+                 RETURNING a.contact_id
+             )
+             UPDATE contacts c SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL,
+                 attempt_seq = c.attempt_seq - (SELECT count(*) FROM gone g WHERE g.contact_id = c.id),
+                 updated_at = now()
+             FROM expired WHERE c.id = expired.id",
+            from(T::Rescued) as _,
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+}
+
+/// Whether a request's CallSid may act on the attempt its token names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// The attempt carries this CallSid (possibly just set by this call).
+    Bound,
+    /// The attempt, or this CallSid, belongs to another call.
+    WrongCall,
+    UnknownAttempt,
+}
+
+/// **created** by a callback: the first genuine request of a call binds its CallSid to the attempt if
+/// the dialer has not recorded it yet (the attempt may still be `dialing` or `parked`). Writes nothing
+/// when the attempt, or the CallSid, belongs to another call (a swapped token).
+pub(super) async fn bind_call_sid_in(conn: &mut PgConnection, attempt_id: i64, call_sid: &CallSid) -> Result<Binding> {
+    let current = sqlx::query_scalar!(
+        r#"SELECT call_sid AS "call_sid: CallSid" FROM attempts WHERE id = $1 FOR UPDATE"#,
+        attempt_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    match current {
+        None => Ok(Binding::UnknownAttempt),
+        Some(Some(sid)) if &sid == call_sid => Ok(Binding::Bound),
+        Some(Some(_)) => Ok(Binding::WrongCall),
+        Some(None) => {
+            // Guard: the CallSid must not already belong to another attempt (a token swapped onto an
+            // attempt whose own call is not yet known).
+            let bound = sqlx::query_scalar!(
+                "UPDATE attempts SET call_sid = $2,
+                     state = CASE WHEN state = ANY($3::text[]) THEN 'created' ELSE state END
+                 WHERE id = $1 AND call_sid IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM attempts o WHERE o.call_sid = $2 AND o.id <> $1)
+                 RETURNING id",
+                attempt_id,
+                call_sid as _,
+                from(T::Created) as _,
+            )
+            .fetch_optional(&mut *conn)
+            .await?;
+            Ok(if bound.is_some() { Binding::Bound } else { Binding::WrongCall })
+        }
+    }
+}
+
+/// One attempt's order-free facts from a batch of non-terminal (or not yet applied) callbacks.
+#[derive(Debug, Clone)]
+pub(super) struct Progress<'a> {
+    pub attempt_id: i64,
+    pub call_sid: &'a CallSid,
+    /// The earliest answer seen, whatever came first.
+    pub answered_at: Option<DateTime<Utc>>,
+    pub queue_time_ms: Option<i32>,
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// The batch's highest-ranked status: applied only if non-terminal and ahead of the stored one.
+    pub forward: Option<(crate::domain::CallStatus, Option<crate::domain::AnsweredBy>)>,
+}
+
+/// **answered**: a batch of callbacks' facts, one statement for every attempt: the CallSid bound (a
+/// `dialing` or `parked` attempt becomes `created`), the earliest answer, the queue time, and a
+/// non-terminal status only forward (a late `ringing` never replaces `in-progress`) and only while the
+/// call is open. Terminal statuses go through [`finished_many_in`].
+pub(super) async fn answered_many_in(conn: &mut PgConnection, items: &[Progress<'_>]) -> Result<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = items.iter().map(|p| p.attempt_id).collect();
+    let sids: Vec<&CallSid> = items.iter().map(|p| p.call_sid).collect();
+    let answered: Vec<Option<DateTime<Utc>>> = items.iter().map(|p| p.answered_at).collect();
+    let qt: Vec<Option<i32>> = items.iter().map(|p| p.queue_time_ms).collect();
+    let last: Vec<Option<DateTime<Utc>>> = items.iter().map(|p| p.last_event_at).collect();
+    let fwd: Vec<bool> = items.iter().map(|p| p.forward.is_some()).collect();
+    let status: Vec<Option<&str>> = items.iter().map(|p| p.forward.map(|(s, _)| s.as_str())).collect();
+    let rank: Vec<i16> = items.iter().map(|p| p.forward.map_or(0, |(s, _)| s.rank() as i16)).collect();
+    let by: Vec<Option<&str>> = items.iter().map(|p| p.forward.and_then(|(_, b)| b).map(|b| b.as_str())).collect();
+    sqlx::query!(
+        // The forward guard is repeated per column: an UPDATE cannot name its own target row in a LATERAL.
+        "UPDATE attempts a SET
+             call_sid = COALESCE(a.call_sid, u.sid),
+             state = CASE WHEN a.state = ANY($10::text[]) THEN 'created' ELSE a.state END,
+             answered_at = LEAST(a.answered_at, u.answered_at),
+             queue_time_ms = COALESCE(a.queue_time_ms, u.qt),
+             last_event_at = GREATEST(a.last_event_at, u.last_at),
+             call_status = CASE WHEN u.fwd AND a.status_rank < u.rank AND a.state = ANY($11::text[])
+                                THEN u.status ELSE a.call_status END,
+             status_rank = CASE WHEN u.fwd AND a.status_rank < u.rank AND a.state = ANY($11::text[])
+                                THEN u.rank ELSE a.status_rank END,
+             answered_by = CASE WHEN u.fwd AND a.status_rank < u.rank AND a.state = ANY($11::text[])
+                                THEN COALESCE(u.answered_by, a.answered_by) ELSE a.answered_by END
+         FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::int[], $5::timestamptz[], $6::bool[],
+                     $7::text[], $8::smallint[], $9::text[])
+              AS u(id, sid, answered_at, qt, last_at, fwd, status, rank, answered_by)
+         WHERE a.id = u.id",
+        &ids,
+        &sids as _,
+        &answered as _,
+        &qt as _,
+        &last as _,
+        &fwd,
+        &status as _,
+        &rank,
+        &by as _,
+        from(T::Created) as _,
+        from(T::Answered) as _,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A settled attempt, as [`finished_many_in`] writes it.
+#[derive(Debug, Clone)]
+pub(super) struct Finish<'a> {
+    pub attempt_id: i64,
+    pub contact_id: i64,
+    pub attempt_no: i32,
+    pub call_sid: Option<&'a CallSid>,
+    pub status: crate::domain::CallStatus,
+    pub outcome: Outcome,
+    pub answered_by: Option<crate::domain::AnsweredBy>,
+    pub sip_response_code: Option<i32>,
+    pub duration_s: Option<i32>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub requested_at: Option<DateTime<Utc>>,
+    /// The decision for the contact: retry at a time, or end in a final state.
+    pub next: ContactNext<'a>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum ContactNext<'a> {
+    Retry { at: DateTime<Utc> },
+    Final { state: FinalState, reason: &'a str, result: Option<&'a str> },
+}
+
+/// What [`finished_many_in`] applied.
+pub(super) struct Finished {
+    /// Attempts that were still open and are now `finished`.
+    pub attempts: HashSet<i64>,
+    /// Contacts that moved on (only while still `calling` on the finished attempt).
+    pub contacts: HashSet<i64>,
+}
+
+/// **finished**: terminal statuses with what settling decided, in a constant number of statements: the
+/// attempts (only while open), then the contacts that retry and those that end (only while still
+/// calling on this very attempt: a lease rescue or a newer attempt has taken over otherwise, and this
+/// late report must not touch it). Each contact at most once per call (the caller's rounds ensure it).
+pub(super) async fn finished_many_in(conn: &mut PgConnection, items: &[Finish<'_>]) -> Result<Finished> {
+    let ids: Vec<i64> = items.iter().map(|f| f.attempt_id).collect();
+    let sids: Vec<Option<&CallSid>> = items.iter().map(|f| f.call_sid).collect();
+    let statuses: Vec<&str> = items.iter().map(|f| f.status.as_str()).collect();
+    let outcomes: Vec<Outcome> = items.iter().map(|f| f.outcome).collect();
+    let answered: Vec<Option<&str>> = items.iter().map(|f| f.answered_by.map(|b| b.as_str())).collect();
+    let sip: Vec<Option<i32>> = items.iter().map(|f| f.sip_response_code).collect();
+    let duration: Vec<Option<i32>> = items.iter().map(|f| f.duration_s).collect();
+    let ended: Vec<Option<DateTime<Utc>>> = items.iter().map(|f| f.ended_at).collect();
+    let attempts: HashSet<i64> = sqlx::query_scalar!(
+        "UPDATE attempts a SET state = 'finished', call_sid = COALESCE(a.call_sid, u.sid), call_status = u.status,
+             status_rank = 4, outcome = u.outcome, answered_by = u.answered_by,
+             sip_response_code = COALESCE(u.sip, a.sip_response_code),
+             duration_s = COALESCE(u.duration, a.duration_s), ended_at = COALESCE(u.ended_at, now()),
+             last_event_at = GREATEST(a.last_event_at, u.ended_at), finished_at = now()
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[],
+                     $8::timestamptz[]) AS u(id, sid, status, outcome, answered_by, sip, duration, ended_at)
+         WHERE a.id = u.id AND a.state = ANY($9::text[])
+         RETURNING a.id",
+        &ids,
+        &sids as _,
+        &statuses as _,
+        &outcomes as _,
+        &answered as _,
+        &sip as _,
+        &duration as _,
+        &ended as _,
+        from(T::Finished) as _,
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+
+    let (mut r_cid, mut r_no, mut r_at, mut r_req) = (vec![], vec![], vec![], vec![]);
+    let (mut f_cid, mut f_no, mut f_state, mut f_outcome, mut f_reason, mut f_result, mut f_req) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for f in items.iter().filter(|f| attempts.contains(&f.attempt_id)) {
+        match &f.next {
+            ContactNext::Retry { at } => {
+                r_cid.push(f.contact_id);
+                r_no.push(f.attempt_no);
+                r_at.push(*at);
+                r_req.push(f.requested_at);
+            }
+            ContactNext::Final { state, reason, result } => {
+                f_cid.push(f.contact_id);
+                f_no.push(f.attempt_no);
+                f_state.push(ContactState::from(*state));
+                f_outcome.push(f.outcome);
+                f_reason.push(*reason);
+                f_result.push(*result);
+                f_req.push(f.requested_at);
+            }
+        }
+    }
+    let mut contacts: HashSet<i64> = HashSet::new();
+    if !r_cid.is_empty() {
+        contacts.extend(
+            sqlx::query_scalar!(
+                "UPDATE contacts c SET state = 'pending', next_attempt_at = u.at, lease_owner = NULL,
+                     lease_expires_at = NULL, last_call_at = GREATEST(c.last_call_at, u.requested_at),
+                     updated_at = now()
+                 FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::timestamptz[])
+                      AS u(id, attempt_no, at, requested_at)
+                 WHERE c.id = u.id AND c.state = 'calling' AND c.attempt_seq = u.attempt_no
+                 RETURNING c.id",
+                &r_cid,
+                &r_no,
+                &r_at,
+                &r_req as _,
+            )
+            .fetch_all(&mut *conn)
+            .await?,
+        );
+    }
+    if !f_cid.is_empty() {
+        contacts.extend(
+            sqlx::query_scalar!(
+                "UPDATE contacts c SET state = u.state, final_outcome = u.outcome, final_reason = u.reason,
+                     result = COALESCE(u.result, c.result),
+                     last_call_at = GREATEST(c.last_call_at, u.requested_at), finished_at = now(),
+                     updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+                 FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
+                             $7::timestamptz[]) AS u(id, attempt_no, state, outcome, reason, result, requested_at)
+                 WHERE c.id = u.id AND c.state = 'calling' AND c.attempt_seq = u.attempt_no
+                 RETURNING c.id",
+                &f_cid,
+                &f_no,
+                &f_state as _,
+                &f_outcome as _,
+                &f_reason as _,
+                &f_result as _,
+                &f_req as _,
+            )
+            .fetch_all(&mut *conn)
+            .await?,
+        );
+    }
+    Ok(Finished { attempts, contacts })
+}
