@@ -278,7 +278,7 @@ pub fn retry_rule(policy: &RetryPolicy, outcome: super::Outcome) -> Option<Retry
         Machine | Voicemail => Some(policy.machine),
         Failed => Some(policy.failed),
         AnsweredNoResult => Some(policy.no_result),
-        AnsweredResult | InvalidNumber | Canceled | OptedOut | Rejected => None,
+        AnsweredResult | InvalidNumber | Canceled | OptedOut | Rejected | AlreadyNotified => None,
     }
 }
 

@@ -30,10 +30,13 @@ pub enum Outcome {
     OptedOut,
     /// Twilio refused the call for this contact (final-for-contact API error). Final.
     Rejected,
+    /// Never called: another contact with the same reference (parcel, appointment) was already reached
+    /// (`one_per_external_id`). Final.
+    AlreadyNotified,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 12] = [
         Self::AnsweredResult,
         Self::AnsweredNoResult,
         Self::Voicemail,
@@ -45,6 +48,7 @@ impl Outcome {
         Self::Canceled,
         Self::OptedOut,
         Self::Rejected,
+        Self::AlreadyNotified,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +64,7 @@ impl Outcome {
             Self::Canceled => "canceled",
             Self::OptedOut => "opted_out",
             Self::Rejected => "rejected",
+            Self::AlreadyNotified => "already_notified",
         }
     }
 
@@ -162,6 +167,9 @@ pub fn decide(
         Outcome::AnsweredResult => return Next::Final { state: FinalState::Done, reason: "result recorded".into() },
         Outcome::InvalidNumber | Outcome::Rejected => FinalState::Invalid,
         Outcome::OptedOut => return Next::Final { state: FinalState::Blocked, reason: "opted out".into() },
+        Outcome::AlreadyNotified => {
+            return Next::Final { state: FinalState::Blocked, reason: "already notified about this reference".into() }
+        }
         Outcome::Canceled => FinalState::Canceled,
         Outcome::AnsweredNoResult => FinalState::Done,
         _ => FinalState::Exhausted,

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{classify, decide, AnsweredBy, CallFacts, CallStatus, Next, Outcome, RetryPolicy};
+use super::{classify, decide, AnsweredBy, CallFacts, CallStatus, FinalState, Next, Outcome, RetryPolicy};
 
 /// `attempts.result` of an attempt whose callee pressed the opt-out key.
 pub const OPTED_OUT_RESULT: &str = "opted_out";
@@ -23,6 +23,8 @@ pub struct SettleInput<'a> {
     pub recorded_result: Option<&'a str>,
     /// The voicemail message was played to a machine.
     pub voicemail_left: bool,
+    /// The campaign was canceled while the call was in flight: the contact is never retried.
+    pub campaign_canceled: bool,
 }
 
 impl SettleInput<'_> {
@@ -62,7 +64,13 @@ pub fn settle(
     now: DateTime<Utc>,
 ) -> SettleDecision {
     let outcome = input.outcome();
-    let next = decide(policy, max_attempts, outcome, attempts_made, same_outcome_before, now);
+    let next = match decide(policy, max_attempts, outcome, attempts_made, same_outcome_before, now) {
+        // A canceled campaign never sends a contact back to pending: it ends here, canceled.
+        Next::Retry { .. } if input.campaign_canceled => {
+            Next::Final { state: FinalState::Canceled, reason: "campaign canceled".into() }
+        }
+        next => next,
+    };
     let contact_result = match (&next, outcome) {
         (Next::Final { .. }, Outcome::AnsweredResult | Outcome::OptedOut) => input.recorded_result.map(str::to_string),
         _ => None,
@@ -73,10 +81,16 @@ pub fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::FinalState;
 
     fn input(status: CallStatus) -> SettleInput<'static> {
-        SettleInput { status, answered_by: None, sip_response_code: None, recorded_result: None, voicemail_left: false }
+        SettleInput {
+            status,
+            answered_by: None,
+            sip_response_code: None,
+            recorded_result: None,
+            voicemail_left: false,
+            campaign_canceled: false,
+        }
     }
 
     fn run(i: &SettleInput<'_>, attempts_made: i32, before: i32) -> SettleDecision {
@@ -135,6 +149,18 @@ mod tests {
         let d = settle(&busy, &p, 10, 1 + rule.max, rule.max, now);
         assert!(matches!(d.next, Next::Final { state: FinalState::Exhausted, .. }));
         assert_eq!(d.contact_result, None);
+    }
+
+    #[test]
+    fn a_call_in_flight_at_cancel_never_sends_its_contact_back_to_pending() {
+        let canceled = SettleInput { campaign_canceled: true, ..input(CallStatus::Busy) };
+        let d = run(&canceled, 1, 0);
+        assert_eq!(d.outcome, Outcome::Busy);
+        assert!(matches!(d.next, Next::Final { state: FinalState::Canceled, .. }), "{:?}", d.next);
+        // A result given before the cancel still counts.
+        let reached =
+            SettleInput { recorded_result: Some("confirmed"), campaign_canceled: true, ..input(CallStatus::Completed) };
+        assert!(matches!(run(&reached, 1, 0).next, Next::Final { state: FinalState::Done, .. }));
     }
 
     #[test]

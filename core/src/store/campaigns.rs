@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::types::Json;
 
+use super::transitions::cancel_open_in;
 use super::{Result, Store, StoreError};
 use crate::domain::campaign::Limits;
 use crate::domain::{AmdMode, CallingWindow, CampaignSpec, CampaignStatus, ContactState, RetryPolicy, Tz, E164};
@@ -140,6 +141,7 @@ impl Store {
         to: CampaignStatus,
         reason: Option<&str>,
     ) -> Result<CampaignStatus> {
+        let mut tx = self.pool.begin().await?;
         let updated = sqlx::query_scalar!(
             r#"UPDATE campaigns SET status = $2, status_reason = $3, updated_at = now()
                WHERE id = $1 AND status = ANY($4::text[]) RETURNING status AS "status: CampaignStatus""#,
@@ -148,15 +150,15 @@ impl Store {
             reason,
             to.allowed_from() as _,
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        if updated == Some(CampaignStatus::Canceled) {
+            // In the same transaction: a canceled campaign never has a contact left waiting.
+            cancel_open_in(&mut tx, id).await?;
+        }
+        tx.commit().await?;
         match updated {
-            Some(s) => {
-                if to == CampaignStatus::Canceled {
-                    self.contacts_cancel_open(id).await?;
-                }
-                Ok(s)
-            }
+            Some(s) => Ok(s),
             None => {
                 let current = self.campaigns_get(id).await?.status;
                 if current == to {

@@ -95,18 +95,4 @@ impl Store {
         progress(written as usize);
         Ok(written)
     }
-
-    /// Campaign canceled: every contact not yet finished is finished as canceled.
-    pub async fn contacts_cancel_open(&self, campaign_id: i64) -> Result<u64> {
-        Ok(sqlx::query!(
-            "UPDATE contacts SET state = 'canceled', final_outcome = COALESCE(final_outcome, 'canceled'),
-                final_reason = 'campaign canceled', finished_at = now(), updated_at = now(),
-                lease_owner = NULL, lease_expires_at = NULL
-             WHERE campaign_id = $1 AND state IN ('pending', 'claimed')",
-            campaign_id
-        )
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
-    }
 }

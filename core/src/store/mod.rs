@@ -15,7 +15,7 @@ mod results;
 pub mod transitions;
 
 pub use attempts::OpenAttempt;
-pub use transitions::{Binding, ClaimedAttempt, DialingGate, ATTEMPTS_CLAIM_DUE_SQL};
+pub use transitions::{Binding, Block, ClaimedAttempt, DialingGate, ATTEMPTS_CLAIM_DUE_SQL};
 
 use std::time::Duration;
 

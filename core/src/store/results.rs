@@ -14,7 +14,7 @@ use super::transitions::{finished_many_in, ContactNext, Finish};
 use super::{Result, Store, StoreError};
 pub use crate::domain::{OPTED_OUT_RESULT, TRANSFERRED_RESULT};
 use crate::domain::{
-    settle, AnsweredBy, AttemptState, CallSid, CallStatus, ContactState, Next, Outcome, RetryPolicy, SettleInput, Tz,
+    settle, AnsweredBy, AttemptState, CallSid, CallStatus, CampaignStatus, ContactState, Next, Outcome, RetryPolicy, SettleInput, Tz,
     E164,
 };
 
@@ -255,6 +255,7 @@ struct SettleRow {
     attempts_made: i32,
     retry_policy: Json<RetryPolicy>,
     max_attempts: i32,
+    campaign_status: CampaignStatus,
 }
 
 /// One attempt being settled: what was read under lock, and what this step decided.
@@ -296,7 +297,8 @@ pub(crate) async fn settle_many_in(
         r#"SELECT a.id, a.contact_id, a.campaign_id, a.attempt_no, a.state AS "state: AttemptState",
                   a.call_sid AS "call_sid: CallSid", a.result, a.outcome AS "outcome: Outcome",
                   a.answered_by AS "answered_by: AnsweredBy", a.requested_at, c.attempts_made,
-                  k.retry_policy AS "retry_policy: Json<RetryPolicy>", k.max_attempts
+                  k.retry_policy AS "retry_policy: Json<RetryPolicy>", k.max_attempts,
+                  k.status AS "campaign_status: CampaignStatus"
            FROM attempts a JOIN contacts c ON c.id = a.contact_id JOIN campaigns k ON k.id = a.campaign_id
            WHERE a.id = ANY($1)
            ORDER BY a.id
@@ -330,6 +332,7 @@ pub(crate) async fn settle_many_in(
             sip_response_code: facts.sip_response_code,
             recorded_result: row.result.as_deref(),
             voicemail_left: row.outcome == Some(VOICEMAIL_MARK),
+            campaign_canceled: row.campaign_status == CampaignStatus::Canceled,
         };
         let k = per_contact.entry(row.contact_id).or_insert(0);
         if rounds.len() <= *k {

@@ -51,6 +51,31 @@ pub enum DialingGate {
     LeaseLost,
 }
 
+/// Why a claimed contact must never be called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    /// The number is on a do-not-call list (global or the campaign's).
+    Dnc,
+    /// Another contact with the same reference was already reached (`one_per_external_id`).
+    AlreadyNotified,
+}
+
+impl Block {
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Self::Dnc => Outcome::OptedOut,
+            Self::AlreadyNotified => Outcome::AlreadyNotified,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Dnc => "number is on the do-not-call list",
+            Self::AlreadyNotified => "already notified about this reference",
+        }
+    }
+}
+
 /// The claim statement ([`Store::attempts_claim_due`]), for the benchmarks to EXPLAIN exactly it.
 /// Parameters: $1 campaign id, $2 limit, $3 lease owner, $4 lease seconds.
 pub const ATTEMPTS_CLAIM_DUE_SQL: &str = include_str!("sql/attempts_claim_due.sql");
@@ -227,7 +252,8 @@ impl Store {
 
     /// **not-created**: proven never created (rejected before creation, or not found by reconciliation).
     /// The attempt is closed and the contact goes back to `pending` at `retry_at` (its attempt count
-    /// given back), or, with `final_state`, ends there with `reason`. Returns whether the contact moved.
+    /// given back), or, with `final_state`, ends there with `reason`; in a canceled campaign it ends
+    /// `canceled`. Returns whether the contact moved.
     pub async fn attempts_not_created(
         &self,
         attempt_id: i64,
@@ -245,14 +271,18 @@ impl Store {
                  RETURNING contact_id, attempt_no
              )
              UPDATE contacts c SET
-                 state = COALESCE($5::text, 'pending'),
+                 state = COALESCE($5::text, CASE WHEN k.status = 'canceled' THEN 'canceled' ELSE 'pending' END),
                  attempts_made = GREATEST(0, c.attempts_made - 1),
                  next_attempt_at = COALESCE($4, c.next_attempt_at),
-                 final_outcome = CASE WHEN $5::text IS NULL THEN NULL ELSE 'rejected' END,
-                 final_reason = CASE WHEN $5::text IS NULL THEN NULL ELSE $3 END,
-                 finished_at = CASE WHEN $5::text IS NULL THEN NULL ELSE now() END,
+                 final_outcome = CASE WHEN $5::text IS NOT NULL THEN 'rejected'
+                                      WHEN k.status = 'canceled' THEN 'canceled' END,
+                 final_reason = CASE WHEN $5::text IS NOT NULL THEN $3
+                                     WHEN k.status = 'canceled' THEN 'campaign canceled' END,
+                 finished_at = CASE WHEN $5::text IS NOT NULL OR k.status = 'canceled' THEN now() END,
                  lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-             FROM a WHERE c.id = a.contact_id AND c.state = 'calling' AND c.attempt_seq = a.attempt_no",
+             FROM a, campaigns k
+             WHERE c.id = a.contact_id AND c.state = 'calling' AND c.attempt_seq = a.attempt_no
+               AND k.id = c.campaign_id",
             attempt_id,
             code,
             reason,
@@ -297,26 +327,30 @@ impl Store {
         .rows_affected())
     }
 
-    /// **blocked**: claimed contacts that must never be called (DNC, already notified): attempt deleted,
-    /// contact terminal `blocked` with the reason. Returns how many contacts were blocked.
-    pub async fn attempts_block_many(&self, owner: &str, attempt_ids: &[i64], reasons: &[String]) -> Result<u64> {
+    /// **blocked**: claimed contacts that must never be called: attempt deleted, contact terminal
+    /// `blocked` with the outcome and reason of what stopped it ([`Block`]). Returns how many contacts
+    /// were blocked.
+    pub async fn attempts_block_many(&self, owner: &str, attempt_ids: &[i64], why: &[Block]) -> Result<u64> {
+        let outcomes: Vec<Outcome> = why.iter().map(|b| b.outcome()).collect();
+        let reasons: Vec<&str> = why.iter().map(|b| b.reason()).collect();
         Ok(sqlx::query!(
             "WITH input AS (
-                 SELECT * FROM unnest($2::bigint[], $3::text[]) AS t(attempt_id, reason)
+                 SELECT * FROM unnest($2::bigint[], $3::text[], $5::text[]) AS t(attempt_id, reason, outcome)
              ), gone AS (
                  DELETE FROM attempts a USING input
                  WHERE a.id = input.attempt_id AND a.state = ANY($4::text[]) AND a.lease_owner = $1
-                 RETURNING a.contact_id, a.attempt_no, input.reason
+                 RETURNING a.contact_id, a.attempt_no, input.reason, input.outcome
              )
-             UPDATE contacts c SET state = 'blocked', final_outcome = 'opted_out', final_reason = gone.reason,
+             UPDATE contacts c SET state = 'blocked', final_outcome = gone.outcome, final_reason = gone.reason,
                  attempt_seq = c.attempt_seq - 1, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL,
                  updated_at = now()
              FROM gone WHERE c.id = gone.contact_id AND c.state = 'claimed' AND c.lease_owner = $1
                AND c.attempt_seq = gone.attempt_no",
             owner,
             attempt_ids,
-            reasons,
+            &reasons as _,
             from(T::Blocked) as _,
+            &outcomes as _,
         )
         .execute(&self.pool)
         .await?
@@ -347,6 +381,28 @@ impl Store {
         .await?
         .rows_affected())
     }
+}
+
+/// **released** by a cancel: every contact of the campaign not yet called ends `canceled`; claims not yet
+/// sent lose their attempt row (a dispatcher still holding one finds its lease gone and sends nothing).
+/// Contacts already `calling` end when their call does (settling sees the canceled campaign).
+pub(super) async fn cancel_open_in(conn: &mut PgConnection, campaign_id: i64) -> Result<u64> {
+    Ok(sqlx::query!(
+        "WITH open AS (
+             SELECT id FROM contacts WHERE campaign_id = $1 AND state IN ('pending', 'claimed') FOR UPDATE
+         ), gone AS (
+             DELETE FROM attempts a USING open WHERE a.contact_id = open.id AND a.state = ANY($2::text[])
+         )
+         UPDATE contacts c SET state = 'canceled', final_outcome = COALESCE(final_outcome, 'canceled'),
+             final_reason = 'campaign canceled', finished_at = now(), updated_at = now(),
+             lease_owner = NULL, lease_expires_at = NULL
+         FROM open WHERE c.id = open.id",
+        campaign_id,
+        from(T::Released) as _,
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
 }
 
 /// Whether a request's CallSid may act on the attempt its token names.

@@ -12,7 +12,7 @@ use chrono::Utc;
 use dialer_core::batch::Batcher;
 use dialer_core::domain::{AmdMode, CampaignStatus, FinalState};
 use dialer_core::metrics::Metrics;
-use dialer_core::store::{ClaimedAttempt, DialingGate};
+use dialer_core::store::{Block, ClaimedAttempt, DialingGate};
 use dialer_core::twilio::{CreateCall, HttpMethod, MachineDetection, RetryClass, StatusCallbackEvent};
 use rand::Rng;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -146,12 +146,8 @@ async fn dispatch_one(
     match gate {
         DialingGate::Go => {}
         DialingGate::Dnc | DialingGate::AlreadyNotified => {
-            let reason = if gate == DialingGate::Dnc {
-                "number is on the do-not-call list"
-            } else {
-                "already notified about this reference"
-            };
-            engine.store.attempts_block_many(&engine.node_id, &[a.attempt_id], &[reason.to_string()]).await?;
+            let why = if gate == DialingGate::Dnc { Block::Dnc } else { Block::AlreadyNotified };
+            engine.store.attempts_block_many(&engine.node_id, &[a.attempt_id], &[why]).await?;
             let why = if gate == DialingGate::Dnc { "dnc" } else { "limit" };
             m.deferrals.with_label_values(&[c.label.as_str(), why]).inc();
             return Ok(Dispatched::Blocked);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use dialer_core::domain::E164;
 use dialer_core::metrics::Metrics;
-use dialer_core::store::ClaimedAttempt;
+use dialer_core::store::{Block, ClaimedAttempt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -147,7 +147,7 @@ async fn claim_once(engine: &Engine, r: &Running) -> anyhow::Result<ClaimOutcome
     ready.retain(|a| {
         if blocked.contains(&a.phone) {
             block_ids.push(a.attempt_id);
-            block_reasons.push("number is on the do-not-call list".to_string());
+            block_reasons.push(Block::Dnc);
             false
         } else {
             true
