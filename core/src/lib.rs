@@ -10,7 +10,6 @@ pub mod domain;
 pub mod import;
 pub mod metrics;
 pub mod pg;
-pub mod sim;
 pub mod store;
 pub mod testkit;
 pub mod twilio;

@@ -54,7 +54,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: std::net::SocketAddr,
         #[command(flatten)]
-        args: Box<dialer_core::sim::SimArgs>,
+        args: Box<dialer_sim::SimArgs>,
     },
     /// Database helpers.
     #[command(subcommand)]
@@ -120,6 +120,6 @@ async fn run(cli: Cli) -> CliResult {
         Command::Serve { role } => serve::run(role).await,
         Command::Results(c) => results::run(c).await,
         Command::Demo(a) => demo::run(a).await,
-        Command::Sim { listen, args } => Ok(dialer_core::sim::run(*args, listen).await?),
+        Command::Sim { listen, args } => Ok(dialer_sim::run(*args, listen).await?),
     }
 }

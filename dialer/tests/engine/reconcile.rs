@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use dialer_core::sim::Faults;
+use dialer_sim::Faults;
 
 use crate::helpers::*;
 
