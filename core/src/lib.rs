@@ -11,5 +11,4 @@ pub mod import;
 pub mod metrics;
 pub mod pg;
 pub mod store;
-pub mod testkit;
 pub mod twilio;

@@ -2,7 +2,7 @@
 
 use dialer_core::domain::{CampaignSpec, E164};
 use dialer_core::store::NewContact;
-use dialer_core::testkit::fresh_store;
+use testkit::fresh_store;
 
 pub const CAMPAIGN: &str = include_str!("../../examples/campaigns/appointment-confirmation.toml");
 
@@ -199,8 +199,8 @@ async fn a_batch_holding_two_attempts_of_one_contact_settles_like_one_by_one() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-        let old = store.testing_insert_attempt(cid, "created", Some(&sid(1))).await.unwrap();
-        let new = store.testing_insert_attempt(cid, "created", Some(&sid(2))).await.unwrap();
+        let old = testkit::insert_attempt(store, cid, "created", Some(&sid(1))).await;
+        let new = testkit::insert_attempt(store, cid, "created", Some(&sid(2))).await;
         (old, new)
     }
     fn sid(n: u8) -> CallSid {

@@ -141,40 +141,6 @@ impl Store {
         tx.commit().await?;
         Ok(b)
     }
-
-    /// Sets an attempt up as the dialer would have just before its POST, for tests: the contact's next
-    /// attempt row in `state`, the contact `calling` on it (attempt_seq and attempts_made counted).
-    #[doc(hidden)]
-    pub async fn testing_insert_attempt(
-        &self,
-        contact_id: i64,
-        state: &str,
-        call_sid: Option<&CallSid>,
-    ) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
-        let (campaign_id, phone, seq): (i64, String, i32) = sqlx::query_as(
-            "UPDATE contacts SET state = 'calling', attempt_seq = attempt_seq + 1, attempts_made = attempts_made + 1,
-                 last_call_at = now(), updated_at = now()
-             WHERE id = $1 RETURNING campaign_id, phone, attempt_seq",
-        )
-        .bind(contact_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO attempts (contact_id, campaign_id, attempt_no, phone, state, call_sid, requested_at)
-             VALUES ($1, $2, $3, $4, $5, $6, now()) RETURNING id",
-        )
-        .bind(contact_id)
-        .bind(campaign_id)
-        .bind(seq)
-        .bind(phone)
-        .bind(state)
-        .bind(call_sid.map(CallSid::as_str))
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(id)
-    }
 }
 
 async fn bind_call_sid_in(conn: &mut PgConnection, attempt_id: i64, call_sid: &CallSid) -> Result<Binding> {

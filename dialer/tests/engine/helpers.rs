@@ -6,7 +6,6 @@ use chrono::Utc;
 use chrono_tz::Tz;
 use dialer_core::domain::{CampaignSpec, E164};
 use dialer_core::store::{CampaignReport, NewContact, Store};
-use dialer_core::testkit;
 use dialer_sim::{self as sim, DigitDist, OutcomeMix, SecsRange, SimConfig, SimHandle};
 
 pub const ACCOUNT_SID: &str = "AC11111111111111111111111111111111";
