@@ -9,6 +9,5 @@ pub mod config;
 pub mod domain;
 pub mod import;
 pub mod metrics;
-pub mod pg;
 pub mod store;
 pub mod twilio;

@@ -1,7 +1,7 @@
 //! Test support shared by every crate's tests: a fresh, migrated database per test on a real server.
 //!
 //! The server is `DATABASE_URL` when set (the test script sets it), else one found or started by
-//! [`dialer_core::pg::find_or_start`]. Each call creates a new database named `t_<random>`; they are dropped by
+//! [`localpg::find_or_start`]. Each call creates a new database named `t_<random>`; they are dropped by
 //! [`drop_stale_test_databases`] at the start of the next run rather than at the end, so a failed test's
 //! data can be inspected.
 
@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use dialer_core::domain::CallSid;
-use dialer_core::pg;
 use dialer_core::store::Store;
+use localpg as pg;
 
 static CLEANED: AtomicBool = AtomicBool::new(false);
 

@@ -13,10 +13,10 @@ use chrono_tz::Tz;
 use clap::Args;
 use dialer_core::config::Config;
 use dialer_core::domain::{CampaignSpec, E164};
-use dialer_core::pg;
 use dialer_core::store::{NewContact, Store};
 use dialer_sim::{self as sim, DigitDist, OutcomeMix, SecsRange, SimConfig};
 use indicatif::{ProgressBar, ProgressStyle};
+use localpg as pg;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 

@@ -68,7 +68,7 @@ pub enum Failure {
     #[error("{0}")]
     InvalidInput(String),
     #[error(transparent)]
-    NoDatabase(dialer_core::pg::PgError),
+    NoDatabase(localpg::PgError),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
