@@ -5,6 +5,7 @@ mod contacts;
 mod db;
 mod demo;
 mod dnc;
+mod export;
 mod results;
 mod serve;
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+mod export;
+
 const JA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/campaigns/delivery-reschedule-ja.toml");
 const EN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/campaigns/appointment-confirmation.toml");
 
