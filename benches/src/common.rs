@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dialer_core::domain::CampaignSpec;
-use dialer_core::sim::{self, OutcomeMix, SecsRange, SimConfig, SimHandle};
 use dialer_core::store::Store;
+use dialer_sim::{self as sim, OutcomeMix, SecsRange, SimConfig, SimHandle};
 
 pub const ACCOUNT_SID: &str = "AC11111111111111111111111111111111";
 pub const AUTH_TOKEN: &str = "bench-auth-token";

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use dialer_core::pg;
 use dialer_core::store::Store;
+use localpg as pg;
 use sqlx::Connection;
 
 /// The `target/` directory this binary was built into (`target/release/benches` → `target`), so files land

@@ -40,7 +40,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let server = db::server_url().await?;
     let name = format!("bench_scale_{}", args.contacts);
-    let url = dialer_core::pg::with_database(&server, &name);
+    let url = localpg::with_database(&server, &name);
     let store = if args.reuse {
         dialer_core::store::Store::connect(&url, 4).await?
     } else {

@@ -12,7 +12,6 @@
 
 mod amd;
 mod error;
-pub mod export;
 mod gather;
 pub mod ingest;
 pub mod script;

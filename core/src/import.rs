@@ -247,9 +247,7 @@ fn check_fields(line: usize, bytes: &[u8], c: &Columns<'_>) -> Result<ParsedRow,
         .map_err(|e| err(line, Some("phone"), format!("{e} ({:?})", fields[c.phone])))?;
     let timezone = match c.tz.map(|i| fields[i]).filter(|s| !s.is_empty()) {
         None => None,
-        Some(z) => Some(
-            Tz::parse(z).map_err(|_| err(line, Some("timezone"), format!("unknown time zone {z:?}")))?,
-        ),
+        Some(z) => Some(Tz::parse(z).map_err(|_| err(line, Some("timezone"), format!("unknown time zone {z:?}")))?),
     };
     let external_id = c.ext.map(|i| fields[i]).filter(|s| !s.is_empty()).map(str::to_string);
     let attributes: BTreeMap<String, String> = c

@@ -3,7 +3,7 @@
 use dialer_core::domain::CampaignStatus::{self, Paused, Running};
 use dialer_core::domain::{AttemptState, CampaignSpec, ContactState, E164};
 use dialer_core::store::NewContact;
-use dialer_core::testkit::{self, fresh_store};
+use testkit::{self, fresh_store};
 
 pub const CAMPAIGN: &str = include_str!("../../examples/campaigns/appointment-confirmation.toml");
 
@@ -64,7 +64,8 @@ mod claims {
 
     /// The pre-POST check for one attempt of owner "me".
     async fn mark_dialing(store: &Store, a: &ClaimedAttempt, max_calls_24h: Option<i32>) -> DialingGate {
-        let gates = store.attempts_mark_dialing_many("me", a.campaign_id, std::slice::from_ref(a), max_calls_24h, false);
+        let gates =
+            store.attempts_mark_dialing_many("me", a.campaign_id, std::slice::from_ref(a), max_calls_24h, false);
         gates.await.unwrap().pop().expect("one gate per attempt")
     }
 
@@ -150,10 +151,7 @@ mod claims {
         .execute(store.pool())
         .await
         .unwrap();
-        assert_eq!(
-            mark_dialing(&store, &claimed[1], Some(1)).await,
-            DialingGate::Limit { recent: 1 }
-        );
+        assert_eq!(mark_dialing(&store, &claimed[1], Some(1)).await, DialingGate::Limit { recent: 1 });
         let clears = store.attempts_limit_clears_at(&claimed[1].phone, 1).await.unwrap().unwrap();
         assert!(clears > chrono::Utc::now() + chrono::Duration::hours(22));
     }
@@ -212,8 +210,8 @@ async fn a_batch_holding_two_attempts_of_one_contact_settles_like_one_by_one() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-        let old = testkit::insert_attempt(store, cid, AttemptState::Created, Some(&sid(1))).await.unwrap();
-        let new = testkit::insert_attempt(store, cid, AttemptState::Created, Some(&sid(2))).await.unwrap();
+        let old = testkit::insert_attempt(store, cid, AttemptState::Created, Some(&sid(1))).await;
+        let new = testkit::insert_attempt(store, cid, AttemptState::Created, Some(&sid(2))).await;
         (old, new)
     }
     fn sid(n: u8) -> CallSid {

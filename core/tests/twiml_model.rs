@@ -119,10 +119,10 @@ fn everything() -> Response {
 
 #[test]
 fn every_element_attribute_and_enum_value_we_render_is_valid_twiml() {
-    let Some(model) = dialer_core::testkit::twiml_voice_model() else { return };
+    let Some(model) = testkit::twiml_voice_model() else { return };
     let xml = everything().render();
     assert!(xml.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?><Response>"#), "{xml}");
-    let errors = dialer_core::testkit::twiml_model_errors(&model, &xml);
+    let errors = testkit::twiml_model_errors(&model, &xml);
     assert!(errors.is_empty(), "{}\n\n{xml}", errors.join("\n"));
 }
 

@@ -2,9 +2,9 @@ use callbacks::{router, AppState};
 use chrono::{DateTime, Utc};
 use dialer_core::domain::{AttemptState, AttemptToken, CallSid, CampaignSpec, ContactState, TokenKey, E164};
 use dialer_core::store::{NewContact, Store};
-use dialer_core::testkit::{self, fresh_store};
 use dialer_core::twilio::signature::compute_signature;
 use secrecy::SecretString;
+use testkit::fresh_store;
 
 pub const AUTH_TOKEN: &str = "test-auth-token-0123456789abcdef";
 pub const JA_CAMPAIGN: &str = include_str!("../../../examples/campaigns/delivery-reschedule-ja.toml");
@@ -68,7 +68,7 @@ impl TestApp {
 
     pub async fn call_in(&self, contact_id: i64, state: AttemptState, sid_known: bool) -> Call {
         let sid = CallSid::random();
-        let attempt_id = testkit::insert_attempt(&self.store, contact_id, state, sid_known.then_some(&sid)).await.unwrap();
+        let attempt_id = testkit::insert_attempt(&self.store, contact_id, state, sid_known.then_some(&sid)).await;
         Call { attempt_id, contact_id, token: AttemptToken::new(attempt_id).encode(&self.key), sid }
     }
 

@@ -1,6 +1,5 @@
 //! The callbacks service over real HTTP against a fresh PostgreSQL database, every request signed for real.
 
-mod export;
 mod helpers;
 mod keypress;
 mod ordering;

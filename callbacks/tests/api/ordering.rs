@@ -3,8 +3,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::{DateTime, Utc};
-use proptest::prelude::*;
 use dialer_core::domain::{AttemptState, ContactState};
+use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 use crate::helpers::{Call, Event, TestApp, JA_CAMPAIGN};

@@ -106,10 +106,11 @@ async fn a_callback_before_the_dialer_recorded_the_call_sets_its_sid_and_unparks
     let campaign = app.campaign(JA_CAMPAIGN).await;
     let call = app.call_in(app.contact(campaign, "+818012345675", "A").await, AttemptState::Parked, false).await;
     assert_eq!(app.status(&call, &Event::new("ringing", 1)).await, 200);
-    let (sid, state): (Option<String>, AttemptState) = sqlx::query_as("SELECT call_sid, state FROM attempts WHERE id = $1")
-        .bind(call.attempt_id)
-        .fetch_one(app.store.pool())
-        .await
-        .unwrap();
+    let (sid, state): (Option<String>, AttemptState) =
+        sqlx::query_as("SELECT call_sid, state FROM attempts WHERE id = $1")
+            .bind(call.attempt_id)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
     assert_eq!((sid.as_deref(), state), (Some(call.sid.as_str()), AttemptState::Created));
 }

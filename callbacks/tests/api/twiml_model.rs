@@ -5,13 +5,13 @@ use serde_json::Value;
 use crate::helpers::{form, TestApp, JA_CAMPAIGN};
 
 fn check_against_model(model: &Value, xml: &str) {
-    let errors = dialer_core::testkit::twiml_model_errors(model, xml);
+    let errors = testkit::twiml_model_errors(model, xml);
     assert!(errors.is_empty(), "{}\n\n{xml}", errors.join("\n"));
 }
 
 #[tokio::test]
 async fn the_japanese_delivery_script_renders_valid_twiml_for_a_name_with_xml_specials() {
-    let Some(model) = dialer_core::testkit::twiml_voice_model() else { return };
+    let Some(model) = testkit::twiml_voice_model() else { return };
     let app = TestApp::spawn().await;
     let campaign = app.campaign(JA_CAMPAIGN).await;
     let name = r#"山田 & <太郎> "様" 'x'"#;

@@ -16,7 +16,7 @@ pub use call::{AnsweredBy, CallSid, CallStatus, ParseError};
 pub use campaign::{AmdMode, CallingWindow, CampaignSpec, RetryPolicy, RetryRule};
 pub use outcome::{classify, decide, CallFacts, FinalState, Next, Outcome};
 pub use phone::{PhoneError, E164};
-pub use token::{AttemptToken, TokenError, TokenKey};
 pub use settle::{settle, SettleDecision, SettleInput, OPTED_OUT_RESULT, TRANSFERRED_RESULT};
 pub use state::{AttemptState, AttemptTransition, CampaignStatus, ContactState};
+pub use token::{AttemptToken, TokenError, TokenKey};
 pub use zone::Tz;

@@ -253,6 +253,19 @@ impl CampaignStatus {
     }
 }
 
+impl From<super::FinalState> for ContactState {
+    fn from(s: super::FinalState) -> Self {
+        use super::FinalState as F;
+        match s {
+            F::Done => Self::Done,
+            F::Exhausted => Self::Exhausted,
+            F::Invalid => Self::Invalid,
+            F::Blocked => Self::Blocked,
+            F::Canceled => Self::Canceled,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,19 +325,6 @@ mod tests {
         assert!(!CampaignStatus::Running.allowed_from().contains(&CampaignStatus::Canceled));
         for s in CampaignStatus::ALL {
             assert!(!s.allowed_from().contains(s), "{s:?} from itself");
-        }
-    }
-}
-
-impl From<super::FinalState> for ContactState {
-    fn from(s: super::FinalState) -> Self {
-        use super::FinalState as F;
-        match s {
-            F::Done => Self::Done,
-            F::Exhausted => Self::Exhausted,
-            F::Invalid => Self::Invalid,
-            F::Blocked => Self::Blocked,
-            F::Canceled => Self::Canceled,
         }
     }
 }

@@ -12,11 +12,11 @@ use sqlx::PgConnection;
 
 use super::transitions::{finished_many_in, ContactNext, Finish};
 use super::{Result, Store, StoreError};
-pub use crate::domain::{OPTED_OUT_RESULT, TRANSFERRED_RESULT};
 use crate::domain::{
-    settle, AnsweredBy, AttemptState, CallSid, CallStatus, CampaignStatus, ContactState, Next, Outcome, RetryPolicy, SettleInput, Tz,
-    E164,
+    settle, AnsweredBy, AttemptState, CallSid, CallStatus, CampaignStatus, ContactState, Next, Outcome, RetryPolicy,
+    SettleInput, Tz, E164,
 };
+pub use crate::domain::{OPTED_OUT_RESULT, TRANSFERRED_RESULT};
 
 /// `attempts.outcome` set provisionally when the voicemail message was played; the settle step reads it as
 /// `voicemail_left` and replaces it with the final outcome.
@@ -151,9 +151,7 @@ impl Store {
     pub async fn results_record(&self, attempt_id: i64, menu: &str, digits: &str, result: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let new = insert_result(&mut tx, attempt_id, menu, digits, result).await?;
-        sqlx::query!("UPDATE attempts SET result = $2 WHERE id = $1", attempt_id, result)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!("UPDATE attempts SET result = $2 WHERE id = $1", attempt_id, result).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(new)
     }

@@ -96,9 +96,16 @@ impl Store {
         owner: &str,
         lease_s: f64,
     ) -> Result<Vec<ClaimedAttempt>> {
-        Ok(sqlx::query_file_as!(ClaimedAttempt, "src/store/sql/attempts_claim_due.sql", campaign_id, limit, owner, lease_s)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(sqlx::query_file_as!(
+            ClaimedAttempt,
+            "src/store/sql/attempts_claim_due.sql",
+            campaign_id,
+            limit,
+            owner,
+            lease_s
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// **dialing**: the last check and the commit before the POST, for many attempts of one campaign in

@@ -3,8 +3,8 @@ use std::path::Path;
 use anyhow::Context;
 use clap::Subcommand;
 use dialer_core::config::Config;
-use dialer_core::pg;
 use dialer_core::store::Store;
+use localpg as pg;
 use secrecy::ExposeSecret;
 
 use super::{CliResult, Failure};

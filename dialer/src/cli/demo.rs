@@ -13,10 +13,10 @@ use chrono_tz::Tz;
 use clap::Args;
 use dialer_core::config::Config;
 use dialer_core::domain::{CampaignSpec, CampaignStatus, E164};
-use dialer_core::pg;
-use dialer_core::sim::{self, DigitDist, OutcomeMix, SecsRange, SimConfig};
 use dialer_core::store::{NewContact, Store};
+use dialer_sim::{self as sim, DigitDist, OutcomeMix, SecsRange, SimConfig};
 use indicatif::{ProgressBar, ProgressStyle};
+use localpg as pg;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
@@ -216,16 +216,10 @@ fn generate(n: usize, zones: &[Tz]) -> Vec<NewContact> {
                 ("name".to_string(), format!("{} {}", FAMILY[i % FAMILY.len()], GIVEN[(i / 8) % GIVEN.len()])),
                 ("parcel".to_string(), format!("{:04}-{:04}", 1000 + i / 10_000, i % 10_000)),
             ]);
-            NewContact {
-                phone,
-                timezone: Some(tz.into()),
-                external_id: Some(format!("P{:08}", i)),
-                attributes,
-            }
+            NewContact { phone, timezone: Some(tz.into()), external_id: Some(format!("P{:08}", i)), attributes }
         })
         .collect()
 }
-
 
 async fn progress(
     store: &Store,
@@ -271,7 +265,10 @@ async fn progress(
             last_print = Instant::now();
             eprintln!("demo: {done}/{total} contacts done, {msg}");
         }
-        if r.status == CampaignStatus::Completed || (done as u64 >= total && r.in_flight == 0) || shutdown.is_cancelled() {
+        if r.status == CampaignStatus::Completed
+            || (done as u64 >= total && r.in_flight == 0)
+            || shutdown.is_cancelled()
+        {
             bar.finish_and_clear();
             return Ok(r);
         }

@@ -5,6 +5,7 @@ mod contacts;
 mod db;
 mod demo;
 mod dnc;
+mod export;
 mod results;
 mod serve;
 
@@ -54,7 +55,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: std::net::SocketAddr,
         #[command(flatten)]
-        args: Box<dialer_core::sim::SimArgs>,
+        args: Box<dialer_sim::SimArgs>,
     },
     /// Database helpers.
     #[command(subcommand)]
@@ -68,7 +69,7 @@ pub enum Failure {
     #[error("{0}")]
     InvalidInput(String),
     #[error(transparent)]
-    NoDatabase(dialer_core::pg::PgError),
+    NoDatabase(localpg::PgError),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -120,6 +121,6 @@ async fn run(cli: Cli) -> CliResult {
         Command::Serve { role } => serve::run(role).await,
         Command::Results(c) => results::run(c).await,
         Command::Demo(a) => demo::run(a).await,
-        Command::Sim { listen, args } => Ok(dialer_core::sim::run(*args, listen).await?),
+        Command::Sim { listen, args } => Ok(dialer_sim::run(*args, listen).await?),
     }
 }

@@ -247,7 +247,10 @@ async fn post(engine: &Engine, c: &LiveCampaign, a: ClaimedAttempt, _permit: Own
                 }
                 RetryClass::FinalForContact => {
                     m.calls_created.with_label_values(&[&c.label, "rejected"]).inc();
-                    store.attempts_not_created(a.attempt_id, code_i, &msg, None, Some(FinalState::Invalid)).await.map(|_| ())
+                    store
+                        .attempts_not_created(a.attempt_id, code_i, &msg, None, Some(FinalState::Invalid))
+                        .await
+                        .map(|_| ())
                 }
                 RetryClass::FinalForCampaign => {
                     m.calls_created.with_label_values(&[&c.label, "rejected"]).inc();

@@ -116,7 +116,8 @@ async fn add_recurring(engine: &Arc<Engine>, sched: &JobScheduler) {
         let job = Job::new_async_tz(cron.as_str(), tz, move |_, _| {
             let e = e.clone();
             Box::pin(async move {
-                match e.store.campaigns_set_status(id, CampaignStatus::Running, Some("opened by its recurrence")).await {
+                match e.store.campaigns_set_status(id, CampaignStatus::Running, Some("opened by its recurrence")).await
+                {
                     Ok(_) => info!(campaign = id, "recurring campaign opened"),
                     Err(err) => warn!(campaign = id, error = %err, "opening recurring campaign"),
                 }

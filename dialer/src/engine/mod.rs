@@ -88,8 +88,11 @@ impl Engine {
                         let ids: Vec<i64> = rows.iter().map(|r| r.attempt_id).collect();
                         let sids: Vec<&CallSid> = rows.iter().map(|r| &r.call_sid).collect();
                         let qts: Vec<Option<i32>> = rows.iter().map(|r| r.queue_time_ms).collect();
-                        let r =
-                            store.attempts_set_created_many(&ids, &sids, &qts).await.map(|_| ()).map_err(|e| e.to_string());
+                        let r = store
+                            .attempts_set_created_many(&ids, &sids, &qts)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string());
                         vec![r; rows.len()]
                     }
                 },

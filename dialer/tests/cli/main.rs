@@ -4,8 +4,9 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use dialer_core::testkit;
 use serde_json::Value;
+
+mod export;
 
 const JA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/campaigns/delivery-reschedule-ja.toml");
 const EN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/campaigns/appointment-confirmation.toml");

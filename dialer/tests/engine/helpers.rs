@@ -5,9 +5,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use chrono_tz::Tz;
 use dialer_core::domain::{CampaignSpec, CampaignStatus, E164};
-use dialer_core::sim::{self, DigitDist, OutcomeMix, SecsRange, SimConfig, SimHandle};
 use dialer_core::store::{CampaignReport, NewContact, Store};
-use dialer_core::testkit;
+use dialer_sim::{self as sim, DigitDist, OutcomeMix, SecsRange, SimConfig, SimHandle};
 
 pub const ACCOUNT_SID: &str = "AC11111111111111111111111111111111";
 pub const AUTH_TOKEN: &str = "engine-test-token";

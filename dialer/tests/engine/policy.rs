@@ -27,13 +27,13 @@ async fn calls_start_only_inside_each_contacts_window_and_dnc_numbers_are_never_
     let tz_of = |phone: &str| all.iter().find(|c| c.phone.as_str() == phone).unwrap().timezone.unwrap().get();
     let start = std::time::Instant::now();
     loop {
-        let open: Vec<(String, ContactState)> = sqlx::query_as("SELECT phone, state FROM contacts WHERE campaign_id = $1")
-            .bind(id)
-            .fetch_all(env.store.pool())
-            .await
-            .unwrap();
-        let still =
-            open.iter().filter(|(p, s)| !s.is_terminal() && window.is_open(tz_of(p), Utc::now())).count();
+        let open: Vec<(String, ContactState)> =
+            sqlx::query_as("SELECT phone, state FROM contacts WHERE campaign_id = $1")
+                .bind(id)
+                .fetch_all(env.store.pool())
+                .await
+                .unwrap();
+        let still = open.iter().filter(|(p, s)| !s.is_terminal() && window.is_open(tz_of(p), Utc::now())).count();
         if still == 0 {
             break;
         }

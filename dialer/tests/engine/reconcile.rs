@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use dialer_core::domain::AttemptState;
-use dialer_core::sim::Faults;
+use dialer_sim::Faults;
 
 use crate::helpers::*;
 

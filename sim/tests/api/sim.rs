@@ -11,10 +11,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use dialer_core::sim::{
-    self, peak_in_window, CallRecord, DigitDist, Faults, OutcomeMix, SecsRange, SimConfig, SimHandle,
-};
 use dialer_core::twilio::signature::compute_signature;
+use dialer_sim::{
+    self as sim, peak_in_window, CallRecord, DigitDist, Faults, OutcomeMix, SecsRange, SimConfig, SimHandle,
+};
 use futures::StreamExt;
 use serde_json::Value;
 

@@ -15,7 +15,7 @@ use super::config::Outcome;
 use super::state::{lock, rfc2822, stable_hash, CallEntry, MachineDetection, Sim};
 use super::twiml_walk::WalkEnd;
 use super::webhook::{deliver_callback, Params};
-use crate::domain::{AnsweredBy, CallStatus};
+use dialer_core::domain::{AnsweredBy, CallStatus};
 
 /// Why a call task stopped waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,11 +11,11 @@ use axum::http::{HeaderMap, Uri};
 use axum::routing::post;
 use axum::Router;
 use dialer_core::domain::E164;
-use dialer_core::sim::{self, DigitDist, Faults, OutcomeMix, SecsRange, SimConfig};
 use dialer_core::twilio::signature::validate;
 use dialer_core::twilio::{
     CreateCall, HttpMethod, ListCalls, RetryClass, StartTimeAfter, StatusCallbackEvent, TwilioClient,
 };
+use dialer_sim::{self as sim, DigitDist, Faults, OutcomeMix, SecsRange, SimConfig};
 
 #[derive(Clone)]
 struct Listener {

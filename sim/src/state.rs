@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::SimConfig;
 use super::metrics::SimMetrics;
-use crate::domain::{AnsweredBy, CallSid, CallStatus, E164};
+use dialer_core::domain::{AnsweredBy, CallSid, CallStatus, E164};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

@@ -1,20 +1,21 @@
 //! Test support shared by every crate's tests: a fresh, migrated database per test on a real server.
 //!
 //! The server is `DATABASE_URL` when set (the test script sets it), else one found or started by
-//! [`crate::pg::find_or_start`]. Each call creates a new database named `t_<random>`; they are dropped by
+//! [`localpg::find_or_start`]. Each call creates a new database named `t_<random>`; they are dropped by
 //! [`drop_stale_test_databases`] at the start of the next run rather than at the end, so a failed test's
 //! data can be inspected.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::pg;
-use crate::store::Store;
+use dialer_core::domain::{AttemptState, CallSid};
+use dialer_core::store::Store;
+use localpg as pg;
 
 static CLEANED: AtomicBool = AtomicBool::new(false);
 
 fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("core/ has a parent").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("testkit/ has a parent").to_path_buf()
 }
 
 /// The server's maintenance URL (`…/postgres`).
@@ -45,6 +46,36 @@ pub async fn fresh_database_url() -> String {
 pub async fn fresh_store() -> Store {
     let url = fresh_database_url().await;
     Store::connect(&url, 20).await.expect("connect to test database")
+}
+
+/// Sets an attempt up as the dialer would have just before its POST: the contact's next attempt row in
+/// `state`, the contact `calling` on it (attempt_seq and attempts_made counted). Returns the attempt id.
+pub async fn insert_attempt(store: &Store, contact_id: i64, state: AttemptState, call_sid: Option<&CallSid>) -> i64 {
+    let mut tx = store.pool().begin().await.expect("begin");
+    let (campaign_id, phone, seq): (i64, String, i32) = sqlx::query_as(
+        "UPDATE contacts SET state = 'calling', attempt_seq = attempt_seq + 1, attempts_made = attempts_made + 1,
+             last_call_at = now(), updated_at = now()
+         WHERE id = $1 RETURNING campaign_id, phone, attempt_seq",
+    )
+    .bind(contact_id)
+    .fetch_one(&mut *tx)
+    .await
+    .expect("contact to put on a call");
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO attempts (contact_id, campaign_id, attempt_no, phone, state, call_sid, requested_at)
+         VALUES ($1, $2, $3, $4, $5, $6, now()) RETURNING id",
+    )
+    .bind(contact_id)
+    .bind(campaign_id)
+    .bind(seq)
+    .bind(phone)
+    .bind(state)
+    .bind(call_sid.map(CallSid::as_str))
+    .fetch_one(&mut *tx)
+    .await
+    .expect("insert attempt");
+    tx.commit().await.expect("commit");
+    id
 }
 
 /// Drops test databases older than an hour (left by earlier runs).
@@ -180,37 +211,4 @@ impl TwimlModel<'_> {
             }
         }
     }
-}
-
-/// Sets an attempt up as the dialer would have just before its POST, for tests: the contact's next
-/// attempt row in `state`, the contact `calling` on it (attempt_seq and attempts_made counted).
-pub async fn insert_attempt(
-    store: &Store,
-    contact_id: i64,
-    state: crate::domain::AttemptState,
-    call_sid: Option<&crate::domain::CallSid>,
-) -> sqlx::Result<i64> {
-    let mut tx = store.pool().begin().await?;
-    let (campaign_id, phone, seq): (i64, String, i32) = sqlx::query_as(
-        "UPDATE contacts SET state = 'calling', attempt_seq = attempt_seq + 1, attempts_made = attempts_made + 1,
-             last_call_at = now(), updated_at = now()
-         WHERE id = $1 RETURNING campaign_id, phone, attempt_seq",
-    )
-    .bind(contact_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO attempts (contact_id, campaign_id, attempt_no, phone, state, call_sid, requested_at)
-         VALUES ($1, $2, $3, $4, $5, $6, now()) RETURNING id",
-    )
-    .bind(contact_id)
-    .bind(campaign_id)
-    .bind(seq)
-    .bind(phone)
-    .bind(state)
-    .bind(call_sid)
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(id)
 }

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::state::Sim;
-use crate::twilio::signature::compute_signature;
+use dialer_core::twilio::signature::compute_signature;
 
 pub(crate) type Params = Vec<(String, String)>;
 

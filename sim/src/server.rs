@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::calls::{finish, run_call};
 use super::state::{lock, rfc2822, CallEntry, CallMut, CallRequest, EventSet, MachineDetection, Sim};
 use super::stats;
-use crate::domain::{CallSid, CallStatus, E164};
+use dialer_core::domain::{CallSid, CallStatus, E164};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -577,7 +577,7 @@ async fn metrics(State(sim): State<Arc<Sim>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::SimConfig;
+    use crate::SimConfig;
 
     fn basic(user: &str, pass: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
