@@ -64,22 +64,78 @@ pub async fn drop_stale_test_databases(server: &str) {
     }
 }
 
-/// The `../shared/twilio/` directory beside the workspace, when present (CI always has it).
+/// Whether this run is CI's: the `CI` environment variable is set to anything non-empty (`.ci/run` sets it).
+pub fn under_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// A test cannot run because `what` (a tool or a data file) is missing. Under CI ([`under_ci`]) that fails
+/// the test, so a green CI run never hides a check that did not happen; elsewhere it says on stderr exactly
+/// what was skipped and how to get it, and the caller returns.
+pub fn missing(what: &str, how_to_get: &str) {
+    if under_ci() {
+        panic!("{what} is missing and CI is set, so this test may not skip: {how_to_get}");
+    }
+    eprintln!("skipped: {what} is missing ({how_to_get})");
+}
+
+/// The `../shared/twilio/` directory beside the workspace (Twilio's API spec, signature vectors, error codes
+/// and TwiML model), when present; else [`missing`].
 pub fn shared_twilio_dir() -> Option<PathBuf> {
     let d = workspace_root().join("../shared/twilio");
     if d.is_dir() {
         Some(d)
     } else {
-        println!("skipping: ../shared/twilio not found");
+        missing(
+            &format!("the Twilio reference data {}", d.display()),
+            "check out shared/ beside the workspace; CI lays it there",
+        );
         None
     }
 }
 
-/// Loads `twiml_voice_model.json` from `../shared/twilio/` (None, after a one-line skip message, when absent).
-pub fn twiml_voice_model() -> Option<serde_json::Value> {
-    let path = shared_twilio_dir()?.join("twiml_voice_model.json");
+/// Parses `name` from `../shared/twilio/` as JSON (None, after [`missing`], when the directory is absent).
+pub fn shared_twilio_json(name: &str) -> Option<serde_json::Value> {
+    let path = shared_twilio_dir()?.join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    Some(serde_json::from_str(&text).expect("twiml_voice_model.json is JSON"))
+    Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display())))
+}
+
+/// Loads `twiml_voice_model.json` from `../shared/twilio/` (None, after [`missing`], when absent).
+pub fn twiml_voice_model() -> Option<serde_json::Value> {
+    shared_twilio_json("twiml_voice_model.json")
+}
+
+/// `promtool`, when installed; else [`missing`]. `scripts/test` installs it (Debian package `prometheus`).
+pub fn promtool() -> Option<&'static str> {
+    match std::process::Command::new("promtool").arg("--version").output() {
+        Ok(o) if o.status.success() => Some("promtool"),
+        _ => {
+            missing("promtool", "apt-get install prometheus; scripts/test installs it");
+            None
+        }
+    }
+}
+
+/// Runs `promtool check metrics` on a text exposition: `Some(report)` (empty when clean: lint findings
+/// make it non-empty), or None after [`missing`] when promtool is not installed. Panics when promtool
+/// rejects the text.
+pub fn promtool_check_metrics(exposition: &str) -> Option<String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let promtool = promtool()?;
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child.stdin.take().expect("piped stdin").write_all(exposition.as_bytes()).expect("write to promtool");
+    let out = child.wait_with_output().expect("wait for promtool");
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool check metrics failed:\n{report}");
+    Some(report)
 }
 
 /// Every way `xml` breaks the TwiML voice model: unknown elements, attributes not allowed, unknown enum

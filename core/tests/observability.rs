@@ -3,8 +3,8 @@
 //! `Metrics::global()`, every exported metric is on the dashboard, the exposition passes `promtool check
 //! metrics`, and every PromQL expression parses.
 //!
-//! The promtool checks skip (with a one-line message) when promtool is not installed; CI installs it
-//! (`apt-get install prometheus`).
+//! Without promtool the promtool checks say they skipped, and fail under CI (`testkit::missing`);
+//! `scripts/test` installs it (`apt-get install prometheus`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -437,15 +437,7 @@ fn helm_chart_ships_the_same_dashboard() {
 // ---------------------------------------------------------------------------------------------------------
 // promtool
 
-fn promtool() -> Option<&'static str> {
-    match Command::new("promtool").arg("--version").output() {
-        Ok(o) if o.status.success() => Some("promtool"),
-        _ => {
-            eprintln!("skipped: promtool not installed (apt-get install prometheus)");
-            None
-        }
-    }
-}
+use dialer_core::testkit::promtool;
 
 #[test]
 fn exposition_passes_promtool_check_metrics() {
