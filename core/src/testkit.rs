@@ -60,6 +60,7 @@ pub async fn drop_stale_test_databases(server: &str) {
     .await
     .unwrap_or_default();
     for n in names {
+        // Best effort: a database that cannot be dropped now is tried again by the next run.
         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{n}\" WITH (FORCE)")).execute(&mut conn).await;
     }
 }

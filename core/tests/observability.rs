@@ -94,6 +94,7 @@ fn metric_names_types_and_labels_are_the_agreed_ones() {
         ("dialer_account_cps_limit", GAUGE, &[]),
         ("dialer_campaign_cps_limit", GAUGE, &["campaign"]),
         ("dialer_callback_duration_seconds", HISTOGRAM, &["route"]),
+        ("dialer_internal_errors_total", COUNTER, &["component"]),
     ];
     let fams = families();
     let expected_names: BTreeSet<&str> = expected.iter().map(|e| e.0).collect();
@@ -127,6 +128,7 @@ fn metric_names_types_and_labels_are_the_agreed_ones() {
         &m.account_cps_limit,
         &m.campaign_cps_limit,
         &m.callback_duration,
+        &m.internal_errors,
     ];
     assert_eq!(collectors.len(), expected.len());
     for (c, (name, _, labels)) in collectors.iter().zip(expected) {

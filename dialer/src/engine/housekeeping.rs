@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dialer_core::metrics::Metrics;
 use tokio_cron_scheduler::{Job, JobScheduler};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{reconcile, Engine};
 
@@ -23,7 +23,10 @@ pub async fn heartbeat(engine: Arc<Engine>) {
         }
         match engine.store.nodes_heartbeat(&engine.node_id, super::LIVE_AFTER.as_secs_f64()).await {
             Ok(live) => engine.set_share(live),
-            Err(e) => warn!(error = %e, "heartbeat failed"),
+            Err(e) => {
+                warn!(error = %e, "heartbeat failed");
+                Metrics::global().internal_error("housekeeping");
+            }
         }
     }
 }
@@ -53,10 +56,12 @@ async fn refresh_gauges(engine: &Engine) -> anyhow::Result<()> {
 }
 
 pub async fn run(engine: Arc<Engine>) {
+    let m = Metrics::global();
     let sched = match JobScheduler::new().await {
         Ok(s) => s,
         Err(e) => {
-            warn!(error = %e, "housekeeping scheduler failed to start");
+            error!(error = %e, "housekeeping scheduler failed to start: no rescue, reconciliation or recurrences");
+            m.internal_error("housekeeping");
             return;
         }
     };
@@ -71,6 +76,7 @@ pub async fn run(engine: Arc<Engine>) {
             let Ok(_guard) = b.try_lock() else { return };
             if let Err(err) = maintain_once(&e).await {
                 warn!(error = %err, "housekeeping pass failed");
+                Metrics::global().internal_error("housekeeping");
             }
         })
     });
@@ -80,36 +86,55 @@ pub async fn run(engine: Arc<Engine>) {
         Box::pin(async move {
             if let Err(err) = refresh_gauges(&e).await {
                 warn!(error = %err, "refreshing gauges failed");
+                Metrics::global().internal_error("housekeeping");
             }
         })
     });
-    for j in [job, gauges] {
-        match j {
-            Ok(j) => {
-                if let Err(e) = sched.add(j).await {
-                    warn!(error = %e, "adding a housekeeping job failed");
-                }
-            }
-            Err(e) => warn!(error = %e, "bad housekeeping job"),
+    for (what, j) in [("maintenance", job), ("gauges", gauges)] {
+        let added = match j {
+            Ok(j) => sched.add(j).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = added {
+            error!(job = what, error = %e, "adding a housekeeping job failed");
+            m.internal_error("housekeeping");
         }
     }
     add_recurring(&engine, &sched).await;
     if let Err(e) = sched.start().await {
-        warn!(error = %e, "housekeeping scheduler failed to start");
+        error!(error = %e, "housekeeping scheduler failed to start: no rescue, reconciliation or recurrences");
+        m.internal_error("housekeeping");
         return;
     }
     engine.shutdown.cancelled().await;
     let mut sched = sched;
-    let _ = tokio::time::timeout(Duration::from_secs(5), sched.shutdown()).await;
+    match tokio::time::timeout(Duration::from_secs(5), sched.shutdown()).await {
+        Ok(Ok(())) => {}
+        // Shutting down anyway; the jobs stop with the process.
+        Ok(Err(e)) => warn!(error = %e, "stopping the housekeeping scheduler failed"),
+        Err(_) => warn!("the housekeeping scheduler did not stop within 5 s"),
+    }
 }
 
 /// Recurring campaigns: at each cron time (in the campaign's recurrence zone) the campaign is set running.
 /// The schedule of each contact stays in `next_attempt_at`.
 async fn add_recurring(engine: &Arc<Engine>, sched: &JobScheduler) {
-    let Ok(rows) = engine.store.campaigns_recurring().await else { return };
+    let m = Metrics::global();
+    let rows = match engine.store.campaigns_recurring().await {
+        Ok(rows) => rows,
+        Err(e) => {
+            error!(error = %e, "reading recurring campaigns failed: none will open on its own until a restart");
+            m.internal_error("housekeeping");
+            return;
+        }
+    };
     for row in rows {
         let (Some(cron), Some(tz)) = (row.recurrence_cron.clone(), row.recurrence_tz.clone()) else { continue };
-        let Ok(tz) = tz.parse::<chrono_tz::Tz>() else { continue };
+        let Ok(tz) = tz.parse::<chrono_tz::Tz>() else {
+            error!(campaign = row.id, timezone = %tz, "recurrence time zone unknown: the campaign will not open");
+            m.internal_error("housekeeping");
+            continue;
+        };
         let e = engine.clone();
         let id = row.id;
         let job = Job::new_async_tz(cron.as_str(), tz, move |_, _| {
@@ -117,15 +142,20 @@ async fn add_recurring(engine: &Arc<Engine>, sched: &JobScheduler) {
             Box::pin(async move {
                 match e.store.campaigns_set_status(id, "running", Some("opened by its recurrence")).await {
                     Ok(_) => info!(campaign = id, "recurring campaign opened"),
-                    Err(err) => warn!(campaign = id, error = %err, "opening recurring campaign"),
+                    Err(err) => {
+                        warn!(campaign = id, error = %err, "opening recurring campaign failed");
+                        Metrics::global().internal_error("housekeeping");
+                    }
                 }
             })
         });
-        match job {
-            Ok(j) => {
-                let _ = sched.add(j).await;
-            }
-            Err(e) => warn!(campaign = id, error = %e, "bad recurrence"),
+        let added = match job {
+            Ok(j) => sched.add(j).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = added {
+            error!(campaign = id, cron = %cron, error = %e, "registering the recurrence failed: the campaign will not open");
+            m.internal_error("housekeeping");
         }
     }
 }

@@ -70,18 +70,27 @@ pub async fn run(engine: Arc<Engine>) -> anyhow::Result<()> {
                                 let task = tokio::spawn(dispatch::run(engine.clone(), c.clone(), rx));
                                 running.insert(row.id, Running { campaign: c, tx, task });
                             }
-                            Err(e) => warn!(campaign = row.id, error = %e, "cannot run campaign"),
+                            Err(e) => {
+                                warn!(campaign = row.id, error = %e, "cannot run campaign");
+                                Metrics::global().internal_error("scheduler");
+                            }
                         }
                     }
                 }
-                Err(e) => warn!(error = %e, "reading running campaigns"),
+                Err(e) => {
+                    warn!(error = %e, "reading running campaigns");
+                    Metrics::global().internal_error("scheduler");
+                }
             }
         }
         let mut busy = false;
         for r in running.values() {
             match claim_once(&engine, r).await {
                 Ok(o) => busy |= o.claimed > 0 && o.claimed as i64 >= engine.claim_batch / 2,
-                Err(e) => warn!(campaign = r.campaign.id, error = %e, "claim failed"),
+                Err(e) => {
+                    warn!(campaign = r.campaign.id, error = %e, "claim failed");
+                    Metrics::global().internal_error("scheduler");
+                }
             }
         }
         if !busy {
