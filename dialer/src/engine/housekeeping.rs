@@ -1,6 +1,7 @@
 //! Housekeeping on tokio-cron-scheduler: lease rescue, reconciliation, completing finished campaigns,
 //! contact gauges, and opening recurring campaigns at their cron time in their own time zone.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,13 +45,26 @@ pub async fn maintain_once(engine: &Engine) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every state a contact can be in (the `contacts.state` CHECK list).
+const CONTACT_STATES: &[&str] =
+    &["pending", "claimed", "calling", "done", "exhausted", "invalid", "blocked", "canceled"];
+
+/// Sets the contact and in-flight gauges of every campaign that has contacts. The counts only list what is
+/// there, so each state (and in-flight) the counts leave out is set to 0: a gauge left at its last value
+/// would show a backlog, or calls in flight, long after the campaign finished.
 async fn refresh_gauges(engine: &Engine) -> anyhow::Result<()> {
     let m = Metrics::global();
+    let mut counts: HashMap<i64, HashMap<String, i64>> = HashMap::new();
     for (campaign, state, n) in engine.store.contacts_count_by_state().await? {
-        m.contacts.with_label_values(&[&campaign.to_string(), &state]).set(n);
+        counts.entry(campaign).or_default().insert(state, n);
     }
-    for (campaign, n) in engine.store.attempts_in_flight_by_campaign().await? {
-        m.calls_in_flight.with_label_values(&[&campaign.to_string()]).set(n);
+    let in_flight: HashMap<i64, i64> = engine.store.attempts_in_flight_by_campaign().await?.into_iter().collect();
+    for (campaign, by_state) in &counts {
+        let label = campaign.to_string();
+        for state in CONTACT_STATES {
+            m.contacts.with_label_values(&[label.as_str(), state]).set(by_state.get(*state).copied().unwrap_or(0));
+        }
+        m.calls_in_flight.with_label_values(&[&label]).set(in_flight.get(campaign).copied().unwrap_or(0));
     }
     Ok(())
 }
