@@ -241,6 +241,11 @@ async fn a_real_campaign_exports_what_the_dashboard_and_alerts_use_with_values_t
         .filter(|s| !non_status.contains(&s.labels["event"].as_str()))
         .map(|s| s.value)
         .sum();
+    assert_eq!(
+        m.sum("dialer_callback_duration_seconds_count", &[]),
+        (stats.callbacks_sent + stats.webhooks_sent) as f64,
+        "every signed request the simulator sent was answered and timed once"
+    );
     let duplicates = m.sum("dialer_callbacks_duplicate_total", &[]);
     assert!(stats.callbacks_duplicated > 0, "{stats:?}");
     assert_eq!(duplicates, stats.callbacks_duplicated as f64);
