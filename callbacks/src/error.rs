@@ -38,6 +38,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "callback failed");
+                dialer_core::metrics::Metrics::global().internal_error("callbacks");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };

@@ -7,9 +7,9 @@
 //! committed. If a batch fails, its events are retried one transaction each, so one bad event cannot fail
 //! its neighbours. Metrics are counted here, after the commit, so each event counts once.
 
-use dialer_core::batch::Batcher;
+use dialer_core::batch::{all_failed, Answer, Batcher};
 use dialer_core::metrics::Metrics;
-use dialer_core::store::{EventApplied, StatusEvent, Store};
+use dialer_core::store::{EventApplied, StatusEvent, Store, StoreError};
 
 use crate::ApiError;
 
@@ -24,7 +24,7 @@ pub const QUEUE_DEPTH: usize = 4096;
 /// The handle handlers submit to; the writer task stops when every handle is dropped.
 #[derive(Clone)]
 pub struct Ingest {
-    writer: Batcher<StatusEvent, Result<EventApplied, String>>,
+    writer: Batcher<StatusEvent, EventApplied, StoreError>,
 }
 
 impl Ingest {
@@ -38,12 +38,16 @@ impl Ingest {
 
     /// Stores one event; returns once it is durable.
     pub async fn submit(&self, event: StatusEvent) -> Result<EventApplied, ApiError> {
-        let answer = self.writer.submit(event).await.ok_or_else(|| anyhow::anyhow!("status writer stopped"))?;
-        answer.map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))
+        let attempt_id = event.attempt_id;
+        self.writer.submit(event).await.map_err(|e| {
+            ApiError::Internal(
+                anyhow::Error::new(e).context(format!("storing a status callback of attempt {attempt_id}")),
+            )
+        })
     }
 }
 
-async fn write_batch(store: &Store, events: Vec<StatusEvent>) -> Vec<Result<EventApplied, String>> {
+async fn write_batch(store: &Store, events: Vec<StatusEvent>) -> Vec<Answer<EventApplied, StoreError>> {
     match store.events_apply_many(&events).await {
         Ok(results) => {
             for (event, applied) in events.iter().zip(&results) {
@@ -61,12 +65,12 @@ async fn write_batch(store: &Store, events: Vec<StatusEvent>) -> Vec<Result<Even
                         count(event, &applied);
                         Ok(applied)
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(e.into()),
                 });
             }
             answers
         }
-        Err(e) => vec![Err(e.to_string())],
+        Err(e) => all_failed(e, events.len()),
     }
 }
 

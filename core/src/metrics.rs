@@ -80,7 +80,15 @@ pub struct Metrics {
     pub campaign_cps_limit: GaugeVec,
     /// `dialer_callback_duration_seconds{route}`: time to answer a callback or TwiML request, by route.
     pub callback_duration: HistogramVec,
+    /// `dialer_internal_errors_total{component}`: internal operations that failed and were logged, by
+    /// component ([`INTERNAL_ERROR_COMPONENTS`]): database writes and reads of the engine's loops,
+    /// housekeeping job registration, a callback answered 500. Count them with [`Metrics::internal_error`].
+    pub internal_errors: IntCounterVec,
 }
+
+/// The `component` values of `dialer_internal_errors_total`, each exported from the start at 0 so a rate
+/// or an alert sees the series before the first error.
+pub const INTERNAL_ERROR_COMPONENTS: &[&str] = &["scheduler", "dispatch", "reconcile", "housekeeping", "callbacks"];
 
 fn reg<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
     registry.register(Box::new(c.clone())).expect("metric registered twice or with a bad name");
@@ -121,10 +129,17 @@ impl Metrics {
         }
     }
 
+    /// Counts one failed internal operation of `component` (one of [`INTERNAL_ERROR_COMPONENTS`]); the
+    /// caller logs it with its context.
+    pub fn internal_error(&self, component: &'static str) {
+        debug_assert!(INTERNAL_ERROR_COMPONENTS.contains(&component), "unknown component {component}");
+        self.internal_errors.with_label_values(&[component]).inc();
+    }
+
     /// A fresh set of metrics in a new registry (tests; production uses [`Metrics::global`]).
     pub fn new() -> Self {
         let r = Registry::new();
-        Metrics {
+        let m = Metrics {
             calls_created: counter_vec(
                 &r,
                 "dialer_calls_created_total",
@@ -258,8 +273,19 @@ impl Metrics {
                 &["route"],
                 LATENCY_BUCKETS,
             ),
+            internal_errors: counter_vec(
+                &r,
+                "dialer_internal_errors_total",
+                "Internal operations that failed and were logged (database writes and reads, job \
+                 registration, callbacks answered 500), by component.",
+                &["component"],
+            ),
             registry: r,
+        };
+        for component in INTERNAL_ERROR_COMPONENTS {
+            m.internal_errors.with_label_values(&[component]);
         }
+        m
     }
 
     /// The process-wide metrics, created on first use.
@@ -304,6 +330,7 @@ impl Metrics {
             &self.account_cps_limit,
             &self.campaign_cps_limit,
             &self.callback_duration,
+            &self.internal_errors,
         ]
     }
 

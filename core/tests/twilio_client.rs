@@ -4,7 +4,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,13 +31,7 @@ const TOKEN: &str = "s3cr3t-auth-token";
 // Shared reference files
 
 fn shared_file(name: &str) -> Option<Value> {
-    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/twilio")).join(name);
-    if !path.exists() {
-        println!("skipping: ../shared/twilio not found");
-        return None;
-    }
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display())))
+    testkit::shared_twilio_json(name)
 }
 
 fn to() -> E164 {

@@ -1,28 +1,14 @@
 //! `X-Twilio-Signature` against the official helper libraries' conformance vectors (read at test time from
 //! the workspace's sibling `shared/twilio/`, never copied here) and a few cases of our own.
 
-use std::path::PathBuf;
-
 use dialer_core::twilio::signature::{
     body_sha256_hex, compute_signature, compute_signature_with, string_to_sign, url_variants, validate,
     validate_with_body, verify, verify_body, Algorithm, SignatureError,
 };
 use serde_json::Value;
 
-fn shared_twilio_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/twilio/"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!("skipping: ../shared/twilio not found");
-        None
-    }
-}
-
 fn load_vectors() -> Option<Value> {
-    let path = shared_twilio_dir()?.join("signature_vectors.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    Some(serde_json::from_str(&text).expect("signature_vectors.json is JSON"))
+    testkit::shared_twilio_json("signature_vectors.json")
 }
 
 fn str_field<'a>(v: &'a Value, field: &str) -> &'a str {

@@ -91,26 +91,83 @@ pub async fn drop_stale_test_databases(server: &str) {
     .await
     .unwrap_or_default();
     for n in names {
+        // Best effort: a database that cannot be dropped now is tried again by the next run.
         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{n}\" WITH (FORCE)")).execute(&mut conn).await;
     }
 }
 
-/// The `../shared/twilio/` directory beside the workspace, when present (CI always has it).
+/// Whether this run is CI's: the `CI` environment variable is set to anything non-empty (`.ci/run` sets it).
+pub fn under_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// A test cannot run because `what` (a tool or a data file) is missing. Under CI ([`under_ci`]) that fails
+/// the test, so a green CI run never hides a check that did not happen; elsewhere it says on stderr exactly
+/// what was skipped and how to get it, and the caller returns.
+pub fn missing(what: &str, how_to_get: &str) {
+    if under_ci() {
+        panic!("{what} is missing and CI is set, so this test may not skip: {how_to_get}");
+    }
+    eprintln!("skipped: {what} is missing ({how_to_get})");
+}
+
+/// The `../shared/twilio/` directory beside the workspace (Twilio's API spec, signature vectors, error codes
+/// and TwiML model), when present; else [`missing`].
 pub fn shared_twilio_dir() -> Option<PathBuf> {
     let d = workspace_root().join("../shared/twilio");
     if d.is_dir() {
         Some(d)
     } else {
-        println!("skipping: ../shared/twilio not found");
+        missing(
+            &format!("the Twilio reference data {}", d.display()),
+            "check out shared/ beside the workspace; CI lays it there",
+        );
         None
     }
 }
 
-/// Loads `twiml_voice_model.json` from `../shared/twilio/` (None, after a one-line skip message, when absent).
-pub fn twiml_voice_model() -> Option<serde_json::Value> {
-    let path = shared_twilio_dir()?.join("twiml_voice_model.json");
+/// Parses `name` from `../shared/twilio/` as JSON (None, after [`missing`], when the directory is absent).
+pub fn shared_twilio_json(name: &str) -> Option<serde_json::Value> {
+    let path = shared_twilio_dir()?.join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    Some(serde_json::from_str(&text).expect("twiml_voice_model.json is JSON"))
+    Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display())))
+}
+
+/// Loads `twiml_voice_model.json` from `../shared/twilio/` (None, after [`missing`], when absent).
+pub fn twiml_voice_model() -> Option<serde_json::Value> {
+    shared_twilio_json("twiml_voice_model.json")
+}
+
+/// `promtool`, when installed; else [`missing`]. `scripts/test` installs it (Debian package `prometheus`).
+pub fn promtool() -> Option<&'static str> {
+    match std::process::Command::new("promtool").arg("--version").output() {
+        Ok(o) if o.status.success() => Some("promtool"),
+        _ => {
+            missing("promtool", "apt-get install prometheus; scripts/test installs it");
+            None
+        }
+    }
+}
+
+/// Runs `promtool check metrics` on a text exposition: `Some(report)` (empty when clean: lint findings
+/// make it non-empty), or None after [`missing`] when promtool is not installed. Panics when promtool
+/// rejects the text.
+pub fn promtool_check_metrics(exposition: &str) -> Option<String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let promtool = promtool()?;
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child.stdin.take().expect("piped stdin").write_all(exposition.as_bytes()).expect("write to promtool");
+    let out = child.wait_with_output().expect("wait for promtool");
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool check metrics failed:\n{report}");
+    Some(report)
 }
 
 /// Every way `xml` breaks the TwiML voice model: unknown elements, attributes not allowed, unknown enum
@@ -210,5 +267,289 @@ impl TwimlModel<'_> {
                 }
             }
         }
+    }
+}
+
+/// The Grafana dashboard and the alert rules in `dashboard/`, and the metrics their PromQL refers to.
+pub mod dashboard {
+    use serde_json::Value;
+
+    use super::workspace_root;
+
+    /// A file of the workspace, by path relative to its root.
+    pub fn read(rel: &str) -> String {
+        let path = workspace_root().join(rel);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    }
+
+    /// `dashboard/dialer.json`.
+    pub fn dashboard() -> Value {
+        serde_json::from_str(&read("dashboard/dialer.json")).expect("dashboard/dialer.json is JSON")
+    }
+
+    /// `dashboard/alerts.yml`.
+    pub fn alerts() -> serde_yaml::Value {
+        serde_yaml::from_str(&read("dashboard/alerts.yml")).expect("dashboard/alerts.yml is YAML")
+    }
+
+    /// (where, expr) for every panel target (rows included), and every template variable query.
+    pub fn dashboard_exprs(d: &Value) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut panels: Vec<&Value> = d["panels"].as_array().expect("panels").iter().collect();
+        while let Some(p) = panels.pop() {
+            if let Some(nested) = p["panels"].as_array() {
+                panels.extend(nested);
+            }
+            for t in p["targets"].as_array().into_iter().flatten() {
+                let expr = t["expr"].as_str().unwrap_or_else(|| panic!("target without expr in {p}"));
+                out.push((format!("panel {:?}", p["title"]), expr.to_owned()));
+            }
+        }
+        for v in d["templating"]["list"].as_array().expect("templating.list") {
+            if v["type"] == "query" {
+                let q = match &v["query"] {
+                    Value::String(s) => s.clone(),
+                    q => q["query"].as_str().expect("variable query").to_owned(),
+                };
+                out.push((format!("variable {:?}", v["name"]), q));
+                if let Some(def) = v["definition"].as_str() {
+                    out.push((format!("variable {:?} definition", v["name"]), def.to_owned()));
+                }
+            }
+        }
+        out
+    }
+
+    /// (where, expr) for every alerting and recording rule.
+    pub fn alert_exprs(a: &serde_yaml::Value) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for g in a["groups"].as_sequence().expect("groups") {
+            for r in g["rules"].as_sequence().expect("rules") {
+                let name = r["alert"].as_str().or(r["record"].as_str()).expect("rule name");
+                out.push((format!("rule {name}"), r["expr"].as_str().expect("expr").to_owned()));
+            }
+        }
+        out
+    }
+
+    /// What one PromQL expression refers to.
+    #[derive(Debug, Default, Clone, PartialEq, Eq)]
+    pub struct Refs {
+        /// Each series selector: the metric name and the label names its matchers use (for Grafana's
+        /// `label_values(selector, label)`, the label too).
+        pub selectors: Vec<(String, Vec<String>)>,
+        /// Label names in `by`, `without`, `on`, `ignoring`, `group_left` and `group_right` lists.
+        pub grouping: Vec<String>,
+    }
+
+    impl Refs {
+        pub fn metric_names(&self) -> Vec<String> {
+            self.selectors.iter().map(|(m, _)| m.clone()).collect()
+        }
+    }
+
+    const KEYWORDS: &[&str] = &[
+        "and",
+        "or",
+        "unless",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "bool",
+        "offset",
+        "atan2",
+        "inf",
+        "nan",
+        "Inf",
+        "NaN",
+    ];
+    /// Keywords followed by a parenthesised list of label names.
+    const LABEL_LIST_KEYWORDS: &[&str] = &["by", "without", "on", "ignoring", "group_left", "group_right"];
+
+    /// Index just past the balanced group that opens at `s[start]` (one of `(`, `{`, `[`), skipping string
+    /// literals.
+    fn skip_group(s: &[char], start: usize) -> usize {
+        let mut depth = 0usize;
+        let mut i = start;
+        while i < s.len() {
+            match s[i] {
+                '"' | '\'' | '`' => i = skip_string(s, i) - 1,
+                '(' | '{' | '[' => depth += 1,
+                ')' | '}' | ']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return i + 1;
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        panic!("unbalanced brackets in {:?}", s.iter().collect::<String>())
+    }
+
+    fn skip_string(s: &[char], start: usize) -> usize {
+        let quote = s[start];
+        let mut i = start + 1;
+        while i < s.len() {
+            if s[i] == '\\' && quote != '`' {
+                i += 2;
+                continue;
+            }
+            if s[i] == quote {
+                return i + 1;
+            }
+            i += 1;
+        }
+        panic!("unterminated string in {:?}", s.iter().collect::<String>())
+    }
+
+    fn is_ident_start(c: char) -> bool {
+        c.is_ascii_alphabetic() || c == '_' || c == ':'
+    }
+
+    fn is_ident(c: char) -> bool {
+        c.is_ascii_alphanumeric() || c == '_' || c == ':'
+    }
+
+    /// The identifiers at the top level of a `{...}` or `(...)` group (strings and nested groups skipped)
+    /// that start an item: the label name of each matcher, or each name of a label list.
+    fn leading_idents(s: &[char], open: usize, close: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut i = open + 1;
+        let mut at_item_start = true;
+        while i < close - 1 {
+            let c = s[i];
+            if c == ',' {
+                at_item_start = true;
+                i += 1;
+            } else if c == '"' || c == '\'' || c == '`' {
+                i = skip_string(s, i);
+            } else if matches!(c, '(' | '{' | '[') {
+                i = skip_group(s, i);
+            } else if at_item_start && is_ident_start(c) {
+                let start = i;
+                while i < close && is_ident(s[i]) {
+                    i += 1;
+                }
+                out.push(s[start..i].iter().collect());
+                at_item_start = false;
+            } else {
+                if !c.is_whitespace() {
+                    at_item_start = false;
+                }
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Every metric a PromQL expression (with Grafana variables in it) selects, with the labels it matches
+    /// on, and the labels it groups or joins by. Function and aggregation names, keywords, label values,
+    /// durations, numbers and `$variables` are not metric names.
+    pub fn refs(expr: &str) -> Refs {
+        let s: Vec<char> = expr.chars().collect();
+        let mut out = Refs::default();
+        let mut i = 0;
+        while i < s.len() {
+            let c = s[i];
+            if c == '"' || c == '\'' || c == '`' {
+                i = skip_string(&s, i);
+            } else if c == '{' || c == '[' {
+                // Ranges and subqueries (a selector's matchers are read with its name below).
+                i = skip_group(&s, i);
+            } else if c == '$' {
+                // Grafana variable: $name, ${name} or ${name:format}.
+                i += 1;
+                if i < s.len() && s[i] == '{' {
+                    i = skip_group(&s, i);
+                } else {
+                    while i < s.len() && is_ident(s[i]) {
+                        i += 1;
+                    }
+                }
+            } else if c.is_ascii_digit() || (c == '.' && s.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+                // Numbers (0.99, 1e3, 0x1F) and durations (5m, 1h30m).
+                while i < s.len() && (is_ident(s[i]) || s[i] == '.') {
+                    i += 1;
+                }
+            } else if is_ident_start(c) {
+                let start = i;
+                while i < s.len() && is_ident(s[i]) {
+                    i += 1;
+                }
+                let word: String = s[start..i].iter().collect();
+                let mut j = i;
+                while j < s.len() && s[j].is_whitespace() {
+                    j += 1;
+                }
+                // A call, or an aggregation with its grouping first: `sum by (le) (...)`.
+                let next_word: String = s[j..].iter().take_while(|c| is_ident(**c)).collect();
+                let call = (j < s.len() && s[j] == '(')
+                    || (!LABEL_LIST_KEYWORDS.contains(&word.as_str()) && (next_word == "by" || next_word == "without"));
+                if LABEL_LIST_KEYWORDS.contains(&word.as_str()) {
+                    if call {
+                        let end = skip_group(&s, j);
+                        out.grouping.extend(leading_idents(&s, j, end));
+                        i = end;
+                    }
+                } else if call && word == "label_values" {
+                    // Grafana's label_values(label) or label_values(metric_selector, label).
+                    let end = skip_group(&s, j);
+                    let inner: String = s[j + 1..end - 1].iter().collect();
+                    if let Some((selector, label)) = split_top_level_comma(&inner) {
+                        let mut inner_refs = refs(selector);
+                        for (_, labels) in &mut inner_refs.selectors {
+                            labels.push(label.trim().to_owned());
+                        }
+                        out.selectors.extend(inner_refs.selectors);
+                        out.grouping.extend(inner_refs.grouping);
+                    }
+                    i = end;
+                } else if call || KEYWORDS.contains(&word.as_str()) {
+                    // A function or aggregation: its arguments are scanned as we go on.
+                } else {
+                    let labels = if j < s.len() && s[j] == '{' {
+                        let end = skip_group(&s, j);
+                        let labels = leading_idents(&s, j, end);
+                        i = end;
+                        labels
+                    } else {
+                        Vec::new()
+                    };
+                    out.selectors.push((word, labels));
+                }
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    fn split_top_level_comma(s: &str) -> Option<(&str, &str)> {
+        let chars: Vec<char> = s.chars().collect();
+        let mut i = 0;
+        let mut byte = 0;
+        while i < chars.len() {
+            match chars[i] {
+                '"' | '\'' | '`' | '(' | '{' | '[' => {
+                    let end = if matches!(chars[i], '(' | '{' | '[') {
+                        skip_group(&chars, i)
+                    } else {
+                        skip_string(&chars, i)
+                    };
+                    byte += chars[i..end].iter().map(|c| c.len_utf8()).sum::<usize>();
+                    i = end;
+                    continue;
+                }
+                ',' => return Some((&s[..byte], &s[byte + 1..])),
+                c => byte += c.len_utf8(),
+            }
+            i += 1;
+        }
+        None
     }
 }

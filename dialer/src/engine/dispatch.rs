@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use chrono::Utc;
-use dialer_core::batch::Batcher;
+use dialer_core::batch::{all_failed, Batcher};
 use dialer_core::domain::{AmdMode, CampaignStatus, FinalState};
 use dialer_core::metrics::Metrics;
-use dialer_core::store::{Block, ClaimedAttempt, DialingGate};
+use dialer_core::store::{Block, ClaimedAttempt, DialingGate, StoreError};
 use dialer_core::twilio::{CreateCall, HttpMethod, MachineDetection, RetryClass, StatusCallbackEvent};
 use rand::Rng;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -28,7 +29,7 @@ const WORKERS: usize = 32;
 
 /// The campaign's last check before the POST ([`Store::attempts_mark_dialing_many`]), batched: the calls
 /// the pacer has let through while the previous statement ran go in the next one.
-type Gate = Batcher<ClaimedAttempt, Result<DialingGate, String>>;
+type Gate = Batcher<ClaimedAttempt, DialingGate, StoreError>;
 
 pub async fn run(engine: Arc<Engine>, campaign: Arc<LiveCampaign>, rx: mpsc::Receiver<ClaimedAttempt>) {
     let gate: Gate = {
@@ -41,7 +42,7 @@ pub async fn run(engine: Arc<Engine>, campaign: Arc<LiveCampaign>, rx: mpsc::Rec
             async move {
                 match store.attempts_mark_dialing_many(&owner, id, &batch, max_24h, one_per_ref).await {
                     Ok(gates) => gates.into_iter().map(Ok).collect(),
-                    Err(e) => vec![Err(e.to_string()); batch.len()],
+                    Err(e) => all_failed(e, batch.len()),
                 }
             }
         })
@@ -79,6 +80,7 @@ async fn worker(
         );
         if let Err(e) = dispatch_one(&engine, &campaign, &gate, a).instrument(span).await {
             warn!(campaign = campaign.id, error = %e, "dispatch failed");
+            Metrics::global().internal_error("dispatch");
         }
     }
 }
@@ -99,7 +101,8 @@ async fn release(engine: &Engine, attempts: &[ClaimedAttempt]) {
     let ids: Vec<i64> = attempts.iter().map(|a| a.attempt_id).collect();
     let at = vec![Utc::now(); ids.len()];
     if let Err(e) = engine.store.attempts_release_many(&engine.node_id, &ids, &at).await {
-        warn!(error = %e, "releasing claims failed; their leases will expire");
+        warn!(error = %e, attempts = ids.len(), "releasing claims failed; their leases will expire");
+        Metrics::global().internal_error("dispatch");
     }
 }
 
@@ -138,11 +141,8 @@ async fn dispatch_one(
             return Ok(Dispatched::Released);
         }
     }
-    let gate = gate
-        .submit(a.clone())
-        .await
-        .ok_or_else(|| anyhow::anyhow!("the pre-POST check stopped"))?
-        .map_err(|e| anyhow::anyhow!("pre-POST check: {e}"))?;
+    // Either error leaves the claim to its lease: whether the check committed is not known here.
+    let gate = gate.submit(a.clone()).await.context("pre-POST check")?;
     match gate {
         DialingGate::Go => {}
         DialingGate::Dnc | DialingGate::AlreadyNotified => {
@@ -216,13 +216,13 @@ async fn post(engine: &Engine, c: &LiveCampaign, a: ClaimedAttempt, _permit: Own
                 queue_time_ms: call.queue_time.map(|q| i32::try_from(q).unwrap_or(i32::MAX)),
             };
             // Awaited while the REST permit is held, so a draining shutdown also waits for this write.
+            // The call exists either way; its callbacks carry the token, so it stays attributable.
             match engine.created.submit(created).await {
-                Some(Ok(())) => {}
-                // The call exists; its callbacks carry the token, so it stays attributable.
-                Some(Err(e)) => {
-                    warn!(attempt_id = a.attempt_id, call_sid = %call.sid, error = %e, "recording the CallSid failed")
+                Ok(()) => {}
+                Err(e) => {
+                    warn!(attempt_id = a.attempt_id, call_sid = %call.sid, error = %e, "recording the CallSid failed");
+                    m.internal_error("dispatch");
                 }
-                None => warn!(attempt_id = a.attempt_id, call_sid = %call.sid, "CallSid writer stopped"),
             }
             m.calls_created.with_label_values(&[&c.label, "created"]).inc();
         }
@@ -256,12 +256,17 @@ async fn post(engine: &Engine, c: &LiveCampaign, a: ClaimedAttempt, _permit: Own
                     m.calls_created.with_label_values(&[&c.label, "rejected"]).inc();
                     let reason = format!("Twilio refused calls for this campaign: {msg}");
                     info!(campaign = c.id, %reason, "pausing campaign");
-                    let _ = store.campaigns_set_status(c.id, CampaignStatus::Paused, Some(&reason)).await;
+                    if let Err(e) = store.campaigns_set_status(c.id, CampaignStatus::Paused, Some(&reason)).await {
+                        // The next POST gets the same refusal and tries again.
+                        warn!(campaign = c.id, error = %e, "pausing the campaign failed");
+                        m.internal_error("dispatch");
+                    }
                     store.attempts_not_created(a.attempt_id, code_i, &msg, Some(Utc::now()), None).await.map(|_| ())
                 }
             };
             if let Err(e) = r {
                 warn!(attempt_id = a.attempt_id, error = %e, "recording a failed create failed");
+                m.internal_error("dispatch");
             }
         }
     }

@@ -11,10 +11,10 @@ pub mod scheduler;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dialer_core::batch::Batcher;
+use dialer_core::batch::{all_failed, Batcher};
 use dialer_core::config::Config;
 use dialer_core::domain::{CallSid, TokenKey};
-use dialer_core::store::Store;
+use dialer_core::store::{Store, StoreError};
 use dialer_core::twilio::TwilioClient;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,7 @@ pub struct Engine {
     pub rest: Arc<Semaphore>,
     pub max_concurrent_requests: usize,
     /// Records CallSids from POST responses, many per statement.
-    pub created: Batcher<Created, Result<(), String>>,
+    pub created: Batcher<Created, (), StoreError>,
     pub shutdown: CancellationToken,
 }
 
@@ -88,12 +88,10 @@ impl Engine {
                         let ids: Vec<i64> = rows.iter().map(|r| r.attempt_id).collect();
                         let sids: Vec<&CallSid> = rows.iter().map(|r| &r.call_sid).collect();
                         let qts: Vec<Option<i32>> = rows.iter().map(|r| r.queue_time_ms).collect();
-                        let r = store
-                            .attempts_set_created_many(&ids, &sids, &qts)
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| e.to_string());
-                        vec![r; rows.len()]
+                        match store.attempts_set_created_many(&ids, &sids, &qts).await {
+                            Ok(_) => vec![Ok(()); rows.len()],
+                            Err(e) => all_failed(e, rows.len()),
+                        }
                     }
                 },
             )
@@ -142,9 +140,14 @@ impl Engine {
         if drained.is_err() {
             tracing::warn!("shutdown: some POSTs still in flight; reconciliation will resolve them");
         }
+        // Joins at shutdown: a task that panicked has already reported it.
         let _ = hb.await;
         let _ = hk.await;
-        self.store.nodes_leave(&self.node_id).await.ok();
+        if let Err(e) = self.store.nodes_leave(&self.node_id).await {
+            // The others stop counting this replica after LIVE_AFTER anyway.
+            tracing::warn!(error = %e, "leaving the replica set failed");
+            dialer_core::metrics::Metrics::global().internal_error("housekeeping");
+        }
         result
     }
 

@@ -43,6 +43,7 @@ pub async fn reconcile_once(engine: &Engine) -> anyhow::Result<Reconciled> {
             Ok(Step::StillOpen) => r.still_open += 1,
             Err(e) => {
                 warn!(attempt_id = a.attempt_id, error = %e, "reconciliation failed; will retry");
+                dialer_core::metrics::Metrics::global().internal_error("reconcile");
                 r.still_open += 1;
             }
         }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use dialer_core::domain::E164;
 use dialer_core::metrics::Metrics;
 use dialer_core::store::{Block, ClaimedAttempt};
@@ -71,18 +71,27 @@ pub async fn run(engine: Arc<Engine>) -> anyhow::Result<()> {
                                 let task = tokio::spawn(dispatch::run(engine.clone(), c.clone(), rx));
                                 running.insert(row.id, Running { campaign: c, tx, task });
                             }
-                            Err(e) => warn!(campaign = row.id, error = %e, "cannot run campaign"),
+                            Err(e) => {
+                                warn!(campaign = row.id, error = %e, "cannot run campaign");
+                                Metrics::global().internal_error("scheduler");
+                            }
                         }
                     }
                 }
-                Err(e) => warn!(error = %e, "reading running campaigns"),
+                Err(e) => {
+                    warn!(error = %e, "reading running campaigns");
+                    Metrics::global().internal_error("scheduler");
+                }
             }
         }
         let mut busy = false;
         for r in running.values() {
-            match claim_once(&engine, r).await {
+            match claim_once(&engine, &r.campaign, &r.tx, Utc::now()).await {
                 Ok(o) => busy |= o.claimed > 0 && o.claimed as i64 >= engine.claim_batch / 2,
-                Err(e) => warn!(campaign = r.campaign.id, error = %e, "claim failed"),
+                Err(e) => {
+                    warn!(campaign = r.campaign.id, error = %e, "claim failed");
+                    Metrics::global().internal_error("scheduler");
+                }
             }
         }
         if !busy {
@@ -102,35 +111,41 @@ pub async fn run(engine: Arc<Engine>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Claims one batch for a campaign if its dispatcher has room, applies claim-time policy, queues the rest.
-async fn claim_once(engine: &Engine, r: &Running) -> anyhow::Result<ClaimOutcome> {
+/// One scheduler step for one campaign: claims a batch if its dispatcher has room, applies claim-time
+/// policy as of `now` (the calling window in each contact's own zone, then DNC), and queues the rest on
+/// `tx`. The loop passes the wall clock; a test passes any instant.
+pub async fn claim_once(
+    engine: &Engine,
+    campaign: &LiveCampaign,
+    tx: &mpsc::Sender<ClaimedAttempt>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<ClaimOutcome> {
     // Never hold more claims than this campaign can dial within a third of the lease, or they would
     // expire in the queue and be rescued while still queued here.
-    let queued = r.campaign.held.load(Ordering::Relaxed) as i64;
-    let horizon = ((r.campaign.pacer.rate() * engine.lease.as_secs_f64() / 3.0).floor() as i64).max(1);
-    let want = (r.tx.capacity() as i64).min(engine.claim_batch).min(horizon - queued);
+    let queued = campaign.held.load(Ordering::Relaxed) as i64;
+    let horizon = ((campaign.pacer.rate() * engine.lease.as_secs_f64() / 3.0).floor() as i64).max(1);
+    let want = (tx.capacity() as i64).min(engine.claim_batch).min(horizon - queued);
     if want < (engine.claim_batch / 4).min(horizon / 2).max(1) {
         return Ok(ClaimOutcome::default());
     }
     let m = Metrics::global();
     let started = Instant::now();
     let claimed =
-        engine.store.attempts_claim_due(r.campaign.id, want, &engine.node_id, engine.lease.as_secs_f64()).await?;
+        engine.store.attempts_claim_due(campaign.id, want, &engine.node_id, engine.lease.as_secs_f64()).await?;
     m.claim_duration.observe(started.elapsed().as_secs_f64());
     if claimed.is_empty() {
         return Ok(ClaimOutcome::default());
     }
     m.claim_batch_size.observe(claimed.len() as f64);
     let mut out = ClaimOutcome { claimed: claimed.len(), ..Default::default() };
-    let now = Utc::now();
 
     // Calling window, in each contact's own zone: outside it, back to pending at the next opening.
     let mut defer_ids = Vec::new();
     let mut defer_at = Vec::new();
     let mut ready = Vec::with_capacity(claimed.len());
     for a in claimed {
-        let tz = r.campaign.zone_of(a.timezone);
-        match r.campaign.window.next_opening(tz, now) {
+        let tz = campaign.zone_of(a.timezone);
+        match campaign.window.next_opening(tz, now) {
             Some(t) if t <= now => ready.push(a),
             other => {
                 defer_ids.push(a.attempt_id);
@@ -141,7 +156,7 @@ async fn claim_once(engine: &Engine, r: &Running) -> anyhow::Result<ClaimOutcome
     // DNC (global or this campaign's), one query for the batch.
     let phones: Vec<E164> = ready.iter().map(|a| a.phone.clone()).collect();
     let blocked: std::collections::HashSet<E164> =
-        engine.store.dnc_blocked_among(r.campaign.id, &phones).await?.into_iter().collect();
+        engine.store.dnc_blocked_among(campaign.id, &phones).await?.into_iter().collect();
     let mut block_ids = Vec::new();
     let mut block_reasons = Vec::new();
     ready.retain(|a| {
@@ -155,22 +170,152 @@ async fn claim_once(engine: &Engine, r: &Running) -> anyhow::Result<ClaimOutcome
     });
     if !defer_ids.is_empty() {
         engine.store.attempts_release_many(&engine.node_id, &defer_ids, &defer_at).await?;
-        m.deferrals.with_label_values(&[&r.campaign.label, "window"]).inc_by(defer_ids.len() as u64);
+        m.deferrals.with_label_values(&[&campaign.label, "window"]).inc_by(defer_ids.len() as u64);
         out.deferred = defer_ids.len();
     }
     if !block_ids.is_empty() {
         engine.store.attempts_block_many(&engine.node_id, &block_ids, &block_reasons).await?;
-        m.deferrals.with_label_values(&[&r.campaign.label, "dnc"]).inc_by(block_ids.len() as u64);
+        m.deferrals.with_label_values(&[&campaign.label, "dnc"]).inc_by(block_ids.len() as u64);
         out.blocked = block_ids.len();
     }
     for a in ready {
         // Capacity was checked above and only this task sends, so this never waits long.
-        r.campaign.held.fetch_add(1, Ordering::Relaxed);
-        if r.tx.send(a).await.is_err() {
-            r.campaign.held.fetch_sub(1, Ordering::Relaxed);
+        campaign.held.fetch_add(1, Ordering::Relaxed);
+        if tx.send(a).await.is_err() {
+            campaign.held.fetch_sub(1, Ordering::Relaxed);
             break;
         }
         out.queued += 1;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The claim-time calling window at fixed instants (an injected clock), so every branch — open, closed
+    //! before the opening, closed after the close, summer and winter offsets — is checked whatever the
+    //! time of day the tests run. `dialer/tests/engine/policy.rs` proves the same end to end, at the
+    //! real time of day.
+
+    use std::time::Duration;
+
+    use chrono::TimeZone;
+    use dialer_core::config::Config;
+    use dialer_core::domain::{CampaignSpec, CampaignStatus, ContactState, Tz, E164};
+    use dialer_core::store::{NewContact, Store};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    const CAMPAIGN: &str = r#"
+name = "window at fixed instants"
+caller_id = "+14155550199"
+timezone = "UTC"
+cps = 10
+max_in_flight = 100
+max_attempts = 2
+[window]
+start = "09:00"
+end = "20:00"
+[retry]
+busy = { delay_s = 60, max = 1 }
+[script]
+language = "en-US"
+[script.menus.main]
+say = "Press 1 to confirm."
+[script.menus.main.options]
+"1" = { result = "confirmed" }
+"#;
+
+    fn config() -> Config {
+        Config {
+            database_url: None,
+            twilio_account_sid: Some("AC11111111111111111111111111111111".into()),
+            twilio_auth_token: Some("scheduler-test-token".into()),
+            // Never called: this test stops before the POST.
+            twilio_api_base_url: "http://127.0.0.1:9".into(),
+            public_base_url: Some("http://127.0.0.1:9".into()),
+            listen_addr: "127.0.0.1:0".parse().unwrap(),
+            attempt_token_secret: None,
+            account_cps: 10.0,
+            max_concurrent_requests: 8,
+            claim_batch: 200,
+            lease: Duration::from_secs(120),
+            twilio_timeout: Duration::from_secs(15),
+            stale_call: Duration::from_secs(900),
+            pacing_margin: Duration::from_millis(20),
+        }
+    }
+
+    fn contact(phone: &str, zone: &str) -> NewContact {
+        NewContact {
+            phone: E164::parse(phone, None).unwrap(),
+            timezone: Some(Tz::parse(zone).unwrap()),
+            external_id: None,
+            attributes: Default::default(),
+        }
+    }
+
+    async fn pending_at(store: &Store, phone: &str) -> (ContactState, DateTime<Utc>) {
+        sqlx::query_as("SELECT state, next_attempt_at FROM contacts WHERE phone = $1")
+            .bind(phone)
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn claims_outside_a_contacts_local_window_wait_for_its_next_opening_and_dnc_numbers_are_blocked() {
+        let store = testkit::fresh_store().await;
+        let id = store.campaigns_insert(&CampaignSpec::parse(CAMPAIGN, "window.toml").unwrap()).await.unwrap();
+        let (tokyo, tokyo_dnc, new_york, london) = ("+818011110001", "+818011110002", "+12125550001", "+442071230001");
+        let all = [
+            contact(tokyo, "Asia/Tokyo"),
+            contact(tokyo_dnc, "Asia/Tokyo"),
+            contact(new_york, "America/New_York"),
+            contact(london, "Europe/London"),
+        ];
+        store.contacts_insert_many(id, &all, |_| {}).await.unwrap();
+        store.dnc_add_many(&[all[1].phone.clone()], None, "test", "test").await.unwrap();
+        store.campaigns_set_status(id, CampaignStatus::Running, None).await.unwrap();
+        let engine = Engine::new(&config(), store.clone(), CancellationToken::new()).unwrap();
+        let row = store.campaigns_running().await.unwrap().into_iter().find(|r| r.id == id).unwrap();
+        let campaign = LiveCampaign::from_row(&row, engine.account_cps, 1, engine.pacing_margin).unwrap();
+        let (tx, mut rx) = mpsc::channel(256);
+
+        // 2025-07-01 02:00 UTC: Tokyo 11:00 JST (open), New York 22:00 EDT on June 30 (closed for the day),
+        // London 03:00 BST (not open yet). Every contact was due (next_attempt_at = insert time).
+        let summer = Utc.with_ymd_and_hms(2025, 7, 1, 2, 0, 0).unwrap();
+        let out = claim_once(&engine, &campaign, &tx, summer).await.unwrap();
+        assert_eq!(out, ClaimOutcome { claimed: 4, deferred: 2, blocked: 1, queued: 1 });
+        assert_eq!(rx.try_recv().unwrap().phone.as_str(), tokyo);
+        assert!(rx.try_recv().is_err(), "only the open zone's contact is queued");
+        let blocked: (ContactState,) = sqlx::query_as("SELECT state FROM contacts WHERE phone = $1")
+            .bind(tokyo_dnc)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(blocked.0, ContactState::Blocked);
+        // Deferred to the next 09:00 in their own zones, summer time: 09:00 EDT = 13:00 UTC, 09:00 BST =
+        // 08:00 UTC, both on July 1.
+        assert_eq!(
+            pending_at(&store, new_york).await,
+            (ContactState::Pending, Utc.with_ymd_and_hms(2025, 7, 1, 13, 0, 0).unwrap())
+        );
+        assert_eq!(
+            pending_at(&store, london).await,
+            (ContactState::Pending, Utc.with_ymd_and_hms(2025, 7, 1, 8, 0, 0).unwrap())
+        );
+
+        // Those openings are long past by the database's clock, so both are due again. 2025-01-15 13:30 UTC:
+        // London 13:30 GMT (open), New York 08:30 EST (not open yet: 09:00 EST is 14:00 UTC in winter).
+        let winter = Utc.with_ymd_and_hms(2025, 1, 15, 13, 30, 0).unwrap();
+        let out = claim_once(&engine, &campaign, &tx, winter).await.unwrap();
+        assert_eq!(out, ClaimOutcome { claimed: 2, deferred: 1, blocked: 0, queued: 1 });
+        assert_eq!(rx.try_recv().unwrap().phone.as_str(), london);
+        assert_eq!(
+            pending_at(&store, new_york).await,
+            (ContactState::Pending, Utc.with_ymd_and_hms(2025, 1, 15, 14, 0, 0).unwrap())
+        );
+    }
 }

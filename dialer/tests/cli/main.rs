@@ -189,28 +189,6 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn promtool_check(text: &str) -> Option<String> {
-    let mut child = match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(_) => return None,
-    };
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(String::from_utf8_lossy(&out.stdout).to_string())
-}
-
 async fn scrape(url: &str) -> String {
     for _ in 0..100 {
         if let Ok(r) = reqwest::get(url).await {
@@ -262,8 +240,7 @@ async fn every_process_metrics_pass_promtool() {
     let sim_metrics = scrape(&format!("http://127.0.0.1:{sim_port}/metrics")).await;
     assert!(app_metrics.contains("dialer_account_cps_limit"), "{app_metrics}");
     for text in [&app_metrics, &sim_metrics] {
-        if promtool_check(text).is_none() {
-            println!("skipping: promtool not installed (apt-get install prometheus)");
+        if testkit::promtool_check_metrics(text).is_none() {
             return;
         }
     }

@@ -1,29 +1,45 @@
 use std::time::Duration;
 
 use dialer_core::domain::{AttemptState, ContactState};
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::helpers::*;
 
+/// The seed of the kill moments: `CRASH_SEED` when set (to replay a failure), else a random one. Printed
+/// first, so a failing run's output names it; replaying it repeats the same kill delays (the processes'
+/// own timing still varies from run to run).
+fn crash_seed() -> u64 {
+    let seed = match std::env::var("CRASH_SEED") {
+        Ok(s) => s.trim().parse().unwrap_or_else(|_| panic!("CRASH_SEED={s:?} is not a u64")),
+        Err(_) => rand::random(),
+    };
+    eprintln!("kill -9 moments from CRASH_SEED={seed} (set it to replay them)");
+    seed
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_random_moments_loses_nothing_and_dials_no_attempt_twice() {
+    let seed = crash_seed();
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut env = Env::new(sim_config(40.0)).await;
     let tz = open_zone();
     let id = env.campaign(&campaign_toml(tz.name(), 40.0, ""), &contacts(800, None, 200_000)).await;
     env.spawn("callbacks", 40.0, &[]);
     let mut dialer = env.spawn("dialer", 40.0, &[]);
-    let mut kills = 0;
-    while kills < 6 {
-        let wait = rand::thread_rng().gen_range(700..2500);
+    let mut waits = Vec::new();
+    while waits.len() < 6 {
+        let wait = rng.gen_range(700..2500);
+        waits.push(wait);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         env.kill(dialer);
-        kills += 1;
         dialer = env.spawn("dialer", 40.0, &[]);
     }
+    eprintln!("killed after {waits:?} ms");
     let created_before_end = env.sim.stats().calls_created;
-    assert!(created_before_end > 0, "the dialer made progress between kills");
+    assert!(created_before_end > 0, "the dialer made progress between kills (CRASH_SEED={seed})");
     let r = env.wait_finished(id, Duration::from_secs(600)).await;
-    assert_eq!(r.contacts, 800, "no contact lost");
+    assert_eq!(r.contacts, 800, "no contact lost (CRASH_SEED={seed})");
     env.assert_one_call_per_attempt(id).await;
     // Every contact explains itself.
     let (unexplained,): (i64,) = sqlx::query_as(
@@ -33,7 +49,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_dials_no_attempt_twice() {
     .fetch_one(env.store.pool())
     .await
     .unwrap();
-    assert_eq!(unexplained, 0);
+    assert_eq!(unexplained, 0, "every contact explains itself (CRASH_SEED={seed})");
 }
 
 #[tokio::test(flavor = "multi_thread")]

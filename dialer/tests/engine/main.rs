@@ -1,9 +1,10 @@
 //! The engine's guarantees, proven against real PostgreSQL, the simulator over HTTP and real `dialer`
-//! processes (DESIGN.md guarantees 1, 2, 4 and 5).
+//! processes (DESIGN.md guarantees 1, 2, 4 and 5), and what those processes export on `/metrics`.
 
 mod helpers;
 
 mod crash;
+mod metrics;
 mod pacing;
 mod policy;
 mod reconcile;
