@@ -57,6 +57,9 @@ pub struct Metrics {
     pub callbacks_received: IntCounterVec,
     /// `dialer_callbacks_duplicate_total`: callbacks already seen (same call, same event).
     pub callbacks_duplicate: IntCounter,
+    /// `dialer_claims_rescued_total`: claims whose lease expired before they were sent (their dialer died
+    /// or held them too long); the contacts went back to pending.
+    pub claims_rescued: IntCounter,
     /// `dialer_callbacks_out_of_order_total`: callbacks older than the state already recorded.
     pub callbacks_out_of_order: IntCounter,
     /// `dialer_signature_rejections_total{route}`: requests rejected with 403 (bad `X-Twilio-Signature` or
@@ -84,6 +87,9 @@ pub struct Metrics {
     /// component ([`INTERNAL_ERROR_COMPONENTS`]): database writes and reads of the engine's loops,
     /// housekeeping job registration, a callback answered 500. Count them with [`Metrics::internal_error`].
     pub internal_errors: IntCounterVec,
+    /// `dialer_geo_permission_refusals_total{campaign,country}`: creates Twilio refused with 21215 (the
+    /// account may not call that country); that country's contacts of the campaign are skipped.
+    pub geo_refusals: IntCounterVec,
 }
 
 /// The `component` values of `dialer_internal_errors_total`, each exported from the start at 0 so a rate
@@ -196,6 +202,14 @@ impl Metrics {
                 "Callbacks and TwiML requests received from Twilio by event, each counted once.",
                 &["event"],
             ),
+            claims_rescued: reg(
+                &r,
+                IntCounter::new(
+                    "dialer_claims_rescued_total",
+                    "Claims whose lease expired before they were sent; their contacts went back to pending.",
+                )
+                .expect("valid metric"),
+            ),
             callbacks_duplicate: reg(
                 &r,
                 IntCounter::new(
@@ -280,6 +294,13 @@ impl Metrics {
                  registration, callbacks answered 500), by component.",
                 &["component"],
             ),
+            geo_refusals: counter_vec(
+                &r,
+                "dialer_geo_permission_refusals_total",
+                "Calls Twilio refused because the account may not call the destination country (21215), by \
+                 campaign and country calling code; that country's contacts are skipped.",
+                &["campaign", "country"],
+            ),
             registry: r,
         };
         for component in INTERNAL_ERROR_COMPONENTS {
@@ -320,6 +341,7 @@ impl Metrics {
             &self.scheduler_lag,
             &self.callbacks_received,
             &self.callbacks_duplicate,
+            &self.claims_rescued,
             &self.callbacks_out_of_order,
             &self.signature_rejections,
             &self.outcomes,
@@ -331,6 +353,7 @@ impl Metrics {
             &self.campaign_cps_limit,
             &self.callback_duration,
             &self.internal_errors,
+            &self.geo_refusals,
         ]
     }
 

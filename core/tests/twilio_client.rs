@@ -78,7 +78,7 @@ fn error_table_agrees_with_error_codes_json() {
         let http = ours["typical_http_status"].as_u64();
         let retry = ours["retry"].as_str().unwrap();
         let expected: &[RetryClass] = match (retry, http) {
-            ("no", _) => &[RetryClass::FinalForContact, RetryClass::FinalForCampaign],
+            ("no", _) => &[RetryClass::FinalForContact, RetryClass::FinalForCampaign, RetryClass::FinalForCountry],
             ("yes-backoff", Some(429)) => &[RetryClass::NotCreatedRetry],
             // A 5xx may have been processed, whatever the code: reconcile before retrying.
             ("yes-backoff" | "conditional", Some(500..=599)) => &[RetryClass::FateUnknown],
@@ -112,7 +112,7 @@ fn error_table_agrees_with_error_codes_json() {
         (20005, RetryClass::FinalForCampaign),
         (21210, RetryClass::FinalForCampaign),
         (21212, RetryClass::FinalForCampaign),
-        (21215, RetryClass::FinalForCampaign),
+        (21215, RetryClass::FinalForCountry),
     ] {
         assert_eq!(code_info(code).map(|i| i.class), Some(class), "code {code}");
     }

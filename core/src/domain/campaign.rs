@@ -73,8 +73,14 @@ fn default_ring_timeout() -> i32 {
 pub enum AmdMode {
     #[default]
     Off,
+    /// Synchronous: the TwiML request waits for the answer and carries `AnsweredBy` (machines get the
+    /// voicemail message or a hang-up).
     Enable,
+    /// Synchronous, waiting for the greeting to end, so a voicemail message lands after the beep.
     DetectMessageEnd,
+    /// Asynchronous (`AsyncAmd`): the script starts at once and the result arrives at `/amd/{token}`; a
+    /// machine is recorded and classified when the call ends (no voicemail message).
+    Async,
 }
 
 impl AmdMode {
@@ -83,10 +89,11 @@ impl AmdMode {
             Self::Off => "off",
             Self::Enable => "enable",
             Self::DetectMessageEnd => "detect_message_end",
+            Self::Async => "async",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Off, Self::Enable, Self::DetectMessageEnd].into_iter().find(|m| m.as_str() == s)
+        [Self::Off, Self::Enable, Self::DetectMessageEnd, Self::Async].into_iter().find(|m| m.as_str() == s)
     }
 }
 

@@ -50,6 +50,11 @@ impl E164 {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The country calling code (`81` for `+818012345678`).
+    pub fn country_code(&self) -> u16 {
+        phonenumber::parse(None, &self.0).map(|n| n.code().value()).expect("an E164 always parses")
+    }
 }
 
 impl TryFrom<String> for E164 {

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{Result, Store};
-use crate::domain::{AttemptState, CallSid, ContactState, Outcome, E164};
+use crate::domain::{AttemptState, CallSid, CallStatus, ContactState, Outcome, E164};
 
 /// An attempt whose call's fate or end is unknown and must be asked of the API.
 #[derive(Debug, Clone)]
@@ -17,6 +17,14 @@ pub struct OpenAttempt {
     pub caller_id: E164,
     pub call_sid: Option<CallSid>,
     pub requested_at: DateTime<Utc>,
+}
+
+/// A call still open, as `campaign cancel --hang-up` ends it.
+#[derive(Debug, Clone)]
+pub struct OpenCall {
+    pub attempt_id: i64,
+    pub call_sid: Option<CallSid>,
+    pub call_status: Option<CallStatus>,
 }
 
 impl Store {
@@ -42,6 +50,20 @@ impl Store {
             dialing_grace_s,
             stale_s,
             limit
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// A campaign's calls not yet ended (`dialing`, `created`, `parked`), with their CallSid once known and
+    /// the last status reported (to hang them up on cancel). Index: attempts_open.
+    pub async fn attempts_open_calls(&self, campaign_id: i64) -> Result<Vec<OpenCall>> {
+        Ok(sqlx::query_as!(
+            OpenCall,
+            r#"SELECT id AS attempt_id, call_sid AS "call_sid: CallSid", call_status AS "call_status: CallStatus"
+               FROM attempts WHERE campaign_id = $1 AND state IN ('dialing', 'created', 'parked')
+               ORDER BY id"#,
+            campaign_id
         )
         .fetch_all(&self.pool)
         .await?)

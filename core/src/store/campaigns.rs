@@ -35,7 +35,10 @@ pub struct CampaignRow {
     pub script: Value,
     pub recurrence_cron: Option<String>,
     pub recurrence_tz: Option<Tz>,
+    /// The last occurrence that opened the campaign (or found it open, paused…).
+    pub recurrence_last_at: Option<DateTime<Utc>>,
     pub spec: Value,
+    pub created_at: DateTime<Utc>,
 }
 
 /// `campaign status --json`.
@@ -67,7 +70,7 @@ macro_rules! select_campaigns {
                       retry_policy AS "retry_policy: Json<RetryPolicy>",
                       calling_window AS "calling_window: Json<CallingWindow>", limits AS "limits: Json<Limits>",
                       amd_mode AS "amd_mode: AmdMode", ring_timeout_s, script, recurrence_cron,
-                      recurrence_tz AS "recurrence_tz: Tz", spec
+                      recurrence_tz AS "recurrence_tz: Tz", recurrence_last_at, spec, created_at
                FROM campaigns "# $(+ $rest)+
         )
     };
@@ -79,7 +82,7 @@ macro_rules! select_campaigns {
                       retry_policy AS "retry_policy: Json<RetryPolicy>",
                       calling_window AS "calling_window: Json<CallingWindow>", limits AS "limits: Json<Limits>",
                       amd_mode AS "amd_mode: AmdMode", ring_timeout_s, script, recurrence_cron,
-                      recurrence_tz AS "recurrence_tz: Tz", spec
+                      recurrence_tz AS "recurrence_tz: Tz", recurrence_last_at, spec, created_at
                FROM campaigns "# $(+ $rest)+, $($arg),+
         )
     };
@@ -168,6 +171,28 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Records occurrence `at` of a recurring campaign, exactly once across replicas (compare-and-set on
+    /// `recurrence_last_at`: only an occurrence newer than the last recorded one applies). A draft or
+    /// completed campaign opens (`running`); a paused one stays paused and a running one runs on; a
+    /// canceled one is never touched. Returns the status after, or `None` when another replica (or an
+    /// earlier pass) already recorded this occurrence.
+    pub async fn campaigns_open_occurrence(&self, id: i64, at: DateTime<Utc>) -> Result<Option<CampaignStatus>> {
+        Ok(sqlx::query_scalar!(
+            r#"UPDATE campaigns SET recurrence_last_at = $2,
+                   status = CASE WHEN status IN ('draft', 'completed') THEN 'running' ELSE status END,
+                   status_reason = CASE WHEN status IN ('draft', 'completed') THEN 'opened by its recurrence'
+                                        ELSE status_reason END,
+                   updated_at = now()
+               WHERE id = $1 AND status <> 'canceled' AND recurrence_cron IS NOT NULL
+                 AND (recurrence_last_at IS NULL OR recurrence_last_at < $2)
+               RETURNING status AS "status: CampaignStatus""#,
+            id,
+            at
+        )
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// Marks running campaigns with no open contacts as completed; returns their ids.

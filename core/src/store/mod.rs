@@ -14,7 +14,7 @@ mod nodes;
 mod results;
 pub mod transitions;
 
-pub use attempts::OpenAttempt;
+pub use attempts::{OpenAttempt, OpenCall};
 pub use transitions::{Binding, Block, ClaimedAttempt, DialingGate, ATTEMPTS_CLAIM_DUE_SQL};
 
 use std::time::Duration;

@@ -390,6 +390,25 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Ends a campaign's contacts in one country that are still waiting (`pending`), after Twilio refused
+    /// the country (21215): `invalid` with outcome `rejected` and `reason`. Claimed ones are refused on
+    /// their own POST. Returns how many contacts ended.
+    pub async fn contacts_reject_country(&self, campaign_id: i64, country_code: u16, reason: &str) -> Result<u64> {
+        Ok(sqlx::query!(
+            "UPDATE contacts SET state = 'invalid', final_outcome = 'rejected', final_reason = $3,
+                 finished_at = now(), updated_at = now()
+             WHERE campaign_id = $1 AND state = 'pending' AND phone LIKE '+' || $2 || '%'",
+            campaign_id,
+            country_code.to_string(),
+            reason
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+}
+
 /// **released** by a cancel: every contact of the campaign not yet called ends `canceled`; claims not yet
 /// sent lose their attempt row (a dispatcher still holding one finds its lease gone and sends nothing).
 /// Contacts already `calling` end when their call does (settling sees the canceled campaign).

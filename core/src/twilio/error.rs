@@ -32,6 +32,10 @@ pub enum RetryClass {
     /// fail the same way, so the campaign should stop until an operator fixes it. The contact is not at
     /// fault and must not be burned.
     FinalForCampaign,
+    /// Twilio refused the destination country for our account (geo permissions, 21215). Nothing was
+    /// created; every number of that country in the campaign would fail the same way, numbers elsewhere
+    /// are fine: skip that country's contacts, keep dialing the rest, and tell an operator.
+    FinalForCountry,
 }
 
 /// Where a Twilio error code surfaces (the `ours.phase` field of `shared/twilio/error_codes.json`).
@@ -77,10 +81,12 @@ pub struct CodeInfo {
 ///   (21202 premium, 21211/21217 invalid, 21214 unreachable, 21216 Twilio blocklist, 13223–13226 the
 ///   dialled number's format/support/blocklist/country code). Anything an operator must fix is
 ///   [`RetryClass::FinalForCampaign`], because burning a contact is irreversible and silent while pausing a
-///   campaign is loud and reversible. So 21203 (international calling disabled), 21215/13227 (geo
-///   permissions) and 21219 (trial account: To not verified) stop the campaign, although only some numbers
-///   are affected, and request-construction bugs (21201, 21205…21209, 21213, 21234, 21609, 21626, 20001)
+///   campaign is loud and reversible. So 21203 (international calling disabled), 13227 (geo permissions,
+///   during the call) and 21219 (trial account: To not verified) stop the campaign, although only some
+///   numbers are affected, and request-construction bugs (21201, 21205…21209, 21213, 21234, 21609, 21626, 20001)
 ///   do too: every request would carry the same bug.
+/// - 21215 (geo permission refused on create) is [`RetryClass::FinalForCountry`]: it names one country,
+///   so only that country's contacts stop (with an alert), instead of pausing every other country too.
 /// - 20404 is a wrong account/base URL on create; on `fetch_call` it means "no such call" (see
 ///   [`TwilioError::is_not_found`]).
 /// - 21220 (call no longer modifiable) only comes from `update_call`: the call is already over, nothing to
@@ -100,8 +106,9 @@ pub fn code_info(code: u32) -> Option<CodeInfo> {
         21202 | 21211 | 21214 | 21216 | 21217 | 21220 => (Rest, FinalForContact),
         21610 | 21612 => (Rest, FinalForContact),
         // Call creation: our account, caller ID or request.
-        21201 | 21203 | 21205 | 21206 | 21208 | 21209 | 21210 | 21212 | 21213 | 21215 | 21218 | 21219 | 21234
-        | 21609 | 21626 => (Rest, FinalForCampaign),
+        21201 | 21203 | 21205 | 21206 | 21208 | 21209 | 21210 | 21212 | 21213 | 21218 | 21219 | 21234 | 21609
+        | 21626 => (Rest, FinalForCampaign),
+        21215 => (Rest, FinalForCountry),
         // While the call runs.
         13223..=13226 => (CallExecution, FinalForContact),
         13227 | 32017 | 32021 => (CallExecution, FinalForCampaign),

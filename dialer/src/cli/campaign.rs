@@ -1,8 +1,12 @@
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Subcommand;
-use dialer_core::domain::{CampaignSpec, CampaignStatus};
+use dialer_core::config::Config;
+use dialer_core::domain::{CallStatus, CampaignSpec, CampaignStatus};
+use dialer_core::twilio::{TwilioClient, UpdateStatus};
 
 use super::{connect, CliResult, Failure};
 
@@ -20,8 +24,15 @@ pub enum CampaignCmd {
     Pause { id: i64 },
     /// Resume a paused campaign.
     Resume { id: i64 },
-    /// Cancel: contacts not yet called end as canceled.
-    Cancel { id: i64 },
+    /// Cancel: contacts not yet called end as canceled; calls in flight finish, and their contacts end
+    /// canceled rather than being retried.
+    Cancel {
+        id: i64,
+        /// Also end the calls in flight now, through the Twilio API (needs TWILIO_ACCOUNT_SID,
+        /// TWILIO_AUTH_TOKEN): ringing ones are canceled, answered ones hung up.
+        #[arg(long)]
+        hang_up: bool,
+    },
     /// Show a campaign's contacts by state and outcome.
     Status {
         id: i64,
@@ -44,7 +55,13 @@ pub async fn run(cmd: CampaignCmd) -> CliResult {
         }
         CampaignCmd::Start { id } | CampaignCmd::Resume { id } => set_status(id, CampaignStatus::Running).await,
         CampaignCmd::Pause { id } => set_status(id, CampaignStatus::Paused).await,
-        CampaignCmd::Cancel { id } => set_status(id, CampaignStatus::Canceled).await,
+        CampaignCmd::Cancel { id, hang_up } => {
+            set_status(id, CampaignStatus::Canceled).await?;
+            if hang_up {
+                hang_up_calls(id).await?;
+            }
+            Ok(())
+        }
         CampaignCmd::Status { id, json } => {
             let store = connect().await?;
             let r = store.campaigns_report(id).await.map_err(|e| Failure::InvalidInput(e.to_string()))?;
@@ -69,6 +86,69 @@ pub async fn run(cmd: CampaignCmd) -> CliResult {
             Ok(())
         }
     }
+}
+
+/// Ends the calls still open after a cancel. Calls whose POST is still out get their CallSid within the
+/// Twilio timeout; the loop waits that long for them, then leaves any rest to finish on their own (their
+/// contacts end canceled either way).
+async fn hang_up_calls(id: i64) -> CliResult {
+    let config = Config::from_env().context("configuration")?;
+    let twilio = TwilioClient::new(
+        &config.twilio_api_base_url,
+        config.account_sid().context("configuration")?,
+        config.auth_token().context("configuration")?,
+        config.twilio_timeout,
+    )
+    .context("Twilio client")?;
+    let store = connect().await?;
+    let deadline = Instant::now() + config.twilio_timeout * 2 + Duration::from_secs(2);
+    let mut done: HashSet<i64> = HashSet::new();
+    let (mut ended, mut failed) = (0usize, 0usize);
+    loop {
+        let open = store.attempts_open_calls(id).await.context("reading calls in flight")?;
+        let mut waiting = 0;
+        for call in open {
+            if done.contains(&call.attempt_id) {
+                continue;
+            }
+            let Some(sid) = &call.call_sid else {
+                waiting += 1;
+                continue;
+            };
+            // Answered calls are hung up; queued or ringing ones canceled. If the call moved on meanwhile,
+            // the other verb applies.
+            let first = if call.call_status == Some(CallStatus::InProgress) {
+                UpdateStatus::Completed
+            } else {
+                UpdateStatus::Canceled
+            };
+            let other = if first == UpdateStatus::Completed { UpdateStatus::Canceled } else { UpdateStatus::Completed };
+            let result = match twilio.update_call(sid, first).await {
+                Ok(c) => Ok(c),
+                Err(_) => twilio.update_call(sid, other).await,
+            };
+            done.insert(call.attempt_id);
+            match result {
+                Ok(_) => ended += 1,
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("campaign {id}: could not end call {sid}: {e}");
+                }
+            }
+        }
+        if waiting == 0 || Instant::now() >= deadline {
+            if waiting > 0 {
+                eprintln!("campaign {id}: {waiting} calls still had no CallSid; they end on their own");
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("campaign {id}: {ended} calls in flight ended through the API");
+    if failed > 0 {
+        return Err(Failure::Other(anyhow::anyhow!("{failed} calls could not be ended")));
+    }
+    Ok(())
 }
 
 async fn set_status(id: i64, to: CampaignStatus) -> CliResult {

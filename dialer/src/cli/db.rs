@@ -37,14 +37,16 @@ pub async fn database_url(database: &str) -> CliResult<String> {
     if let Some(u) = &config.database_url {
         return Ok(u.expose_secret().to_string());
     }
-    let server = pg::find_or_start(None, Path::new("target/pg")).await.map_err(Failure::NoDatabase)?;
-    pg::ensure_database(&server, database).await.map_err(Failure::NoDatabase)?;
+    let server =
+        pg::find_or_start(None, Path::new("target/pg")).await.map_err(|e| Failure::NoDatabase(e.to_string()))?;
+    pg::ensure_database(&server, database).await.map_err(|e| Failure::NoDatabase(e.to_string()))?;
     Ok(pg::with_database(&server, database))
 }
 
 /// Connects to the configured (or discovered) database.
 pub async fn connect() -> CliResult<Store> {
     let url = database_url(DEFAULT_DATABASE).await?;
-    let store = Store::connect(&url, 16).await.context("connecting to PostgreSQL")?;
+    // Exit code 4 says "no database", whatever the cause (down, refused, bad credentials).
+    let store = Store::connect(&url, 16).await.map_err(|e| Failure::NoDatabase(e.to_string()))?;
     Ok(store)
 }

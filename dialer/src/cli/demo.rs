@@ -74,12 +74,14 @@ pub async fn run(args: DemoArgs) -> CliResult {
     eprintln!("demo: finding PostgreSQL…");
     let server = match &base.database_url {
         Some(u) => secrecy::ExposeSecret::expose_secret(u).to_string(),
-        None => pg::find_or_start(None, std::path::Path::new("target/pg")).await.map_err(Failure::NoDatabase)?,
+        None => pg::find_or_start(None, std::path::Path::new("target/pg"))
+            .await
+            .map_err(|e| Failure::NoDatabase(e.to_string()))?,
     };
     let admin = pg::with_database(&server, "postgres");
     recreate_database(&admin, DEMO_DATABASE).await?;
     let db_url = pg::with_database(&server, DEMO_DATABASE);
-    let store = Store::connect(&db_url, 40).await.context("connecting to the demo database")?;
+    let store = Store::connect(&db_url, 40).await.map_err(|e| Failure::NoDatabase(e.to_string()))?;
     store.migrate().await.context("migrations")?;
 
     // The simulator: a realistic answer mix, seeded; a press-1-then-slot keypress profile.

@@ -5,18 +5,19 @@ use std::io::Write;
 use dialer_core::store::ResultRow;
 
 /// CSV with a header: contact_id, external_id, phone, state, outcome, result, attempts, last_call_at
-/// (RFC 3339, UTC). Empty fields for missing values.
+/// (RFC 3339, UTC). Empty fields for missing values. Free-text cells (the external reference, the
+/// result) that a spreadsheet would run as a formula are neutralized ([`spreadsheet_safe`]).
 pub fn write_csv<W: Write>(rows: &[ResultRow], writer: W) -> Result<(), csv::Error> {
     let mut w = csv::Writer::from_writer(writer);
     w.write_record(["contact_id", "external_id", "phone", "state", "outcome", "result", "attempts", "last_call_at"])?;
     for r in rows {
         w.write_record([
             r.contact_id.to_string(),
-            r.external_id.clone().unwrap_or_default(),
+            spreadsheet_safe(r.external_id.as_deref().unwrap_or_default()),
             r.phone.to_string(),
             r.state.to_string(),
             r.outcome.map(|o| o.to_string()).unwrap_or_default(),
-            r.result.clone().unwrap_or_default(),
+            spreadsheet_safe(r.result.as_deref().unwrap_or_default()),
             r.attempts.to_string(),
             r.last_call_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
         ])?;
@@ -25,7 +26,34 @@ pub fn write_csv<W: Write>(rows: &[ResultRow], writer: W) -> Result<(), csv::Err
     Ok(())
 }
 
+/// A cell that a spreadsheet would read as a formula (`=`, `+`, `-`, `@`, tab, CR first: CSV injection,
+/// OWASP) gets a leading `'`, which spreadsheets show as text. Only free text needs it: the phone column is
+/// a validated E.164 number (`+` and digits, never a formula) and keeps its `+` so that files round-trip.
+pub fn spreadsheet_safe(cell: &str) -> String {
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),
+        _ => cell.to_string(),
+    }
+}
+
 /// A JSON array of objects with the same fields as the CSV (nulls for missing values).
 pub fn write_json<W: Write>(rows: &[ResultRow], writer: W) -> serde_json::Result<()> {
     serde_json::to_writer_pretty(writer, rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spreadsheet_safe;
+
+    #[test]
+    fn formulas_in_free_text_are_neutralized_and_plain_text_is_kept() {
+        assert_eq!(spreadsheet_safe("=HYPERLINK(\"http://x\")"), "'=HYPERLINK(\"http://x\")");
+        assert_eq!(spreadsheet_safe("+1+1"), "'+1+1");
+        assert_eq!(spreadsheet_safe("-2"), "'-2");
+        assert_eq!(spreadsheet_safe("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(spreadsheet_safe("\t=1"), "'\t=1");
+        assert_eq!(spreadsheet_safe("parcel-1234"), "parcel-1234");
+        assert_eq!(spreadsheet_safe("reschedule:morning"), "reschedule:morning");
+        assert_eq!(spreadsheet_safe(""), "");
+    }
 }

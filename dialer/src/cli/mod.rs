@@ -68,8 +68,9 @@ pub enum Failure {
     /// The input was rejected and nothing was written.
     #[error("{0}")]
     InvalidInput(String),
-    #[error(transparent)]
-    NoDatabase(localpg::PgError),
+    /// PostgreSQL could not be found, started or connected to (exit code 4).
+    #[error("PostgreSQL unavailable: {0}")]
+    NoDatabase(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }

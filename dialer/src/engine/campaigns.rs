@@ -18,8 +18,6 @@ pub struct LiveCampaign {
     pub limits: Limits,
     pub amd: AmdMode,
     pub ring_timeout_s: u32,
-    /// min(cps, account CPS × share), before dividing by live replicas.
-    pub cps: f64,
     pub pacer: Pacer,
     /// Claims handed to the dispatcher and not yet through its pre-POST check (queued or waiting for
     /// the pacer). The scheduler claims only while this is under what the pacer lets through in a third
@@ -28,13 +26,14 @@ pub struct LiveCampaign {
 }
 
 impl LiveCampaign {
+    /// `share` is the campaign's part of the account CPS ([`super::pacing::fair_shares`]); this replica
+    /// paces at `share / live`.
     pub fn from_row(
         row: &CampaignRow,
-        account_cps: f64,
+        share: f64,
         live: i64,
         margin: std::time::Duration,
     ) -> anyhow::Result<Arc<Self>> {
-        let cps = row.cps.min(account_cps * row.account_cps_share);
         Ok(Arc::new(Self {
             id: row.id,
             label: row.id.to_string(),
@@ -44,8 +43,7 @@ impl LiveCampaign {
             limits: row.limits.0.clone(),
             amd: row.amd_mode,
             ring_timeout_s: row.ring_timeout_s.max(5) as u32,
-            cps,
-            pacer: Pacer::new(cps / live.max(1) as f64, margin),
+            pacer: Pacer::new(share / live.max(1) as f64, margin),
             held: AtomicUsize::new(0),
         }))
     }

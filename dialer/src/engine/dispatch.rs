@@ -1,8 +1,9 @@
 //! A campaign's dispatcher: the last policy check, pacing, and the POST that creates the call.
 //!
-//! Order per attempt: window re-check → campaign pacer → commit `dialing` (DNC, 24 h limit and
-//! one-per-reference checked again in the same statement) → REST permit → account pacer → POST. The
-//! attempt is committed as `dialing` before the POST and no transaction is open during it.
+//! Order per attempt: calling-window re-check → campaign pacer → REST permit → account pacer → commit
+//! `dialing` (DNC, 24 h limit and one-per-reference checked again in the same statement) → both levels'
+//! one-second window guards → POST. The attempt is committed as `dialing` before the POST, no transaction
+//! is open during it, and a POST never starts long after its commit (the fence, see `dispatch_one`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{info, warn, Instrument};
 
 use super::campaigns::LiveCampaign;
+use super::pacing;
 use super::{Created, Engine, WRITERS, WRITE_BATCH};
 
 /// Workers per campaign. The pacers serialize the sends themselves; the workers overlap each call's last
@@ -134,15 +136,24 @@ async fn dispatch_one(
             return Ok(Dispatched::Deferred);
         }
     }
-    tokio::select! {
-        _ = c.pacer.until_ready() => {}
+    // Pacing comes before the commit: an attempt is committed `dialing` only when its slot has come, and
+    // is sent at once, so reconciliation never finds a `dialing` attempt whose worker still waits to
+    // send it (with several campaigns on a small account CPS those waits used to exceed its grace).
+    let permit = tokio::select! {
+        permit = async {
+            c.pacer.pace().await;
+            let permit = engine.rest.clone().acquire_owned().await.expect("semaphore never closed");
+            engine.account.pace().await;
+            permit
+        } => permit,
         _ = engine.shutdown.cancelled() => {
             release(engine, std::slice::from_ref(&a)).await;
             return Ok(Dispatched::Released);
         }
-    }
+    };
     // Either error leaves the claim to its lease: whether the check committed is not known here.
     let gate = gate.submit(a.clone()).await.context("pre-POST check")?;
+    let committed = Instant::now();
     match gate {
         DialingGate::Go => {}
         DialingGate::Dnc | DialingGate::AlreadyNotified => {
@@ -170,8 +181,26 @@ async fn dispatch_one(
         DialingGate::LeaseLost => return Ok(Dispatched::LeaseLost),
     }
     m.scheduler_lag.observe((Utc::now() - a.next_attempt_at).num_milliseconds().max(0) as f64 / 1000.0);
-    let permit = engine.rest.clone().acquire_owned().await.expect("semaphore never closed");
-    engine.account.until_ready().await;
+    // Both levels' one-second windows, at the send time itself (Twilio counts on arrival).
+    pacing::admit(&[&c.pacer, &engine.account]).await;
+    // The fence: a POST starting this long after its commit could still be in flight when reconciliation
+    // treats the attempt as never created (2 × timeout + 2 s after the commit). It is not sent; the
+    // attempt is closed as not created and the contact is due again at once. Not expected to happen.
+    if committed.elapsed() > engine.twilio_timeout {
+        warn!(attempt_id = a.attempt_id, waited = ?committed.elapsed(), "not sent: held too long after its commit");
+        engine
+            .store
+            .attempts_not_created(
+                a.attempt_id,
+                None,
+                "not sent: held too long after the pre-POST commit",
+                Some(Utc::now()),
+                None,
+            )
+            .await?;
+        m.deferrals.with_label_values(&[&c.label, "fence"]).inc();
+        return Ok(Dispatched::Released);
+    }
     let engine = engine.clone();
     let c = c.clone();
     let span = tracing::Span::current();
@@ -200,7 +229,13 @@ async fn post(engine: &Engine, c: &LiveCampaign, a: ClaimedAttempt, _permit: Own
         AmdMode::Off => None,
         AmdMode::Enable => Some(MachineDetection::Enable),
         AmdMode::DetectMessageEnd => Some(MachineDetection::DetectMessageEnd),
+        AmdMode::Async => Some(MachineDetection::Enable),
     };
+    if c.amd == AmdMode::Async {
+        req.async_amd = Some(true);
+        req.async_amd_status_callback = Some(engine.amd_url(a.attempt_id));
+        req.async_amd_status_callback_method = Some(HttpMethod::Post);
+    }
     let started = Instant::now();
     let result = engine.twilio.create_call(&req).await;
     m.twilio_request_duration.with_label_values(&["create"]).observe(started.elapsed().as_secs_f64());
@@ -249,6 +284,28 @@ async fn post(engine: &Engine, c: &LiveCampaign, a: ClaimedAttempt, _permit: Own
                     m.calls_created.with_label_values(&[&c.label, "rejected"]).inc();
                     store
                         .attempts_not_created(a.attempt_id, code_i, &msg, None, Some(FinalState::Invalid))
+                        .await
+                        .map(|_| ())
+                }
+                RetryClass::FinalForCountry => {
+                    // Only this country: its waiting contacts end now, the rest of the campaign dials on.
+                    m.calls_created.with_label_values(&[&c.label, "rejected"]).inc();
+                    let country = a.phone.country_code();
+                    m.geo_refusals.with_label_values(&[&c.label, &country.to_string()]).inc();
+                    let reason = format!("Twilio refused calls to +{country} (geo permissions): {msg}");
+                    warn!(campaign = c.id, country, %msg, "country refused; skipping its contacts");
+                    match store.contacts_reject_country(c.id, country, &reason).await {
+                        Ok(n) if n > 0 => {
+                            info!(campaign = c.id, country, skipped = n, "contacts of a refused country ended")
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            warn!(campaign = c.id, error = %e, "ending a refused country's contacts failed");
+                            m.internal_error("dispatch");
+                        }
+                    }
+                    store
+                        .attempts_not_created(a.attempt_id, code_i, &reason, None, Some(FinalState::Invalid))
                         .await
                         .map(|_| ())
                 }

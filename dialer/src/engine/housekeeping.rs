@@ -1,11 +1,11 @@
-//! Housekeeping on tokio-cron-scheduler: lease rescue, reconciliation, completing finished campaigns,
-//! contact gauges, and opening recurring campaigns at their cron time in their own time zone.
+//! Housekeeping: lease rescue, reconciliation, completing finished campaigns, contact gauges (on
+//! tokio-cron-scheduler), and opening recurring campaigns once per occurrence across replicas.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dialer_core::domain::{CampaignStatus, ContactState};
+use dialer_core::domain::{latest_occurrence, CampaignStatus, ContactState};
 use dialer_core::metrics::Metrics;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tracing::{error, info, warn};
@@ -36,6 +36,7 @@ pub async fn heartbeat(engine: Arc<Engine>) {
 /// One pass of every maintenance step (also what the cron jobs call).
 pub async fn maintain_once(engine: &Engine) -> anyhow::Result<()> {
     let rescued = engine.store.contacts_rescue_expired().await?;
+    Metrics::global().claims_rescued.inc_by(rescued);
     if rescued > 0 {
         info!(rescued, "rescued expired claims");
     }
@@ -43,6 +44,7 @@ pub async fn maintain_once(engine: &Engine) -> anyhow::Result<()> {
     for id in engine.store.campaigns_complete_finished().await? {
         info!(campaign = id, "campaign completed");
     }
+    recur_once(engine, chrono::Utc::now()).await?;
     Ok(())
 }
 
@@ -113,7 +115,6 @@ pub async fn run(engine: Arc<Engine>) {
             m.internal_error("housekeeping");
         }
     }
-    add_recurring(&engine, &sched).await;
     if let Err(e) = sched.start().await {
         error!(error = %e, "housekeeping scheduler failed to start: no rescue, reconciliation or recurrences");
         m.internal_error("housekeeping");
@@ -129,43 +130,33 @@ pub async fn run(engine: Arc<Engine>) {
     }
 }
 
-/// Recurring campaigns: at each cron time (in the campaign's recurrence zone) the campaign is set running.
-/// The schedule of each contact stays in `next_attempt_at`.
-async fn add_recurring(engine: &Arc<Engine>, sched: &JobScheduler) {
-    let m = Metrics::global();
-    let rows = match engine.store.campaigns_recurring().await {
-        Ok(rows) => rows,
-        Err(e) => {
-            error!(error = %e, "reading recurring campaigns failed: none will open on its own until a restart");
-            m.internal_error("housekeeping");
-            return;
-        }
-    };
-    for row in rows {
-        let (Some(cron), Some(tz)) = (row.recurrence_cron.clone(), row.recurrence_tz) else { continue };
-        let tz = tz.get();
-        let e = engine.clone();
-        let id = row.id;
-        let job = Job::new_async_tz(cron.as_str(), tz, move |_, _| {
-            let e = e.clone();
-            Box::pin(async move {
-                match e.store.campaigns_set_status(id, CampaignStatus::Running, Some("opened by its recurrence")).await
-                {
-                    Ok(_) => info!(campaign = id, "recurring campaign opened"),
-                    Err(err) => {
-                        warn!(campaign = id, error = %err, "opening recurring campaign failed");
-                        Metrics::global().internal_error("housekeeping");
-                    }
-                }
-            })
-        });
-        let added = match job {
-            Ok(j) => sched.add(j).await.map(|_| ()),
-            Err(e) => Err(e),
+/// Recurring campaigns, one pass: each campaign's latest cron occurrence (in its recurrence zone) since
+/// the last one recorded (or since it was created) is recorded once across replicas, opening a draft or
+/// completed campaign; a paused one stays paused. Read from the database every pass, so a campaign
+/// created, changed or removed on any replica is followed within a second. Returns the campaigns opened.
+pub async fn recur_once(engine: &Engine, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<Vec<i64>> {
+    let mut opened = Vec::new();
+    for row in engine.store.campaigns_recurring().await? {
+        let (Some(cron), Some(tz)) = (row.recurrence_cron.as_deref(), row.recurrence_tz) else { continue };
+        let schedule: cron::Schedule = match cron.parse() {
+            Ok(s) => s,
+            Err(e) => {
+                // Validated at create; a hand-edited row is reported, not retried every second silently.
+                error!(campaign = row.id, cron, error = %e, "recurrence cron unreadable: the campaign will not open");
+                Metrics::global().internal_error("housekeeping");
+                continue;
+            }
         };
-        if let Err(e) = added {
-            error!(campaign = id, cron = %cron, error = %e, "registering the recurrence failed: the campaign will not open");
-            m.internal_error("housekeeping");
+        let after = row.recurrence_last_at.unwrap_or(row.created_at);
+        let Some(at) = latest_occurrence(&schedule, tz, after, now) else { continue };
+        match engine.store.campaigns_open_occurrence(row.id, at).await? {
+            Some(CampaignStatus::Running) if row.status != CampaignStatus::Running => {
+                info!(campaign = row.id, occurrence = %at, "recurring campaign opened");
+                opened.push(row.id);
+            }
+            Some(status) => info!(campaign = row.id, occurrence = %at, %status, "recurrence: campaign left as it is"),
+            None => {} // another replica took this occurrence
         }
     }
+    Ok(opened)
 }

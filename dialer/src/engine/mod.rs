@@ -162,6 +162,12 @@ impl Engine {
         self.account.set_rate(self.account_cps / live.max(1) as f64);
     }
 
+    /// The attempt's `AsyncAmdStatusCallback` URL.
+    pub fn amd_url(&self, attempt_id: i64) -> String {
+        let token = dialer_core::domain::AttemptToken::new(attempt_id).encode(&self.token_key);
+        format!("{}/amd/{token}", self.public_base_url)
+    }
+
     /// The attempt's TwiML and StatusCallback URLs; its token is signed once for both.
     pub fn callback_urls(&self, attempt_id: i64) -> (String, String) {
         let token = dialer_core::domain::AttemptToken::new(attempt_id).encode(&self.token_key);

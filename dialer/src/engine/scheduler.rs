@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::campaigns::LiveCampaign;
-use super::{dispatch, Engine};
+use super::{dispatch, pacing, Engine};
 
 /// How long the scheduler sleeps when there is nothing due.
 const IDLE_TICK: Duration = Duration::from_millis(100);
@@ -58,14 +58,20 @@ pub async fn run(engine: Arc<Engine>) -> anyhow::Result<()> {
                         }
                         keep
                     });
-                    for row in &rows {
+                    // The account CPS split among the running campaigns by weight, each within its own cap.
+                    let demands: Vec<(f64, f64)> = rows
+                        .iter()
+                        .map(|r| (r.cps.min(engine.account_cps * r.account_cps_share), r.account_cps_share))
+                        .collect();
+                    let shares = pacing::fair_shares(engine.account_cps, &demands);
+                    for (row, &share) in rows.iter().zip(&shares) {
+                        Metrics::global().campaign_cps_limit.with_label_values(&[&row.id.to_string()]).set(share);
                         if let Some(r) = running.get(&row.id) {
-                            r.campaign.pacer.set_rate(r.campaign.cps / live as f64);
+                            r.campaign.pacer.set_rate(share / live as f64);
                             continue;
                         }
-                        match LiveCampaign::from_row(row, engine.account_cps, live, engine.pacing_margin) {
+                        match LiveCampaign::from_row(row, share, live, engine.pacing_margin) {
                             Ok(c) => {
-                                Metrics::global().campaign_cps_limit.with_label_values(&[&c.label]).set(c.cps);
                                 let cap = (engine.claim_batch as usize * 2).max(16);
                                 let (tx, rx) = mpsc::channel(cap);
                                 let task = tokio::spawn(dispatch::run(engine.clone(), c.clone(), rx));
