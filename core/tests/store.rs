@@ -264,3 +264,28 @@ async fn a_batch_holding_two_attempts_of_one_contact_settles_like_one_by_one() {
     assert_eq!(together, vec![(true, false), (true, true)], "only the current attempt moves the contact");
     assert_eq!(state(&batched, old).await, state(&single, old1).await);
 }
+
+/// Recurrence: one occurrence is taken by exactly one of several replicas racing for it; a paused campaign
+/// stays paused and a canceled one is never touched.
+#[tokio::test]
+async fn a_recurrence_occurrence_applies_once_and_never_reopens_a_paused_campaign() {
+    let store = fresh_store().await;
+    let text = format!("{CAMPAIGN}\n[recurrence]\ncron = \"0 0 9 * * *\"\ntimezone = \"Asia/Tokyo\"\n");
+    let id = store.campaigns_insert(&CampaignSpec::parse(&text, "r.toml").unwrap()).await.unwrap();
+    let at = chrono::Utc::now();
+    let answers = futures::future::join_all((0..6).map(|_| {
+        let store = store.clone();
+        async move { store.campaigns_open_occurrence(id, at).await.unwrap() }
+    }))
+    .await;
+    assert_eq!(answers.iter().filter(|a| a.is_some()).count(), 1, "one replica takes the occurrence: {answers:?}");
+    assert_eq!(store.campaigns_get(id).await.unwrap().status, Running);
+    // The same or an older occurrence again: nothing.
+    assert_eq!(store.campaigns_open_occurrence(id, at).await.unwrap(), None);
+    store.campaigns_set_status(id, Paused, Some("ops")).await.unwrap();
+    let next = at + chrono::Duration::days(1);
+    assert_eq!(store.campaigns_open_occurrence(id, next).await.unwrap(), Some(Paused), "recorded, still paused");
+    store.campaigns_set_status(id, CampaignStatus::Canceled, None).await.unwrap();
+    assert_eq!(store.campaigns_open_occurrence(id, next + chrono::Duration::days(1)).await.unwrap(), None);
+    assert_eq!(store.campaigns_get(id).await.unwrap().status, CampaignStatus::Canceled);
+}

@@ -72,19 +72,37 @@ async fn calls_start_only_inside_each_contacts_window_and_dnc_numbers_are_never_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recurring_campaign_opens_itself_at_its_cron_time_in_its_zone() {
     let mut env = Env::new(sim_config(10.0)).await;
+    // Two replicas running before the campaign exists: a campaign created later recurs too, and each
+    // occurrence is taken by one replica only.
+    env.spawn("dialer", 10.0, &[]);
+    env.spawn("dialer", 10.0, &[]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let toml = campaign_toml("UTC", 10.0, "[recurrence]\ncron = \"*/2 * * * * *\"\ntimezone = \"Asia/Tokyo\"\n");
     let spec = dialer_core::domain::CampaignSpec::parse(&toml, "recurring.toml").unwrap();
     let id = env.store.campaigns_insert(&spec).await.unwrap();
     assert_eq!(env.store.campaigns_get(id).await.unwrap().status, CampaignStatus::Draft);
-    env.spawn("dialer", 10.0, &[]);
     let start = std::time::Instant::now();
     loop {
         let c = env.store.campaigns_get(id).await.unwrap();
         if c.status == CampaignStatus::Running {
             assert_eq!(c.status_reason.as_deref(), Some("opened by its recurrence"));
+            assert!(c.recurrence_last_at.is_some_and(|t| t > c.created_at), "an occurrence after it was created");
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(60), "the recurrence never opened the campaign");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // An operator pauses it: the next occurrences are recorded but leave it paused.
+    env.store.campaigns_set_status(id, CampaignStatus::Paused, Some("ops")).await.unwrap();
+    let paused_at = env.store.campaigns_get(id).await.unwrap().recurrence_last_at;
+    let start = std::time::Instant::now();
+    loop {
+        let c = env.store.campaigns_get(id).await.unwrap();
+        assert_eq!(c.status, CampaignStatus::Paused, "a recurrence re-opened a paused campaign");
+        if c.recurrence_last_at > paused_at {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no occurrence recorded after the pause");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
