@@ -246,3 +246,17 @@ async fn every_process_metrics_pass_promtool() {
     }
     drop((sim, app));
 }
+
+#[test]
+fn a_database_that_cannot_be_reached_is_exit_code_4() {
+    // Nothing listens on port 1: connection refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_dialer"))
+        .args(["campaign", "status", "1"])
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/dialer")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PostgreSQL unavailable"));
+}
