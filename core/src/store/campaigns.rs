@@ -211,36 +211,25 @@ impl Store {
 
     pub async fn campaigns_report(&self, id: i64) -> Result<CampaignReport> {
         let c = self.campaigns_get(id).await?;
-        let by_state: BTreeMap<ContactState, i64> = sqlx::query!(
-            r#"SELECT state AS "state: ContactState", count(*) AS "n!" FROM contacts WHERE campaign_id = $1
-               GROUP BY state"#,
+        // Contacts by state, by final outcome and by result in one round trip (one grouping set each).
+        let (mut by_state, mut by_outcome, mut by_result) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        for r in sqlx::query!(
+            r#"SELECT state AS "state?: ContactState", final_outcome AS "outcome?", result AS "result?",
+                      count(*) AS "n!"
+               FROM contacts WHERE campaign_id = $1
+               GROUP BY GROUPING SETS ((state), (final_outcome), (result))"#,
             id
         )
         .fetch_all(&self.pool)
         .await?
-        .into_iter()
-        .map(|r| (r.state, r.n))
-        .collect();
-        let by_outcome: BTreeMap<String, i64> = sqlx::query!(
-            r#"SELECT final_outcome AS "outcome!", count(*) AS "n!" FROM contacts
-               WHERE campaign_id = $1 AND final_outcome IS NOT NULL GROUP BY final_outcome"#,
-            id
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|r| (r.outcome, r.n))
-        .collect();
-        let by_result: BTreeMap<String, i64> = sqlx::query!(
-            r#"SELECT result AS "result!", count(*) AS "n!" FROM contacts
-               WHERE campaign_id = $1 AND result IS NOT NULL GROUP BY result"#,
-            id
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|r| (r.result, r.n))
-        .collect();
+        {
+            match (r.state, r.outcome, r.result) {
+                (Some(state), None, None) => _ = by_state.insert(state, r.n),
+                (None, Some(outcome), None) => _ = by_outcome.insert(outcome, r.n),
+                (None, None, Some(result)) => _ = by_result.insert(result, r.n),
+                _ => {} // the NULL group of outcome or result: contacts without one
+            }
+        }
         let a = sqlx::query!(
             r#"SELECT count(*) AS "attempts!",
                       count(*) FILTER (WHERE requested_at IS NOT NULL AND state <> 'not_created') AS "requested!",
