@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod contention;
 mod crash;
 mod metrics;
 mod pacing;
