@@ -116,6 +116,7 @@ impl CallbackSink {
         params.push(("CallbackSource".into(), "call-progress-events".into()));
         let f = &self.sim.config.faults;
         if f.lost > 0.0 && self.rng.gen_bool(f.lost) {
+            lock(&self.entry.state).lost_callbacks.push(call_status);
             self.sim.counters.callbacks_lost.fetch_add(1, Ordering::Relaxed);
             self.sim.metrics.callbacks_lost.inc();
             return;

@@ -263,6 +263,7 @@ fn create(sim: &Arc<Sim>, req: CallRequest, fault_seed: u64) -> Arc<CallEntry> {
             outcome: None,
             error: None,
             ended_by_update: false,
+            lost_callbacks: Vec::new(),
         }),
     });
     sim.store.insert(entry.clone());

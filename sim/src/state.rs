@@ -110,6 +110,8 @@ pub(crate) struct CallMut {
     pub error: Option<String>,
     /// Ended by a REST update (`Status=canceled|completed`).
     pub ended_by_update: bool,
+    /// `CallStatus` of each StatusCallback dropped by the lost-callback fault.
+    pub lost_callbacks: Vec<CallStatus>,
 }
 
 /// One call: what was asked, and what happened so far.
@@ -148,6 +150,7 @@ impl CallEntry {
             outcome: s.outcome.map(str::to_string),
             error: s.error,
             ended_by_update: s.ended_by_update,
+            lost_callbacks: s.lost_callbacks,
         }
     }
 }
@@ -184,6 +187,10 @@ pub struct CallRecord {
     /// callee, the network, its TwiML or its time limit; `status` and `ended_at` say how and when.
     #[serde(default)]
     pub ended_by_update: bool,
+    /// The `CallStatus` of every StatusCallback of this call that the lost-callback fault dropped: the
+    /// application never heard of them (a terminal one means it must ask the API how the call ended).
+    #[serde(default)]
+    pub lost_callbacks: Vec<CallStatus>,
 }
 
 #[derive(Default)]

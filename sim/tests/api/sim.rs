@@ -562,6 +562,8 @@ async fn lost_callbacks_never_arrive() {
     assert!(cb.hits("/status/").is_empty());
     let stats = sim.stats();
     assert_eq!((stats.callbacks_lost, stats.callbacks_sent), (4, 0));
+    let lost: Vec<&str> = sim.calls()[0].lost_callbacks.iter().map(|s| s.as_str()).collect();
+    assert_eq!(lost, ["initiated", "ringing", "in-progress", "completed"], "the record names what was lost");
 }
 
 #[tokio::test]
