@@ -5,6 +5,7 @@ mod helpers;
 
 mod contention;
 mod crash;
+mod faults;
 mod metrics;
 mod pacing;
 mod policy;
