@@ -216,6 +216,16 @@ impl Env {
         exited
     }
 
+    /// Runs the `dialer` CLI (e.g. `campaign cancel 7`) against this environment and waits for it.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_dialer"))
+            .args(args)
+            .envs(self.env(1.0, "127.0.0.1:0"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the dialer CLI")
+    }
+
     /// `kill -9`.
     pub fn kill(&mut self, i: usize) {
         let _ = self.children[i].kill();

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod cancel;
 mod contention;
 mod crash;
 mod faults;
