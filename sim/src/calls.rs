@@ -29,6 +29,11 @@ pub(crate) enum Stop {
 /// Ends a call: sets its terminal status, end time and duration, unless it already ended.
 /// Returns false if it had.
 pub(crate) fn finish(sim: &Sim, entry: &CallEntry, status: CallStatus, sip: u16) -> bool {
+    finish_with(sim, entry, status, sip, false)
+}
+
+/// [`finish`], noting whether a REST update (`Status=canceled|completed`) ended the call.
+pub(crate) fn finish_with(sim: &Sim, entry: &CallEntry, status: CallStatus, sip: u16, by_update: bool) -> bool {
     let now = sim.clock.now();
     {
         let mut s = lock(&entry.state);
@@ -36,6 +41,7 @@ pub(crate) fn finish(sim: &Sim, entry: &CallEntry, status: CallStatus, sip: u16)
             return false;
         }
         s.status = status;
+        s.ended_by_update = by_update;
         s.sip_response_code = Some(sip);
         s.ended_at = Some(now);
         s.updated_at = now;
@@ -110,6 +116,7 @@ impl CallbackSink {
         params.push(("CallbackSource".into(), "call-progress-events".into()));
         let f = &self.sim.config.faults;
         if f.lost > 0.0 && self.rng.gen_bool(f.lost) {
+            lock(&self.entry.state).lost_callbacks.push(call_status);
             self.sim.counters.callbacks_lost.fetch_add(1, Ordering::Relaxed);
             self.sim.metrics.callbacks_lost.inc();
             return;

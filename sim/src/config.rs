@@ -89,6 +89,21 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 0.0)]
     pub fault_429: f64,
 
+    /// Fault: 429 bursts. Every this many milliseconds, the last `--fault-429-burst-ms` of the period refuse
+    /// every create with 429 / 20429 (`Retry-After`: the seconds left in the burst). 0 = no bursts.
+    #[arg(long, default_value_t = 0)]
+    pub fault_429_burst_every_ms: u64,
+
+    /// Length of one 429 burst, milliseconds (less than `--fault-429-burst-every-ms`).
+    #[arg(long, default_value_t = 0)]
+    pub fault_429_burst_ms: u64,
+
+    /// Geo permissions: E.164 prefixes (country calling codes, e.g. `+44,+33`) this account may not call.
+    /// A create to one of them is refused with 400 / 21215 and nothing is created, like Twilio's Voice
+    /// Geographic Permissions.
+    #[arg(long, value_delimiter = ',')]
+    pub geo_blocked: Vec<String>,
+
     /// Fault: fraction (0..1) of creates answered 500; the call is created anyway with 50% probability,
     /// so its fate is unknown to the client.
     #[arg(long, default_value_t = 0.0)]
@@ -162,6 +177,11 @@ impl SimArgs {
                 delay: self.fault_delay,
                 delay_max: Duration::from_millis(self.fault_delay_max_ms),
                 lost: self.fault_lost,
+                burst_429: (self.fault_429_burst_every_ms > 0 || self.fault_429_burst_ms > 0).then(|| Burst {
+                    every: Duration::from_millis(self.fault_429_burst_every_ms),
+                    length: Duration::from_millis(self.fault_429_burst_ms),
+                }),
+                geo_blocked: self.geo_blocked,
             },
             webhook_timeout: Duration::from_millis(self.webhook_timeout_ms),
         };
@@ -237,6 +257,19 @@ impl SimConfig {
             ensure!((0.0..=1.0).contains(&v), "{name} is a fraction between 0 and 1, got {v}");
         }
         ensure!(f.rate_429 + f.rate_5xx + f.timeout <= 1.0, "--fault-429 + --fault-5xx + --fault-timeout exceed 1");
+        if let Some(b) = f.burst_429 {
+            ensure!(
+                !b.length.is_zero() && b.length < b.every,
+                "--fault-429-burst-ms must be > 0 and less than --fault-429-burst-every-ms"
+            );
+        }
+        for p in &f.geo_blocked {
+            let digits = p.strip_prefix('+').unwrap_or("");
+            ensure!(
+                (1..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()),
+                "--geo-blocked takes E.164 prefixes such as +44, not {p:?}"
+            );
+        }
         Ok(())
     }
 
@@ -315,9 +348,10 @@ impl OutcomeMix {
     }
 }
 
-/// Fault injection rates (fractions 0..1).
+/// Fault injection rates (fractions 0..1), 429 bursts and refused destinations.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Faults {
+    /// Fraction of creates refused with 429 / 20429 (nothing created).
     pub rate_429: f64,
     pub rate_5xx: f64,
     pub timeout: f64,
@@ -327,6 +361,36 @@ pub struct Faults {
     pub delay: f64,
     pub delay_max: Duration,
     pub lost: f64,
+    /// Periodic bursts during which every create is refused with 429 / 20429 (nothing created).
+    pub burst_429: Option<Burst>,
+    /// E.164 prefixes (e.g. "+44") the account has no geo permission for: a create whose `To` starts with
+    /// one is refused with 400 / 21215 and nothing is created.
+    pub geo_blocked: Vec<String>,
+}
+
+impl Faults {
+    /// The geo-blocked prefix `to` starts with, if any.
+    pub fn geo_blocked_prefix(&self, to: &str) -> Option<&str> {
+        self.geo_blocked.iter().map(String::as_str).find(|p| to.starts_with(p))
+    }
+}
+
+/// A 429 burst schedule: the last `length` of every `every` (counted from the simulator's start) refuses
+/// every create. The simulator starts quiet, so a client gets going before the first burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Burst {
+    pub every: Duration,
+    pub length: Duration,
+}
+
+impl Burst {
+    /// Inside a burst `elapsed` after start: how much of it is left.
+    pub fn remaining(&self, elapsed: Duration) -> Option<Duration> {
+        let every = self.every.as_nanos().max(1);
+        let into = Duration::from_nanos((elapsed.as_nanos() % every) as u64);
+        let quiet = self.every.saturating_sub(self.length);
+        (into >= quiet).then(|| self.every - into)
+    }
 }
 
 impl Default for Faults {
@@ -341,6 +405,8 @@ impl Default for Faults {
             delay: 0.0,
             delay_max: Duration::from_secs(2),
             lost: 0.0,
+            burst_429: None,
+            geo_blocked: Vec::new(),
         }
     }
 }
@@ -486,6 +552,46 @@ mod tests {
         assert!(c.validate().is_err());
         let c = SimConfig { outcomes: OutcomeMix { human: 0.0, ..OutcomeMix::all_human() }, ..SimConfig::default() };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn geo_and_burst_options_parse_and_validate() {
+        let cli = Cli::try_parse_from([
+            "sim",
+            "--account-sid",
+            DEFAULT_ACCOUNT_SID,
+            "--auth-token",
+            "t",
+            "--geo-blocked",
+            "+44,+33",
+            "--fault-429-burst-every-ms",
+            "4000",
+            "--fault-429-burst-ms",
+            "1000",
+        ])
+        .unwrap();
+        let c = cli.sim.into_config().unwrap();
+        assert_eq!(c.faults.geo_blocked, ["+44", "+33"]);
+        assert_eq!(c.faults.geo_blocked_prefix("+447700900123"), Some("+44"));
+        assert_eq!(c.faults.geo_blocked_prefix("+818012345678"), None);
+        assert_eq!(c.faults.burst_429, Some(Burst { every: Duration::from_secs(4), length: Duration::from_secs(1) }));
+        for bad in [vec!["--geo-blocked", "44"], vec!["--geo-blocked", "+4x"], vec!["--fault-429-burst-ms", "10"]] {
+            let args = ["sim", "--account-sid", DEFAULT_ACCOUNT_SID, "--auth-token", "t"];
+            let cli = Cli::try_parse_from(args.into_iter().chain(bad.iter().copied())).unwrap();
+            assert!(cli.sim.into_config().is_err(), "{bad:?} is refused");
+        }
+    }
+
+    #[test]
+    fn bursts_take_the_end_of_each_period() {
+        let ms = Duration::from_millis;
+        let b = Burst { every: ms(1000), length: ms(300) };
+        assert_eq!(b.remaining(ms(0)), None, "starts quiet");
+        assert_eq!(b.remaining(ms(699)), None);
+        assert_eq!(b.remaining(ms(700)), Some(ms(300)));
+        assert_eq!(b.remaining(ms(950)), Some(ms(50)));
+        assert_eq!(b.remaining(ms(1000)), None);
+        assert_eq!(b.remaining(ms(5800)), Some(ms(200)));
     }
 
     #[test]

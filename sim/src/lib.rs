@@ -3,6 +3,9 @@
 //! outcome mix, fetches and walks its TwiML with signed requests, and sends signed StatusCallbacks for the
 //! requested events (with optional duplicate / reordered / delayed / lost callbacks). It records every
 //! call, so tests can prove that no attempt was dialled twice and no one-second window went over the CPS.
+//! Creates can also be refused the way Twilio refuses them: 429 / 20429 at random or in bursts (with
+//! `Retry-After`), and 400 / 21215 for destinations without geo permission; a refused create leaves no
+//! call in the record and is counted in [`SimStats::create_errors`].
 //!
 //! Routes:
 //! - `POST /2010-04-01/Accounts/{AccountSid}/Calls.json` create, `GET` same path: list (filters, paging)
@@ -26,7 +29,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use config::{DigitDist, Faults, Outcome, OutcomeMix, SecsRange, SimArgs, SimConfig};
+pub use config::{Burst, DigitDist, Faults, Outcome, OutcomeMix, SecsRange, SimArgs, SimConfig};
 pub use state::{rfc2822, CallRecord};
 pub use stats::{peak_in_window, SimStats};
 

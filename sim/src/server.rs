@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
-use super::calls::{finish, run_call};
+use super::calls::{finish_with, run_call};
 use super::state::{lock, rfc2822, CallEntry, CallMut, CallRequest, EventSet, MachineDetection, Sim};
 use super::stats;
 use dialer_core::domain::{CallSid, CallStatus, E164};
@@ -42,6 +42,8 @@ pub(crate) struct ApiError {
     status: StatusCode,
     code: u32,
     message: String,
+    /// Whole seconds for a `Retry-After` header.
+    retry_after: Option<u64>,
 }
 
 impl IntoResponse for ApiError {
@@ -58,12 +60,15 @@ impl IntoResponse for ApiError {
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"Twilio API\""));
         }
+        if let Some(secs) = self.retry_after {
+            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
         r
     }
 }
 
 pub(crate) fn twilio_error(status: StatusCode, code: u32, message: impl Into<String>) -> ApiError {
-    ApiError { status, code, message: message.into() }
+    ApiError { status, code, message: message.into(), retry_after: None }
 }
 
 fn bad_request(code: u32, message: impl Into<String>) -> ApiError {
@@ -98,13 +103,28 @@ fn admit<'a>(sim: &'a Sim, headers: &HeaderMap, account_sid: &str) -> Result<Res
     let now = sim.rest_in_flight.fetch_add(1, Ordering::AcqRel) + 1;
     let slot = RestSlot(sim);
     if now > c.max_concurrent_requests as i64 {
-        return Err(too_many());
+        return Err(too_many(1));
     }
     Ok(slot)
 }
 
-fn too_many() -> ApiError {
-    twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests")
+/// 429 / 20429: never processed, safe to retry after `retry_after` seconds (at least 1).
+fn too_many(retry_after: u64) -> ApiError {
+    ApiError {
+        retry_after: Some(retry_after.max(1)),
+        ..twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests")
+    }
+}
+
+/// 400 / 21215, worded like Twilio's answer when the account's Voice Geographic Permissions exclude `to`.
+fn geo_refused(to: &E164) -> ApiError {
+    bad_request(
+        21215,
+        format!(
+            "Account not authorized to call {to}. Perhaps you need to enable some international permissions: \
+             https://www.twilio.com/console/voice/calls/geo-permissions/low-risk"
+        ),
+    )
 }
 
 fn count(sim: &Sim, op: &str, r: &Response) {
@@ -242,6 +262,8 @@ fn create(sim: &Arc<Sim>, req: CallRequest, fault_seed: u64) -> Arc<CallEntry> {
             sip_response_code: None,
             outcome: None,
             error: None,
+            ended_by_update: false,
+            lost_callbacks: Vec::new(),
         }),
     });
     sim.store.insert(entry.clone());
@@ -257,6 +279,9 @@ async fn create_call(
     body: Bytes,
 ) -> Response {
     let r = create_call_inner(&sim, &account_sid, &headers, &body).await;
+    if let Err(e) = &r {
+        sim.counters.create_error(e.code);
+    }
     let r = merge(r);
     count(&sim, "create", &r);
     r
@@ -267,12 +292,18 @@ async fn create_call_inner(sim: &Arc<Sim>, account_sid: &str, headers: &HeaderMa
     let form = parse_form(body);
     let req = parse_create(&form)?;
     let f = &sim.config.faults;
+    if f.geo_blocked_prefix(req.to.as_str()).is_some() {
+        return Err(geo_refused(&req.to));
+    }
+    if let Some(left) = f.burst_429.and_then(|b| b.remaining(sim.clock.elapsed(Instant::now()))) {
+        return Err(too_many(left.as_secs_f64().ceil() as u64));
+    }
     let (draw, coin, fault_seed) = {
         let mut rng = lock(&sim.rng);
         (rng.gen::<f64>(), rng.gen_bool(0.5), rng.gen::<u64>())
     };
     if draw < f.rate_429 {
-        return Err(too_many());
+        return Err(too_many(1));
     }
     if draw < f.rate_429 + f.rate_5xx {
         if coin {
@@ -393,8 +424,8 @@ async fn update_call(
             (s, _) if s.is_terminal() => false,
             // Twilio: `canceled` only affects a queued or ringing call; `completed` hangs up any call.
             (CallStatus::InProgress, CallStatus::Canceled) => false,
-            (CallStatus::InProgress, _) => finish(&sim, &e, CallStatus::Completed, 200),
-            _ => finish(&sim, &e, CallStatus::Canceled, 487),
+            (CallStatus::InProgress, _) => finish_with(&sim, &e, CallStatus::Completed, 200, true),
+            _ => finish_with(&sim, &e, CallStatus::Canceled, 487, true),
         };
         if ended {
             e.cancel.cancel();

@@ -2,7 +2,7 @@
 //!
 //! Locks here are `std::sync::Mutex`es held for a few instructions and never across an `.await`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -50,6 +50,11 @@ impl Clock {
 
     pub fn now(&self) -> DateTime<Utc> {
         self.wall(Instant::now())
+    }
+
+    /// Time since the simulator started.
+    pub fn elapsed(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.base_instant)
     }
 }
 
@@ -103,6 +108,10 @@ pub(crate) struct CallMut {
     pub sip_response_code: Option<u16>,
     pub outcome: Option<&'static str>,
     pub error: Option<String>,
+    /// Ended by a REST update (`Status=canceled|completed`).
+    pub ended_by_update: bool,
+    /// `CallStatus` of each StatusCallback dropped by the lost-callback fault.
+    pub lost_callbacks: Vec<CallStatus>,
 }
 
 /// One call: what was asked, and what happened so far.
@@ -140,6 +149,8 @@ impl CallEntry {
             sip_response_code: s.sip_response_code,
             outcome: s.outcome.map(str::to_string),
             error: s.error,
+            ended_by_update: s.ended_by_update,
+            lost_callbacks: s.lost_callbacks,
         }
     }
 }
@@ -172,6 +183,14 @@ pub struct CallRecord {
     pub outcome: Option<String>,
     /// Why the call ended abnormally (TwiML fetch failed, bad TwiML, step limit), if it did.
     pub error: Option<String>,
+    /// The call was ended by the API (`POST Calls/{Sid}.json` with `Status=canceled|completed`), not by the
+    /// callee, the network, its TwiML or its time limit; `status` and `ended_at` say how and when.
+    #[serde(default)]
+    pub ended_by_update: bool,
+    /// The `CallStatus` of every StatusCallback of this call that the lost-callback fault dropped: the
+    /// application never heard of them (a terminal one means it must ask the API how the call ended).
+    #[serde(default)]
+    pub lost_callbacks: Vec<CallStatus>,
 }
 
 #[derive(Default)]
@@ -219,6 +238,8 @@ pub(crate) struct Counters {
     pub webhooks_failed: AtomicU64,
     pub active_calls: AtomicI64,
     pub peak_active_calls: AtomicI64,
+    /// Create requests answered with a Twilio error, by error code.
+    pub create_errors: Mutex<BTreeMap<u32, u64>>,
 }
 
 impl Counters {
@@ -233,7 +254,12 @@ impl Counters {
         ] {
             c.store(0, Ordering::Relaxed);
         }
+        lock(&self.create_errors).clear();
         self.peak_active_calls.store(self.active_calls.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    pub fn create_error(&self, code: u32) {
+        *lock(&self.create_errors).entry(code).or_default() += 1;
     }
 
     pub fn call_started(&self) {

@@ -61,6 +61,11 @@ pub struct SimStats {
     pub by_answered_by: BTreeMap<String, usize>,
     /// The longest `queue_time_ms` of any call.
     pub max_queue_time_ms: u64,
+    /// Create requests answered with a Twilio error, by code: 20429 (rate limited: random, burst or
+    /// concurrency), 21215 (no geo permission), 20500 (injected 5xx, which may still have created a call),
+    /// 21211 (bad `To`)… Every code but 20500 created nothing.
+    #[serde(default)]
+    pub create_errors: BTreeMap<u32, u64>,
 }
 
 pub(crate) fn compute(sim: &Sim) -> SimStats {
@@ -101,6 +106,7 @@ pub(crate) fn compute(sim: &Sim) -> SimStats {
         by_status,
         by_answered_by,
         max_queue_time_ms,
+        create_errors: super::state::lock(&c.create_errors).clone(),
     }
 }
 

@@ -63,17 +63,28 @@ pub fn window_0920() -> dialer_core::domain::CallingWindow {
 }
 
 /// A campaign file: English confirmation script, short retry delays so a test campaign ends quickly.
+/// `extra` holds more top-level keys; one of `cps`, `max_in_flight`, `max_attempts` or `ring_timeout_s`
+/// given there replaces this file's value.
 pub fn campaign_toml(tz: &str, cps: f64, extra: &str) -> String {
+    let set_in_extra = |key: &str| {
+        extra.lines().any(|l| l.trim_start().strip_prefix(key).is_some_and(|r| r.trim_start().starts_with('=')))
+    };
+    let defaults: String = [
+        ("cps", cps.to_string()),
+        ("max_in_flight", "400".into()),
+        ("max_attempts", "2".into()),
+        ("ring_timeout_s", "20".into()),
+    ]
+    .into_iter()
+    .filter(|(key, _)| !set_in_extra(key))
+    .map(|(key, value)| format!("{key} = {value}\n"))
+    .collect();
     format!(
         r#"
 name = "engine test"
 caller_id = "+14155550199"
 timezone = "{tz}"
-cps = {cps}
-max_in_flight = 400
-max_attempts = 2
-ring_timeout_s = 20
-{extra}
+{defaults}{extra}
 [window]
 start = "09:00"
 end = "20:00"
@@ -191,6 +202,28 @@ impl Env {
             std::thread::sleep(Duration::from_millis(50));
         }
         false
+    }
+
+    /// SIGTERM, then waits for the process to drain and exit; `kill -9` if it is still running after
+    /// `limit`. Returns whether it exited on its own.
+    pub fn terminate(&mut self, i: usize, limit: Duration) -> bool {
+        let pid = self.pid(i).to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().is_ok_and(|s| s.success());
+        let exited = sent && self.wait_exit(i, limit);
+        if !exited {
+            self.kill(i);
+        }
+        exited
+    }
+
+    /// Runs the `dialer` CLI (e.g. `campaign cancel 7`) against this environment and waits for it.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_dialer"))
+            .args(args)
+            .envs(self.env(1.0, "127.0.0.1:0"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the dialer CLI")
     }
 
     /// `kill -9`.

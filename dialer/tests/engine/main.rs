@@ -3,7 +3,10 @@
 
 mod helpers;
 
+mod cancel;
+mod contention;
 mod crash;
+mod faults;
 mod metrics;
 mod pacing;
 mod policy;

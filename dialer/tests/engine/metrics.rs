@@ -23,14 +23,14 @@ struct Sample {
 
 /// A parsed Prometheus text exposition (`text/plain; version=0.0.4`).
 #[derive(Debug, Default)]
-struct Scrape {
+pub(crate) struct Scrape {
     /// Family name → `# TYPE`.
     types: BTreeMap<String, String>,
     samples: Vec<Sample>,
 }
 
 impl Scrape {
-    fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         let mut s = Scrape::default();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -77,7 +77,7 @@ impl Scrape {
     }
 
     /// Sum of every series of `name` whose labels include `labels` (0 when there is none).
-    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.matching(name, labels).map(|s| s.value).sum()
     }
 
@@ -116,14 +116,14 @@ fn parse_labels(body: &str, line: &str) -> BTreeMap<String, String> {
     }
 }
 
-async fn scrape(url: &str) -> (String, Scrape) {
+pub(crate) async fn scrape(url: &str) -> (String, Scrape) {
     let text = reqwest::get(url).await.and_then(|r| r.error_for_status()).unwrap_or_else(|e| panic!("{url}: {e}"));
     let text = text.text().await.unwrap();
     let parsed = Scrape::parse(&text);
     (text, parsed)
 }
 
-async fn wait_until_up(url: &str) {
+pub(crate) async fn wait_until_up(url: &str) {
     for _ in 0..200 {
         if reqwest::get(url).await.is_ok_and(|r| r.status().is_success()) {
             return;

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use dialer_core::twilio::signature::compute_signature;
 use dialer_sim::{
-    self as sim, peak_in_window, CallRecord, DigitDist, Faults, OutcomeMix, SecsRange, SimConfig, SimHandle,
+    self as sim, peak_in_window, Burst, CallRecord, DigitDist, Faults, OutcomeMix, SecsRange, SimConfig, SimHandle,
 };
 use futures::StreamExt;
 use serde_json::Value;
@@ -276,6 +276,11 @@ async fn fetch_list_update_round_trip_and_paging() {
     assert!(r["duration"].is_string() && r["end_time"].is_string());
     let r = update(&first, "ringing").await.unwrap();
     assert_eq!(r.status().as_u16(), 400);
+    // The record says which calls the API ended.
+    let (hung_up, canceled) = (sim.call(&first).unwrap(), sim.call(&sids[6]).unwrap());
+    assert!(hung_up.ended_by_update && hung_up.ended_at.is_some() && hung_up.outcome.as_deref() == Some("human"));
+    assert!(canceled.ended_by_update && canceled.outcome.as_deref() == Some("canceled"));
+    assert!(!sim.call(&sids[1]).unwrap().ended_by_update);
 
     // List, newest first, with paging.
     let base = format!("/2010-04-01/Accounts/{}/Calls.json", sim.config().account_sid);
@@ -557,6 +562,8 @@ async fn lost_callbacks_never_arrive() {
     assert!(cb.hits("/status/").is_empty());
     let stats = sim.stats();
     assert_eq!((stats.callbacks_lost, stats.callbacks_sent), (4, 0));
+    let lost: Vec<&str> = sim.calls()[0].lost_callbacks.iter().map(|s| s.as_str()).collect();
+    assert_eq!(lost, ["initiated", "ringing", "in-progress", "completed"], "the record names what was lost");
 }
 
 #[tokio::test]
@@ -594,10 +601,17 @@ async fn failing_receiver_gets_exactly_one_retry() {
 #[tokio::test]
 async fn rest_faults_429_500_and_timeout() {
     let sim = start(SimConfig { faults: Faults { rate_429: 1.0, ..Faults::default() }, ..fast_config() }).await;
-    let (status, body) = create(&sim, &[("To", TO), ("From", FROM), ("Twiml", HANGUP)]).await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let r = auth(&sim, http().post(format!("{}/Calls.json", sim.account_url())))
+        .form(&[("To", TO), ("From", FROM), ("Twiml", HANGUP)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert_eq!(r.headers()["retry-after"], "1", "a 429 says when to come back");
+    let body: Value = r.json().await.unwrap();
     assert_eq!(body["code"], 20429);
     assert!(sim.calls().is_empty(), "a 429 creates nothing");
+    assert_eq!(sim.stats().create_errors, [(20429, 1)].into());
 
     let sim = start(SimConfig { faults: Faults { rate_5xx: 1.0, ..Faults::default() }, ..fast_config() }).await;
     for _ in 0..20 {
@@ -624,6 +638,56 @@ async fn rest_faults_429_500_and_timeout() {
     // A patient client gets the 201 eventually.
     let (status, _) = create(&sim, &[("To", TO), ("From", FROM), ("Twiml", HANGUP)]).await;
     assert_eq!(status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn bursts_of_429_refuse_every_create_and_say_how_long_they_last() {
+    // A 100 ms quiet start, then a burst for the rest of each minute.
+    let burst = Burst { every: Duration::from_secs(60), length: Duration::from_millis(59_900) };
+    let sim =
+        start(SimConfig { faults: Faults { burst_429: Some(burst), ..Faults::default() }, ..fast_config() }).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..5 {
+        let r = auth(&sim, http().post(format!("{}/Calls.json", sim.account_url())))
+            .form(&[("To", TO), ("From", FROM), ("Twiml", HANGUP)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 429);
+        let after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&after), "Retry-After is what is left of the burst: {after}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], 20429);
+    }
+    assert!(sim.calls().is_empty(), "nothing created during a burst");
+    assert_eq!(sim.stats().create_errors, [(20429, 5)].into());
+}
+
+#[tokio::test]
+async fn a_destination_without_geo_permission_is_refused_with_21215_and_nothing_is_created() {
+    let faults = Faults { geo_blocked: vec!["+44".into(), "+1876".into()], ..Faults::default() };
+    let sim = start(SimConfig { faults, ..fast_config() }).await;
+    for to in ["+447400123456", "+18762101234"] {
+        let (status, body) = create(&sim, &[("To", to), ("From", FROM), ("Twiml", HANGUP)]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!((body["code"].as_u64(), body["status"].as_u64()), (Some(21215), Some(400)));
+        assert_eq!(
+            body["message"],
+            format!(
+                "Account not authorized to call {to}. Perhaps you need to enable some international permissions: \
+                 https://www.twilio.com/console/voice/calls/geo-permissions/low-risk"
+            )
+        );
+        assert_eq!(body["more_info"], "https://www.twilio.com/docs/errors/21215");
+    }
+    assert!(sim.calls().is_empty(), "a refused destination creates nothing");
+    // Other countries (and +1 numbers outside +1876) are called as usual.
+    create_ok(&sim, &[("To", TO), ("From", FROM), ("Twiml", HANGUP)]).await;
+    create_ok(&sim, &[("To", "+14155550123"), ("From", FROM), ("Twiml", HANGUP)]).await;
+    assert_eq!(sim.calls().len(), 2);
+    let stats = sim.stats();
+    assert_eq!(stats.create_errors, [(21215, 2)].into());
+    assert_eq!(stats.calls_created, 2);
 }
 
 // ---- record and stats -----------------------------------------------------------------------------

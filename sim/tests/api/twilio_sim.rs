@@ -124,3 +124,31 @@ async fn every_fault_on_callbacks_stay_signed_429s_retry_and_timeouts_are_found_
     assert!(seen.iter().any(|(p, _)| p.starts_with("/status/")));
     assert!(seen.iter().all(|(_, ok)| *ok), "every callback validates: {seen:?}");
 }
+
+#[tokio::test]
+async fn the_client_reads_retry_after_from_a_429_burst_and_the_code_of_a_geo_refusal() {
+    let burst = dialer_sim::Burst { every: Duration::from_secs(60), length: Duration::from_millis(59_900) };
+    let config = SimConfig {
+        faults: Faults { burst_429: Some(burst), geo_blocked: vec!["+44".into()], ..Faults::default() },
+        ..SimConfig::default()
+    };
+    let token = config.auth_token.clone();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = sim::spawn(config, tcp).await.unwrap();
+    let client = TwilioClient::new(&sim.base_url(), &sim.config().account_sid, &token, Duration::from_secs(5)).unwrap();
+    let base = "http://127.0.0.1:9";
+
+    // A destination without geo permission: 400 / 21215, nothing created.
+    let uk = E164::parse("+447400123456", None).unwrap();
+    let e = client.create_call(&request(&uk, base, 1)).await.unwrap_err();
+    assert_eq!(e.code(), Some(21215), "{e}");
+    assert!(e.to_string().contains("Account not authorized to call +447400123456"), "{e}");
+
+    tokio::time::sleep(Duration::from_millis(200)).await; // into the burst
+    let jp = E164::parse("+818012345678", None).unwrap();
+    let e = client.create_call(&request(&jp, base, 2)).await.unwrap_err();
+    assert_eq!((e.code(), e.class()), (Some(20429), RetryClass::NotCreatedRetry));
+    let after = e.retry_after().expect("Retry-After is read");
+    assert!(after >= Duration::from_secs(1) && after <= Duration::from_secs(60), "{after:?}");
+    assert!(sim.calls().is_empty());
+}
