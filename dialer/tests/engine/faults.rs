@@ -89,7 +89,7 @@ async fn bursts_of_429_are_retried_after_retry_after_and_the_campaign_still_ends
     let toml = campaign_toml(tz.name(), 20.0, r#"amd = "enable""#);
     let id = env.campaign(&toml, &contacts(150, None, 1_000_000)).await;
     env.spawn("all", 20.0, &[]);
-    let r = env.wait_finished(id, Duration::from_secs(300)).await;
+    let r = env.wait_finished(id, Duration::from_secs(120)).await;
     assert_eq!(r.contacts, 150);
     assert!(env.sim.wait_idle(Duration::from_secs(30)).await, "every simulated call ended");
 
@@ -139,7 +139,7 @@ async fn lost_callbacks_are_settled_through_the_api_as_the_calls_really_ended() 
     let toml = campaign_toml(tz.name(), 30.0, r#"amd = "enable""#);
     let id = env.campaign(&toml, &contacts(150, None, 1_100_000)).await;
     env.spawn("all", 30.0, &[("STALE_CALL_SECONDS", "5")]);
-    let r = env.wait_finished(id, Duration::from_secs(300)).await;
+    let r = env.wait_finished(id, Duration::from_secs(120)).await;
     assert_eq!(r.contacts, 150);
     assert!(env.sim.wait_idle(Duration::from_secs(30)).await, "every simulated call ended");
 
@@ -177,7 +177,7 @@ async fn a_callbacks_outage_ends_no_contact_done_unless_a_person_answered() {
     let during = env.sim.calls().len() - at_kill;
     env.spawn("callbacks", 20.0, &extra);
 
-    let r = env.wait_finished(id, Duration::from_secs(300)).await;
+    let r = env.wait_finished(id, Duration::from_secs(120)).await;
     assert_eq!(r.contacts, 300);
     assert!(env.sim.wait_idle(Duration::from_secs(30)).await, "every simulated call ended");
     let stats = env.sim.stats();
@@ -241,7 +241,7 @@ async fn numbers_without_geo_permission_end_rejected_and_the_campaign_goes_on() 
         if r.by_state.iter().all(|(s, n)| s.is_terminal() || *n == 0) {
             break r;
         }
-        assert!(started.elapsed() < Duration::from_secs(300), "campaign still open: {r:#?}");
+        assert!(started.elapsed() < Duration::from_secs(120), "campaign still open: {r:#?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert_eq!(report.contacts, 110);
