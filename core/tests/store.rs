@@ -289,3 +289,51 @@ async fn a_recurrence_occurrence_applies_once_and_never_reopens_a_paused_campaig
     assert_eq!(store.campaigns_open_occurrence(id, next + chrono::Duration::days(1)).await.unwrap(), None);
     assert_eq!(store.campaigns_get(id).await.unwrap().status, CampaignStatus::Canceled);
 }
+
+/// A call that ends while the cancel commits can send its contact back to pending (the cancel saw it
+/// calling); housekeeping's sweep ends it canceled, and only in canceled campaigns.
+#[tokio::test]
+async fn a_contact_back_to_pending_in_a_canceled_campaign_is_swept_to_canceled() {
+    let store = fresh_store().await;
+    let contact = |n: &str| NewContact {
+        phone: E164::parse(n, None).unwrap(),
+        timezone: None,
+        external_id: None,
+        attributes: [("name".to_string(), "x".to_string())].into(),
+    };
+    let canceled = store.campaigns_insert(&CampaignSpec::parse(CAMPAIGN, "c.toml").unwrap()).await.unwrap();
+    let running = store.campaigns_insert(&CampaignSpec::parse(CAMPAIGN, "c.toml").unwrap()).await.unwrap();
+    store.contacts_insert_many(canceled, &[contact("+14155550301")], |_| {}).await.unwrap();
+    store.contacts_insert_many(running, &[contact("+14155550302")], |_| {}).await.unwrap();
+    store.campaigns_set_status(canceled, Running, None).await.unwrap();
+    store.campaigns_set_status(running, Running, None).await.unwrap();
+    let state_of = |campaign: i64| {
+        let store = store.clone();
+        async move {
+            let (s,): (ContactState,) = sqlx::query_as("SELECT state FROM contacts WHERE campaign_id = $1")
+                .bind(campaign)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            s
+        }
+    };
+    let calling: (i64,) = sqlx::query_as("SELECT id FROM contacts WHERE campaign_id = $1")
+        .bind(canceled)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    testkit::insert_attempt(&store, calling.0, AttemptState::Created, None).await;
+    store.campaigns_set_status(canceled, CampaignStatus::Canceled, None).await.unwrap();
+    assert_eq!(state_of(canceled).await, ContactState::Calling, "a call in flight is left to end");
+    // The racing settle: its retry decision was taken before it saw the cancel.
+    sqlx::query("UPDATE contacts SET state = $2 WHERE campaign_id = $1")
+        .bind(canceled)
+        .bind(ContactState::Pending)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(store.contacts_cancel_stragglers().await.unwrap(), 1);
+    assert_eq!(state_of(canceled).await, ContactState::Canceled);
+    assert_eq!(state_of(running).await, ContactState::Pending, "a running campaign's contacts are not touched");
+}

@@ -431,6 +431,25 @@ pub(super) async fn cancel_open_in(conn: &mut PgConnection, campaign_id: i64) ->
     .rows_affected())
 }
 
+impl Store {
+    /// Ends the contacts of canceled campaigns that are waiting again (`pending`). Settling sees a canceled
+    /// campaign and ends a contact `canceled`, but a call that ends while the cancel commits can still send
+    /// its contact back to pending: the cancel's statement saw it `calling` and skipped it, and the settle
+    /// read the campaign before the cancel. Housekeeping runs this every pass, so such a contact ends within
+    /// a second. Index: contacts_due (`state = 'pending'`) per canceled campaign.
+    pub async fn contacts_cancel_stragglers(&self) -> Result<u64> {
+        Ok(sqlx::query!(
+            "UPDATE contacts c SET state = 'canceled', final_outcome = COALESCE(c.final_outcome, 'canceled'),
+                 final_reason = 'campaign canceled', finished_at = now(), updated_at = now(),
+                 lease_owner = NULL, lease_expires_at = NULL
+             WHERE c.campaign_id IN (SELECT id FROM campaigns WHERE status = 'canceled') AND c.state = 'pending'"
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+}
+
 /// Whether a request's CallSid may act on the attempt its token names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Binding {

@@ -41,6 +41,10 @@ pub async fn maintain_once(engine: &Engine) -> anyhow::Result<()> {
         info!(rescued, "rescued expired claims");
     }
     reconcile::reconcile_once(engine).await?;
+    let stragglers = engine.store.contacts_cancel_stragglers().await?;
+    if stragglers > 0 {
+        info!(stragglers, "contacts of canceled campaigns ended canceled");
+    }
     for id in engine.store.campaigns_complete_finished().await? {
         info!(campaign = id, "campaign completed");
     }
