@@ -136,16 +136,4 @@ impl Store {
         .fetch_one(&self.pool)
         .await?)
     }
-
-    /// Calls actually requested from Twilio for a campaign (attempts that reached `dialing`, except those
-    /// proven never created).
-    pub async fn attempts_count_requested(&self, campaign_id: i64) -> Result<i64> {
-        Ok(sqlx::query_scalar!(
-            r#"SELECT count(*) AS "n!" FROM attempts
-               WHERE campaign_id = $1 AND requested_at IS NOT NULL AND state <> 'not_created'"#,
-            campaign_id
-        )
-        .fetch_one(&self.pool)
-        .await?)
-    }
 }

@@ -59,10 +59,10 @@ pub struct CampaignReport {
     pub next_due_at: Option<DateTime<Utc>>,
 }
 
-/// Every column of `campaigns`, typed, for `query_as!(CampaignRow, …)`. A macro because the checked
-/// query macros need the whole statement as literals.
+/// Every column of `campaigns`, typed, for `query_as!(CampaignRow, …)`, followed by `$rest` (WHERE …) and
+/// its arguments. A macro because the checked query macros need the whole statement as literals.
 macro_rules! select_campaigns {
-    ($($rest:literal)+) => {
+    ($rest:literal $(, $arg:expr)*) => {
         sqlx::query_as!(
             CampaignRow,
             r#"SELECT id, name, caller_id AS "caller_id: E164", status AS "status: CampaignStatus", status_reason,
@@ -71,19 +71,7 @@ macro_rules! select_campaigns {
                       calling_window AS "calling_window: Json<CallingWindow>", limits AS "limits: Json<Limits>",
                       amd_mode AS "amd_mode: AmdMode", ring_timeout_s, script, recurrence_cron,
                       recurrence_tz AS "recurrence_tz: Tz", recurrence_last_at, spec, created_at
-               FROM campaigns "# $(+ $rest)+
-        )
-    };
-    ($($rest:literal)+ ; $($arg:expr),+) => {
-        sqlx::query_as!(
-            CampaignRow,
-            r#"SELECT id, name, caller_id AS "caller_id: E164", status AS "status: CampaignStatus", status_reason,
-                      timezone AS "timezone: Tz", cps, account_cps_share, max_in_flight, max_attempts,
-                      retry_policy AS "retry_policy: Json<RetryPolicy>",
-                      calling_window AS "calling_window: Json<CallingWindow>", limits AS "limits: Json<Limits>",
-                      amd_mode AS "amd_mode: AmdMode", ring_timeout_s, script, recurrence_cron,
-                      recurrence_tz AS "recurrence_tz: Tz", recurrence_last_at, spec, created_at
-               FROM campaigns "# $(+ $rest)+, $($arg),+
+               FROM campaigns "# + $rest $(, $arg)*
         )
     };
 }
@@ -118,7 +106,7 @@ impl Store {
     }
 
     pub async fn campaigns_get(&self, id: i64) -> Result<CampaignRow> {
-        select_campaigns!("WHERE id = $1"; id)
+        select_campaigns!("WHERE id = $1", id)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("campaign {id}")))

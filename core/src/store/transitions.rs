@@ -80,11 +80,6 @@ impl Block {
 /// Parameters: $1 campaign id, $2 limit, $3 lease owner, $4 lease seconds.
 pub const ATTEMPTS_CLAIM_DUE_SQL: &str = include_str!("sql/attempts_claim_due.sql");
 
-/// The states a move may leave, as the guard binds them.
-fn from(t: T) -> &'static [AttemptState] {
-    t.from()
-}
-
 impl Store {
     /// **claim**: up to `limit` due contacts of a running campaign, leased to `owner`, in ONE round trip:
     /// due pending contacts (partial index `contacts_due`) with `FOR UPDATE SKIP LOCKED` so replicas never
@@ -181,7 +176,7 @@ impl Store {
             campaign_id,
             owner,
             max_calls_24h,
-            from(T::Dialing) as _,
+            T::Dialing.from() as _,
         )
         .fetch_all(&self.pool)
         .await?;
@@ -229,7 +224,7 @@ impl Store {
             attempt_ids,
             call_sids as _,
             queue_time_ms as _,
-            from(T::Created) as _,
+            T::Created.from() as _,
         )
         .fetch_all(&self.pool)
         .await?
@@ -250,7 +245,7 @@ impl Store {
              RETURNING state AS "state: AttemptState""#,
             attempt_id,
             error,
-            from(T::Parked) as _,
+            T::Parked.from() as _,
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -295,7 +290,7 @@ impl Store {
             reason,
             retry_at,
             final_state as _,
-            from(T::NotCreated) as _,
+            T::NotCreated.from() as _,
         )
         .execute(&self.pool)
         .await?
@@ -327,7 +322,7 @@ impl Store {
             owner,
             attempt_ids,
             next_at,
-            from(T::Released) as _,
+            T::Released.from() as _,
         )
         .execute(&self.pool)
         .await?
@@ -356,7 +351,7 @@ impl Store {
             owner,
             attempt_ids,
             &reasons as _,
-            from(T::Blocked) as _,
+            T::Blocked.from() as _,
             &outcomes as _,
         )
         .execute(&self.pool)
@@ -382,7 +377,7 @@ impl Store {
                  attempt_seq = c.attempt_seq - (SELECT count(*) FROM gone g WHERE g.contact_id = c.id),
                  updated_at = now()
              FROM expired WHERE c.id = expired.id",
-            from(T::Rescued) as _,
+            T::Rescued.from() as _,
         )
         .execute(&self.pool)
         .await?
@@ -424,7 +419,7 @@ pub(super) async fn cancel_open_in(conn: &mut PgConnection, campaign_id: i64) ->
              lease_owner = NULL, lease_expires_at = NULL
          FROM open WHERE c.id = open.id",
         campaign_id,
-        from(T::Released) as _,
+        T::Released.from() as _,
     )
     .execute(&mut *conn)
     .await?
@@ -485,7 +480,7 @@ pub(super) async fn bind_call_sid_in(conn: &mut PgConnection, attempt_id: i64, c
                  RETURNING id",
                 attempt_id,
                 call_sid as _,
-                from(T::Created) as _,
+                T::Created.from() as _,
             )
             .fetch_optional(&mut *conn)
             .await?;
@@ -551,8 +546,8 @@ pub(super) async fn answered_many_in(conn: &mut PgConnection, items: &[Progress<
         &status as _,
         &rank,
         &by as _,
-        from(T::Created) as _,
-        from(T::Answered) as _,
+        T::Created.from() as _,
+        T::Answered.from() as _,
     )
     .execute(&mut *conn)
     .await?;
@@ -622,7 +617,7 @@ pub(super) async fn finished_many_in(conn: &mut PgConnection, items: &[Finish<'_
         &sip as _,
         &duration as _,
         &ended as _,
-        from(T::Finished) as _,
+        T::Finished.from() as _,
     )
     .fetch_all(&mut *conn)
     .await?

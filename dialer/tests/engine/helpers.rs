@@ -250,7 +250,7 @@ impl Env {
     pub async fn assert_one_call_per_attempt(&self, campaign: i64) {
         let stats = self.sim.stats();
         assert_eq!(stats.duplicate_to_url_pairs, 0, "an attempt was dialled twice: {stats:?}");
-        let requested = self.store.attempts_count_requested(campaign).await.unwrap();
+        let requested = self.store.campaigns_report(campaign).await.unwrap().calls_requested;
         assert_eq!(requested as usize, self.sim.calls().len(), "every call is attributable to one attempt");
         let (made,): (i64,) =
             sqlx::query_as("SELECT COALESCE(sum(attempts_made), 0)::bigint FROM contacts WHERE campaign_id = $1")

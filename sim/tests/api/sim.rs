@@ -523,16 +523,23 @@ async fn cps_queueing_paces_departures() {
 
 // ---- fault injection ---------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn duplicated_callbacks_share_the_idempotency_token() {
-    let config = SimConfig { faults: Faults { duplicate: 1.0, ..Faults::default() }, ..fast_config() };
+/// One call that hangs up at once, asking for every status event at `path` of a fresh receiver, under
+/// `faults`; returns once the simulator is idle.
+async fn one_hung_up_call(faults: Faults, path: &str) -> (SimHandle, Receiver) {
+    let config = SimConfig { faults, ..fast_config() };
     let cb = receiver(&config.auth_token).await;
     let sim = start(config).await;
-    let status = cb.url("/status/dup");
+    let status = cb.url(path);
     let mut form = vec![("To", TO), ("From", FROM), ("Twiml", HANGUP), ("StatusCallback", status.as_str())];
     all_events(&mut form);
     create_ok(&sim, &form).await;
     assert!(sim.wait_idle(Duration::from_secs(10)).await);
+    (sim, cb)
+}
+
+#[tokio::test]
+async fn duplicated_callbacks_share_the_idempotency_token() {
+    let (sim, cb) = one_hung_up_call(Faults { duplicate: 1.0, ..Faults::default() }, "/status/dup").await;
     let hits = cb.wait_for("/status/dup", 8).await;
     assert_eq!(hits.len(), 8, "each of 4 events twice");
     let mut per_token: HashMap<String, Vec<&Hit>> = HashMap::new();
@@ -550,14 +557,7 @@ async fn duplicated_callbacks_share_the_idempotency_token() {
 
 #[tokio::test]
 async fn lost_callbacks_never_arrive() {
-    let config = SimConfig { faults: Faults { lost: 1.0, ..Faults::default() }, ..fast_config() };
-    let cb = receiver(&config.auth_token).await;
-    let sim = start(config).await;
-    let status = cb.url("/status/lost");
-    let mut form = vec![("To", TO), ("From", FROM), ("Twiml", HANGUP), ("StatusCallback", status.as_str())];
-    all_events(&mut form);
-    create_ok(&sim, &form).await;
-    assert!(sim.wait_idle(Duration::from_secs(10)).await);
+    let (sim, cb) = one_hung_up_call(Faults { lost: 1.0, ..Faults::default() }, "/status/lost").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(cb.hits("/status/").is_empty());
     let stats = sim.stats();
@@ -568,14 +568,7 @@ async fn lost_callbacks_never_arrive() {
 
 #[tokio::test]
 async fn reordered_callbacks_arrive_shuffled() {
-    let config = SimConfig { faults: Faults { reorder: 1.0, ..Faults::default() }, ..fast_config() };
-    let cb = receiver(&config.auth_token).await;
-    let sim = start(config).await;
-    let status = cb.url("/status/shuffle");
-    let mut form = vec![("To", TO), ("From", FROM), ("Twiml", HANGUP), ("StatusCallback", status.as_str())];
-    all_events(&mut form);
-    create_ok(&sim, &form).await;
-    assert!(sim.wait_idle(Duration::from_secs(10)).await);
+    let (_sim, cb) = one_hung_up_call(Faults { reorder: 1.0, ..Faults::default() }, "/status/shuffle").await;
     let hits = cb.wait_for("/status/shuffle", 4).await;
     let order: Vec<u32> = hits.iter().map(|h| h.get("SequenceNumber").parse().unwrap()).collect();
     assert_eq!(order.iter().copied().collect::<BTreeSet<_>>(), (0..4).collect());
