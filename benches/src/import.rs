@@ -6,7 +6,7 @@
 //!    - **end to end**: `dialer contacts import --campaign ID --region JP FILE` as a process, timed from
 //!      spawn to exit (file read, parse, duplicate check, insert, commit);
 //!    - then, on another fresh database, the **phases in-process**: `parse_csv`, the duplicate check
-//!      (`contacts_existing_phones`) and `contacts_insert_many`, each timed, with per-chunk insert times.
+//!      (`contacts_existing`) and `contacts_insert_many`, each timed, with per-chunk insert times.
 //! 3. Prints the median, min and max of each over the runs, in rows/s.
 
 use std::path::{Path, PathBuf};
@@ -181,9 +181,11 @@ async fn run_phases(args: &Args, file: &Path, server: &str, spec: &CampaignSpec)
     // The CLI checks the campaign's existing numbers before inserting; time it the same way.
     let phones: Vec<_> = parsed.rows.iter().map(|r| r.contact.phone.clone()).collect();
     let t = Instant::now();
-    let existing = store.contacts_existing_phones(campaign, &phones).await?;
+    let refs: Vec<&str> = parsed.rows.iter().filter_map(|r| r.contact.external_id.as_deref()).collect();
+    let (existing, existing_refs) = store.contacts_existing(campaign, &phones, &refs).await?;
     let dup_check = t.elapsed();
-    ensure!(existing.is_empty());
+    ensure!(existing.is_empty() && existing_refs.is_empty());
+    drop(refs);
     drop(phones);
 
     let rows: Vec<NewContact> = parsed.rows.into_iter().map(|r| r.contact).collect();

@@ -8,6 +8,11 @@ use secrecy::{ExposeSecret, SecretString};
 /// Twilio's own API; the simulator or a test overrides it with `TWILIO_API_BASE_URL`.
 pub const DEFAULT_TWILIO_API_BASE_URL: &str = "https://api.twilio.com";
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
+/// The management API's own listener, so it can sit behind an internal ingress apart from Twilio's routes.
+pub const DEFAULT_API_LISTEN_ADDR: &str = "127.0.0.1:8081";
+/// Requests per second per API key, and the burst above it.
+pub const DEFAULT_API_RATE_LIMIT: u32 = 50;
+pub const DEFAULT_API_RATE_BURST: u32 = 100;
 /// Twilio's default account limit is 1 call/s; raise it to what your account has.
 pub const DEFAULT_ACCOUNT_CPS: f64 = 1.0;
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 32;
@@ -58,6 +63,12 @@ pub struct Config {
     pub stale_call: Duration,
     /// `PACING_MARGIN_MS`: extra spacing in the pacers' one-second window guard.
     pub pacing_margin: Duration,
+    /// `API_LISTEN_ADDR`: the management API's listener (roles `api` and `all`).
+    pub api_listen_addr: SocketAddr,
+    /// `API_RATE_LIMIT`: requests per second allowed to one API key.
+    pub api_rate_limit: u32,
+    /// `API_RATE_BURST`: requests one API key may make at once above its rate.
+    pub api_rate_burst: u32,
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -94,6 +105,9 @@ impl Config {
                 "PACING_MARGIN_MS",
                 DEFAULT_PACING_MARGIN.as_millis() as u64,
             )?),
+            api_listen_addr: parse_var("API_LISTEN_ADDR", DEFAULT_API_LISTEN_ADDR.parse().expect("valid default"))?,
+            api_rate_limit: parse_var("API_RATE_LIMIT", DEFAULT_API_RATE_LIMIT)?,
+            api_rate_burst: parse_var("API_RATE_BURST", DEFAULT_API_RATE_BURST)?,
         };
         c.validate()?;
         Ok(c)
@@ -115,6 +129,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 var: "CLAIM_BATCH_SIZE",
                 reason: "batch size and concurrency must be positive".into(),
+            });
+        }
+        if self.api_rate_limit == 0 || self.api_rate_burst == 0 {
+            return Err(ConfigError::Invalid {
+                var: "API_RATE_LIMIT",
+                reason: "API_RATE_LIMIT and API_RATE_BURST must be positive".into(),
             });
         }
         if let Some(u) = &self.public_base_url {

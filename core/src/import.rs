@@ -185,24 +185,28 @@ pub fn parse_csv(input: &[u8], region: Option<&str>, required: &[&str]) -> Parse
             .collect();
         handles.into_iter().flat_map(|h| h.join().expect("row check does not panic")).collect()
     });
+    // A number, or a parcel / appointment reference, is one contact per campaign.
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(checked.len());
-    let mut dup_errors = Vec::new();
+    let mut seen_ext: HashMap<&str, usize> = HashMap::new();
+    let mut dups: HashMap<usize, RowError> = HashMap::new();
     for r in checked.iter().flatten() {
         if let Some(first) = seen.get(r.contact.phone.as_str()) {
-            dup_errors.push((r.line, *first));
-        } else {
-            seen.insert(r.contact.phone.as_str(), r.line);
+            dups.insert(r.line, err(r.line, Some("phone"), format!("duplicate of line {first} ({})", r.contact.phone)));
+            continue;
         }
+        if let Some(x) = r.contact.external_id.as_deref() {
+            if let Some(first) = seen_ext.get(x) {
+                dups.insert(r.line, err(r.line, Some("external_id"), format!("duplicate of line {first} ({x})")));
+                continue;
+            }
+            seen_ext.insert(x, r.line);
+        }
+        seen.insert(r.contact.phone.as_str(), r.line);
     }
-    let dups: HashMap<usize, usize> = dup_errors.into_iter().collect();
     for row in checked {
         match row {
-            Ok(r) => match dups.get(&r.line) {
-                Some(first) => parsed.errors.push(err(
-                    r.line,
-                    Some("phone"),
-                    format!("duplicate of line {first} ({})", r.contact.phone),
-                )),
+            Ok(r) => match dups.remove(&r.line) {
+                Some(e) => parsed.errors.push(e),
                 None => parsed.rows.push(r),
             },
             Err(e) => parsed.errors.push(e),

@@ -90,6 +90,11 @@ pub struct Metrics {
     /// `dialer_geo_permission_refusals_total{campaign,country}`: creates Twilio refused with 21215 (the
     /// account may not call that country); that country's contacts of the campaign are skipped.
     pub geo_refusals: IntCounterVec,
+    /// `dialer_api_requests_total{route, method, status}`: management API requests by route template (e.g.
+    /// `/api/v1/campaigns/{id}`, never the raw path), method and HTTP status code.
+    pub api_requests: IntCounterVec,
+    /// `dialer_api_request_duration_seconds{route, method}`: time to answer a management API request.
+    pub api_request_duration: HistogramVec,
 }
 
 /// The `component` values of `dialer_internal_errors_total`, each exported from the start at 0 so a rate
@@ -137,6 +142,11 @@ impl Metrics {
 
     /// Counts one failed internal operation of `component` (one of [`INTERNAL_ERROR_COMPONENTS`]); the
     /// caller logs it with its context.
+    pub fn api_request(&self, route: &str, method: &str, status: u16, took: std::time::Duration) {
+        self.api_requests.with_label_values(&[route, method, &status.to_string()]).inc();
+        self.api_request_duration.with_label_values(&[route, method]).observe(took.as_secs_f64());
+    }
+
     pub fn internal_error(&self, component: &'static str) {
         debug_assert!(INTERNAL_ERROR_COMPONENTS.contains(&component), "unknown component {component}");
         self.internal_errors.with_label_values(&[component]).inc();
@@ -301,6 +311,19 @@ impl Metrics {
                  campaign and country calling code; that country's contacts are skipped.",
                 &["campaign", "country"],
             ),
+            api_requests: counter_vec(
+                &r,
+                "dialer_api_requests_total",
+                "Management API requests by route template, method and HTTP status code.",
+                &["route", "method", "status"],
+            ),
+            api_request_duration: histogram_vec(
+                &r,
+                "dialer_api_request_duration_seconds",
+                "Time to answer a management API request, in seconds, by route template and method.",
+                &["route", "method"],
+                LATENCY_BUCKETS,
+            ),
             registry: r,
         };
         for component in INTERNAL_ERROR_COMPONENTS {
@@ -354,6 +377,8 @@ impl Metrics {
             &self.callback_duration,
             &self.internal_errors,
             &self.geo_refusals,
+            &self.api_requests,
+            &self.api_request_duration,
         ]
     }
 

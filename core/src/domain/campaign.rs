@@ -23,7 +23,7 @@ fn field(field: &str, reason: impl Into<String>) -> SpecError {
 }
 
 /// The campaign file as written by a user.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignFile {
     pub name: String,
@@ -68,7 +68,7 @@ fn default_ring_timeout() -> i32 {
 }
 
 /// Answering machine detection, as sent to Twilio's `MachineDetection`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AmdMode {
     #[default]
@@ -97,7 +97,7 @@ impl AmdMode {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WindowFile {
     /// Local start time, "09:00".
@@ -152,7 +152,7 @@ impl CallingWindow {
 }
 
 /// Delay and maximum number of retries for one outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryRule {
     /// Seconds to wait before the next attempt.
@@ -162,7 +162,7 @@ pub struct RetryRule {
 }
 
 /// Per-outcome retry policy. Invalid numbers, opt-outs and permission errors are always final.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryPolicy {
     pub busy: RetryRule,
@@ -185,7 +185,7 @@ impl Default for RetryPolicy {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Calls to one number in any rolling 24 h, across all campaigns.
@@ -194,7 +194,7 @@ pub struct Limits {
     pub one_per_external_id: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Recurrence {
     /// A cron expression with seconds ("0 0 9 * * *" = 09:00 daily).

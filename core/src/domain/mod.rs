@@ -1,5 +1,6 @@
 //! Domain types: everything below the edges works with these, never with raw strings.
 
+pub mod apikey;
 mod call;
 pub mod campaign;
 mod outcome;
@@ -13,6 +14,7 @@ mod token;
 pub mod window;
 mod zone;
 
+pub use apikey::{ApiKeySecret, Scope};
 pub use call::{AnsweredBy, CallSid, CallStatus, ParseError};
 pub use campaign::{AmdMode, CallingWindow, CampaignSpec, RetryPolicy, RetryRule};
 pub use outcome::{classify, decide, CallFacts, FinalState, Next, Outcome};

@@ -31,7 +31,7 @@ use super::E164;
 
 pub const BUILTIN_VARIABLES: [&str; 2] = ["external_id", "phone"];
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Script {
     /// BCP-47 language for `<Say>`, e.g. "ja-JP" or "en-US".
@@ -65,7 +65,7 @@ fn default_repeats() -> u32 {
     2
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Menu {
     #[serde(default)]
@@ -88,7 +88,7 @@ fn default_timeout() -> u32 {
 }
 
 /// What a key does. Exactly one of `result`, `goto`, `transfer`, `opt_out`, `repeat`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MenuOption {
     /// Record this result (e.g. "confirmed", "reschedule:morning") and end the call.
@@ -239,6 +239,35 @@ impl Script {
     }
 
     /// Variables a contact must carry (declared ones; built-ins come from the contact row).
+    /// Whether `new` only changes what is said (texts, audio, voice, language): same menus, keys and
+    /// actions, and no variable the contacts already imported may lack. That is what may change while a
+    /// campaign runs: results stay comparable and every contact can still be spoken to.
+    pub fn same_flow_as(&self, new: &Script) -> Result<(), String> {
+        if new.start != self.start {
+            return Err(format!("`start` cannot change while the campaign exists (it is {:?})", self.start));
+        }
+        let names = |s: &Script| s.menus.keys().cloned().collect::<Vec<_>>();
+        if names(self) != names(new) {
+            return Err(format!("the menus must stay {:?}; only their texts may change", names(self)));
+        }
+        for (name, old) in &self.menus {
+            let m = &new.menus[name];
+            let keys = |m: &Menu| m.options.keys().cloned().collect::<Vec<_>>();
+            if keys(old) != keys(m) || old.num_digits != m.num_digits {
+                return Err(format!("menu `{name}` must keep its keys {:?} and digit count", keys(old)));
+            }
+            for (key, o) in &old.options {
+                if o.action() != m.options[key].action() {
+                    return Err(format!("menus.{name}.options.{key}: its action cannot change, only its text"));
+                }
+            }
+        }
+        if let Some(v) = new.variables.iter().find(|v| !self.variables.contains(v)) {
+            return Err(format!("variable `{v}` is new; contacts already imported may not have it"));
+        }
+        Ok(())
+    }
+
     pub fn required_attributes(&self) -> impl Iterator<Item = &str> {
         self.variables.iter().map(String::as_str).filter(|v| !BUILTIN_VARIABLES.contains(v))
     }

@@ -42,7 +42,7 @@ macro_rules! text_type {
 }
 pub(crate) use text_type;
 
-use super::{AmdMode, AnsweredBy, CallSid, CallStatus, Outcome, Tz, E164};
+use super::{AmdMode, Scope, AnsweredBy, CallSid, CallStatus, Outcome, Tz, E164};
 
 text_type!(E164, as_str, E164::from_stored);
 text_type!(CallSid, as_str, CallSid::parse);
@@ -51,6 +51,7 @@ text_type!(Outcome, as_str, Outcome::parse);
 text_type!(CallStatus, as_str, CallStatus::parse);
 text_type!(AnsweredBy, as_str, AnsweredBy::parse);
 text_type!(AmdMode, as_str, amd_mode);
+text_type!(Scope, as_str, Scope::parse);
 
 fn amd_mode(s: &str) -> Result<AmdMode, super::ParseError> {
     AmdMode::parse(s).ok_or_else(|| super::ParseError::new("AmdMode", s))

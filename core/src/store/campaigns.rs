@@ -105,6 +105,62 @@ impl Store {
         .await?)
     }
 
+    /// Campaigns with id > `after`, in id order (keyset paging).
+    pub async fn campaigns_list(&self, after: i64, limit: i64) -> Result<Vec<CampaignRow>> {
+        Ok(select_campaigns!("WHERE id > $1 ORDER BY id LIMIT $2", after, limit).fetch_all(&self.pool).await?)
+    }
+
+    /// Writes the fields that are safe to change while a campaign runs (window, CPS, in-flight cap, retry
+    /// policy and attempts, script) from an already validated spec, and the spec itself. The scheduler and
+    /// the callbacks read these per claim and per request, so the change applies from the next claim or
+    /// TwiML request on. The caller checks that nothing else differs. A canceled campaign is a `Conflict`.
+    pub async fn campaigns_update_live(&self, id: i64, spec: &CampaignSpec) -> Result<CampaignRow> {
+        let f = &spec.file;
+        let updated = sqlx::query!(
+            "UPDATE campaigns SET cps = $2, max_in_flight = $3, max_attempts = $4, retry_policy = $5,
+                 calling_window = $6, script = $7, spec = $8, updated_at = now()
+             WHERE id = $1 AND status <> 'canceled'",
+            id,
+            f.cps,
+            f.max_in_flight,
+            f.max_attempts,
+            Json(&f.retry) as _,
+            Json(&spec.window) as _,
+            Json(&f.script) as _,
+            Json(f) as _,
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let row = self.campaigns_get(id).await?;
+        if updated == 0 {
+            return Err(StoreError::Conflict(format!("campaign {id} is {}; it cannot be changed", row.status)));
+        }
+        Ok(row)
+    }
+
+    /// When the last waiting contact of a campaign falls due (its latest scheduled retry).
+    pub async fn contacts_last_due(&self, campaign_id: i64) -> Result<Option<DateTime<Utc>>> {
+        Ok(sqlx::query_scalar!(
+            "SELECT max(next_attempt_at) FROM contacts WHERE campaign_id = $1 AND state = 'pending'",
+            campaign_id
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Finished attempts of a campaign that requested a call, and how many of those were answered.
+    pub async fn attempts_answer_stats(&self, campaign_id: i64) -> Result<(i64, i64)> {
+        let r = sqlx::query!(
+            r#"SELECT count(*) AS "finished!", count(answered_at) AS "answered!"
+               FROM attempts WHERE campaign_id = $1 AND state = 'finished'"#,
+            campaign_id
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((r.finished, r.answered))
+    }
+
     pub async fn campaigns_get(&self, id: i64) -> Result<CampaignRow> {
         select_campaigns!("WHERE id = $1", id)
             .fetch_optional(&self.pool)

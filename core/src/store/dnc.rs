@@ -1,7 +1,20 @@
 //! `dnc`: the do-not-call lists (global, or one campaign's).
 
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
 use super::{Result, Store};
 use crate::domain::E164;
+
+/// One listing of a number (global when `campaign_id` is `None`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DncEntry {
+    pub phone: E164,
+    pub campaign_id: Option<i64>,
+    pub reason: String,
+    pub source: String,
+    pub created_at: DateTime<Utc>,
+}
 
 impl Store {
     /// Adds numbers to the DNC list (global when `campaign_id` is `None`); returns how many were new.
@@ -69,5 +82,30 @@ impl Store {
 
     pub async fn dnc_count(&self) -> Result<i64> {
         Ok(sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM dnc"#).fetch_one(&self.pool).await?)
+    }
+
+    /// Every listing of a number.
+    pub async fn dnc_entries(&self, phone: &E164) -> Result<Vec<DncEntry>> {
+        Ok(sqlx::query_as!(
+            DncEntry,
+            r#"SELECT phone AS "phone: E164", campaign_id, reason, source, created_at FROM dnc WHERE phone = $1
+               ORDER BY campaign_id NULLS FIRST"#,
+            phone as _
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Takes a number off the global list (`None`) or one campaign's; returns whether it was listed.
+    pub async fn dnc_remove(&self, phone: &E164, campaign_id: Option<i64>) -> Result<bool> {
+        Ok(sqlx::query!(
+            "DELETE FROM dnc WHERE phone = $1 AND campaign_id IS NOT DISTINCT FROM $2",
+            phone as _,
+            campaign_id
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            > 0)
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! Every statement that changes `attempts.state` is in [`transitions`], one function per move.
 
+mod api_keys;
 mod attempts;
 mod campaigns;
 mod contacts;
@@ -22,9 +23,11 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
+pub use api_keys::ApiKeyRow;
 pub use campaigns::*;
 pub use contacts::*;
 pub use events::{AmdApplied, EventApplied, StatusEvent};
+pub use dnc::DncEntry;
 pub use results::*;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

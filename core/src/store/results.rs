@@ -193,8 +193,9 @@ impl Store {
         Ok(new)
     }
 
-    /// Every contact of a campaign with its final state, outcome, keypress result, attempts and last call.
-    pub async fn results_export(&self, campaign_id: i64) -> Result<Vec<ResultRow>> {
+    /// One page of a campaign's results: contacts with id > `after`, in id order (keyset paging, so a page
+    /// costs the same at any depth and an export of any size runs in constant memory).
+    pub async fn results_page(&self, campaign_id: i64, after: i64, limit: i64) -> Result<Vec<ResultRow>> {
         Ok(sqlx::query_as!(
             ResultRow,
             r#"SELECT c.id AS contact_id, c.external_id, c.phone AS "phone: E164", c.state AS "state: ContactState",
@@ -207,12 +208,27 @@ impl Store {
                    WHERE a.contact_id = c.id AND a.requested_at IS NOT NULL
                    ORDER BY a.attempt_no DESC LIMIT 1
                ) last ON true
-               WHERE c.campaign_id = $1
-               ORDER BY c.id"#,
-            campaign_id
+               WHERE c.campaign_id = $1 AND c.id > $2
+               ORDER BY c.id
+               LIMIT $3"#,
+            campaign_id,
+            after,
+            limit
         )
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// Every contact of a campaign with its final state, outcome, keypress result, attempts and last call.
+    pub async fn results_export(&self, campaign_id: i64) -> Result<Vec<ResultRow>> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.results_page(campaign_id, all.last().map_or(0, |r: &ResultRow| r.contact_id), 10_000).await?;
+            if page.is_empty() {
+                return Ok(all);
+            }
+            all.extend(page);
+        }
     }
 }
 

@@ -1,3 +1,4 @@
+use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -37,21 +38,26 @@ pub async fn run(cmd: ContactsCmd) -> CliResult {
     let required: Vec<&str> = script.required_attributes().collect();
     let mut parsed = parse_csv(&bytes, region.as_deref(), &required);
 
-    // Numbers the campaign already has are duplicates too.
+    // Numbers and references the campaign already has are duplicates too.
     let phones: Vec<E164> = parsed.rows.iter().map(|r| r.contact.phone.clone()).collect();
-    let existing: std::collections::HashSet<E164> =
-        store.contacts_existing_phones(campaign, &phones).await.context("checking duplicates")?.into_iter().collect();
-    if !existing.is_empty() {
+    let refs: Vec<&str> = parsed.rows.iter().filter_map(|r| r.contact.external_id.as_deref()).collect();
+    let (phones, refs) = store.contacts_existing(campaign, &phones, &refs).await.context("checking duplicates")?;
+    let (phones, refs): (HashSet<E164>, HashSet<String>) = (phones.into_iter().collect(), refs.into_iter().collect());
+    if !phones.is_empty() || !refs.is_empty() {
         parsed.rows.retain(|r| {
-            let dup = existing.contains(&r.contact.phone);
-            if dup {
+            let dup = if phones.contains(&r.contact.phone) {
+                Some(("phone", r.contact.phone.to_string()))
+            } else {
+                r.contact.external_id.as_ref().filter(|x| refs.contains(*x)).map(|x| ("external_id", x.clone()))
+            };
+            if let Some((column, value)) = &dup {
                 parsed.errors.push(RowError {
                     line: r.line,
-                    column: Some("phone".into()),
-                    reason: format!("{} is already in campaign {campaign}", r.contact.phone),
+                    column: Some(column.to_string()),
+                    reason: format!("{value} is already in campaign {campaign}"),
                 });
             }
-            !dup
+            dup.is_none()
         });
         parsed.errors.sort_by_key(|e| e.line);
     }

@@ -114,6 +114,8 @@ pub async fn run(args: DemoArgs) -> CliResult {
         public_base_url: Some(public.clone()),
         account_cps: args.cps,
         max_concurrent_requests: 64,
+        // The demo needs no management API of its own; any free port, so it never collides with a real one.
+        api_listen_addr: "127.0.0.1:0".parse().expect("valid address"),
         ..base
     };
     config.validate().context("demo configuration")?;

@@ -1,11 +1,11 @@
 //! Command-line parsing and dispatch. Each subcommand lives in its own file.
 
+mod apikey;
 mod campaign;
 mod contacts;
 mod db;
 mod demo;
 mod dnc;
-mod export;
 mod results;
 mod serve;
 
@@ -44,7 +44,7 @@ enum Command {
     Results(results::ResultsCmd),
     /// Run a demo campaign of 10,000 contacts against the built-in Twilio simulator, end to end.
     Demo(demo::DemoArgs),
-    /// Run the dialer, the callbacks service, or both.
+    /// Run the dialer, the callbacks service, the management API, or all of them.
     Serve {
         #[arg(long, value_enum, default_value = "all")]
         role: serve::Role,
@@ -60,6 +60,9 @@ enum Command {
     /// Database helpers.
     #[command(subcommand)]
     Db(db::DbCmd),
+    /// Keys for the management API (`serve --role api`).
+    #[command(subcommand)]
+    Apikey(apikey::ApiKeyCmd),
 }
 
 /// Errors that map to a meaningful exit code.
@@ -119,6 +122,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Contacts(c) => contacts::run(c).await,
         Command::Dnc(c) => dnc::run(c).await,
         Command::Db(c) => db::run(c).await,
+        Command::Apikey(c) => apikey::run(c).await,
         Command::Serve { role } => serve::run(role).await,
         Command::Results(c) => results::run(c).await,
         Command::Demo(a) => demo::run(a).await,

@@ -28,8 +28,8 @@ pub async fn run(cmd: ResultsCmd) -> CliResult {
     let rows = store.results_export(campaign).await.context("reading results")?;
     let out = std::io::stdout().lock();
     match format {
-        Format::Csv => super::export::write_csv(&rows, out).context("writing CSV")?,
-        Format::Json => super::export::write_json(&rows, out).context("writing JSON")?,
+        Format::Csv => dialer_core::export::write_csv(&rows, out).context("writing CSV")?,
+        Format::Json => dialer_core::export::write_json(&rows, out).context("writing JSON")?,
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `dialer serve`: the long-running processes. Every role serves `/metrics` and `/healthz` on
-//! LISTEN_ADDR; `callbacks` and `all` add the Twilio callback routes there.
+//! LISTEN_ADDR; `callbacks` and `all` add the Twilio callback routes there; `api` and `all` serve the
+//! management API on its own listener, API_LISTEN_ADDR.
 
 use std::sync::Arc;
 
@@ -21,7 +22,9 @@ pub enum Role {
     Dialer,
     /// The HTTP service Twilio calls back (TwiML, keypresses, StatusCallbacks).
     Callbacks,
-    /// Both in one process.
+    /// The management API for the customer's systems (`/api/v1` on API_LISTEN_ADDR).
+    Api,
+    /// All of them in one process.
     All,
 }
 
@@ -92,6 +95,24 @@ pub async fn serve(
     let http = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { sd.cancelled().await }).await
     });
+    let api = if matches!(role, Role::Api | Role::All) {
+        let state = dialer_api::ApiState {
+            store: store.clone(),
+            account_cps: config.account_cps,
+            limiter: dialer_api::KeyLimiter::new(config.api_rate_limit, config.api_rate_burst),
+        };
+        let listener = tokio::net::TcpListener::bind(config.api_listen_addr)
+            .await
+            .with_context(|| format!("binding API_LISTEN_ADDR {}", config.api_listen_addr))?;
+        info!(addr = %listener.local_addr()?, "management API listening");
+        let sd = shutdown.clone();
+        let app = dialer_api::router(state);
+        Some(tokio::spawn(async move {
+            axum::serve(listener, app).with_graceful_shutdown(async move { sd.cancelled().await }).await
+        }))
+    } else {
+        None
+    };
     tokio::spawn(stop);
     if matches!(role, Role::Dialer | Role::All) {
         let engine: Arc<Engine> = Engine::new(&config, store, shutdown.clone())?;
@@ -101,6 +122,9 @@ pub async fn serve(
     }
     // Bounded drain for the HTTP side.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), http).await;
+    if let Some(api) = api {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), api).await;
+    }
     Ok(())
 }
 

@@ -231,6 +231,7 @@ async fn every_process_metrics_pass_promtool() {
             .env("TWILIO_API_BASE_URL", format!("http://127.0.0.1:{sim_port}"))
             .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{app_port}"))
             .env("LISTEN_ADDR", format!("127.0.0.1:{app_port}"))
+            .env("API_LISTEN_ADDR", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

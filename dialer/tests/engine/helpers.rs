@@ -161,6 +161,8 @@ impl Env {
             ("TWILIO_API_BASE_URL", self.sim.base_url()),
             ("PUBLIC_BASE_URL", format!("http://{}", self.callbacks_addr)),
             ("LISTEN_ADDR", listen.to_string()),
+            // Several `all` processes run at once: each takes any free port for its management API.
+            ("API_LISTEN_ADDR", "127.0.0.1:0".into()),
             ("ACCOUNT_CPS", account_cps.to_string()),
             ("TWILIO_TIMEOUT_SECONDS", "1".into()),
             ("LEASE_SECONDS", "3".into()),

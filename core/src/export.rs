@@ -1,29 +1,37 @@
-//! `dialer results export`: the rows from [`dialer_core::store::Store::results_export`] as CSV or JSON.
+//! Results as files: CSV (for `dialer results export` and the API's streamed download) and JSON.
 
 use std::io::Write;
 
-use dialer_core::store::ResultRow;
+use crate::store::ResultRow;
+
+pub const CSV_HEADER: [&str; 8] =
+    ["contact_id", "external_id", "phone", "state", "outcome", "result", "attempts", "last_call_at"];
 
 /// CSV with a header: contact_id, external_id, phone, state, outcome, result, attempts, last_call_at
 /// (RFC 3339, UTC). Empty fields for missing values. Free-text cells (the external reference, the
 /// result) that a spreadsheet would run as a formula are neutralized ([`spreadsheet_safe`]).
 pub fn write_csv<W: Write>(rows: &[ResultRow], writer: W) -> Result<(), csv::Error> {
     let mut w = csv::Writer::from_writer(writer);
-    w.write_record(["contact_id", "external_id", "phone", "state", "outcome", "result", "attempts", "last_call_at"])?;
+    w.write_record(CSV_HEADER)?;
     for r in rows {
-        w.write_record([
-            r.contact_id.to_string(),
-            spreadsheet_safe(r.external_id.as_deref().unwrap_or_default()),
-            r.phone.to_string(),
-            r.state.to_string(),
-            r.outcome.map(|o| o.to_string()).unwrap_or_default(),
-            spreadsheet_safe(r.result.as_deref().unwrap_or_default()),
-            r.attempts.to_string(),
-            r.last_call_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-        ])?;
+        write_csv_row(&mut w, r)?;
     }
     w.flush()?;
     Ok(())
+}
+
+/// One row in [`CSV_HEADER`]'s columns.
+pub fn write_csv_row<W: Write>(w: &mut csv::Writer<W>, r: &ResultRow) -> Result<(), csv::Error> {
+    w.write_record([
+        r.contact_id.to_string(),
+        spreadsheet_safe(r.external_id.as_deref().unwrap_or_default()),
+        r.phone.to_string(),
+        r.state.to_string(),
+        r.outcome.map(|o| o.to_string()).unwrap_or_default(),
+        spreadsheet_safe(r.result.as_deref().unwrap_or_default()),
+        r.attempts.to_string(),
+        r.last_call_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+    ])
 }
 
 /// A cell that a spreadsheet would read as a formula (`=`, `+`, `-`, `@`, tab, CR first: CSV injection,

@@ -1,0 +1,62 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations and types (utoipa), served at
+//! `/api/v1/openapi.json`.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::{campaigns, contacts, dnc, eta, problem, results};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Dialer management API",
+        description = "Campaigns, contacts, do-not-call list, results, progress and result webhooks of the \
+outbound campaign dialer. Authenticate with `Authorization: Bearer KEY` (`dialer apikey create`). Errors are \
+RFC 9457 problem details (`application/problem+json`) naming the field and, for batches, the row."
+    ),
+    paths(
+        campaigns::create, campaigns::list, campaigns::get, campaigns::update,
+        campaigns::start, campaigns::pause, campaigns::resume, campaigns::cancel, campaigns::progress,
+        contacts::push, contacts::get, contacts::remove,
+        results::page, results::export,
+        dnc::check, dnc::add, dnc::remove,
+    ),
+    components(schemas(
+        problem::Problem, problem::FieldError, campaigns::Campaign, campaigns::CampaignPage, campaigns::CampaignPatch,
+        campaigns::Progress, eta::Estimate, contacts::ContactsPush, contacts::ContactIn, contacts::PushReport,
+        contacts::CreatedContact, contacts::Duplicate, contacts::ContactView, contacts::AttemptView,
+        results::ResultView, results::ResultPage, results::ExportFormat,
+        dnc::DncStatus, dnc::DncEntryView, dnc::DncAdd,
+    )),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "campaigns", description = "Create and run campaigns"),
+        (name = "contacts", description = "Push contacts; read or remove one"),
+        (name = "results", description = "What the calls produced"),
+        (name = "dnc", description = "The do-not-call list"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("dk_…")
+                    .description(Some("An API key from `dialer apikey create`; each route needs the scope it lists."))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document as served.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
