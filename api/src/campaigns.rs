@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -41,7 +41,14 @@ impl Campaign {
             tracing::error!(campaign = c.id, error = %e, "stored campaign spec does not parse");
             Problem::internal()
         })?;
-        Ok(Self { id: c.id, name: c.name, status: c.status, status_reason: c.status_reason, created_at: c.created_at, spec })
+        Ok(Self {
+            id: c.id,
+            name: c.name,
+            status: c.status,
+            status_reason: c.status_reason,
+            created_at: c.created_at,
+            spec,
+        })
     }
 }
 
@@ -251,4 +258,3 @@ pub async fn progress(State(api): State<Api>, Path(id): Path<i64>) -> ApiResult<
         estimate,
     }))
 }
-

@@ -126,7 +126,12 @@ pub async fn push(
         if r.parse::<phonenumber::country::Id>().is_err() {
             return Err(Problem::validation(
                 format!("region: unknown region {r:?}"),
-                vec![FieldError { pointer: None, field: Some("region".into()), row: None, detail: format!("unknown region {r:?}") }],
+                vec![FieldError {
+                    pointer: None,
+                    field: Some("region".into()),
+                    row: None,
+                    detail: format!("unknown region {r:?}"),
+                }],
             ));
         }
     }
@@ -135,8 +140,13 @@ pub async fn push(
     let required: Vec<String> = script.required_attributes().map(str::to_string).collect();
 
     let (rows, invalid) = if is_csv {
-        let required: Vec<&str> = required.iter().map(String::as_str).collect();
-        let parsed = tokio::task::block_in_place(|| parse_csv(&body, region.as_deref(), &required));
+        let (bytes, region, required) = (body.clone(), region.clone(), required.clone());
+        let parsed = tokio::task::spawn_blocking(move || {
+            let required: Vec<&str> = required.iter().map(String::as_str).collect();
+            parse_csv(&bytes, region.as_deref(), &required)
+        })
+        .await
+        .map_err(|_| Problem::internal())?;
         if parsed.rows.len() + parsed.errors.len() > MAX_CSV_ROWS {
             return Err(Problem::field("", format!("at most {MAX_CSV_ROWS} rows per upload; split the file")));
         }
@@ -151,10 +161,16 @@ pub async fn push(
         if push.contacts.len() > MAX_JSON_CONTACTS {
             return Err(Problem::field(
                 "/contacts",
-                format!("at most {MAX_JSON_CONTACTS} contacts per request (got {}); split the batch", push.contacts.len()),
+                format!(
+                    "at most {MAX_JSON_CONTACTS} contacts per request (got {}); split the batch",
+                    push.contacts.len()
+                ),
             ));
         }
-        tokio::task::block_in_place(|| check_rows(push.contacts, region.as_deref(), &required))
+        let (region, required) = (region.clone(), required.clone());
+        tokio::task::spawn_blocking(move || check_rows(push.contacts, region.as_deref(), &required))
+            .await
+            .map_err(|_| Problem::internal())?
     };
     if !invalid.is_empty() && !q.skip_invalid.unwrap_or(false) {
         return Err(Problem::validation(
@@ -168,7 +184,8 @@ pub async fn push(
     }
     let request_hash: [u8; 32] = {
         let mut h = Sha256::new();
-        for part in [uri.path().as_bytes(), uri.query().unwrap_or("").as_bytes(), if is_csv { b"csv" } else { b"json" }] {
+        for part in [uri.path().as_bytes(), uri.query().unwrap_or("").as_bytes(), if is_csv { b"csv" } else { b"json" }]
+        {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part);
         }
@@ -201,7 +218,9 @@ pub async fn push(
         })
         .await?;
     Ok(match answer {
-        PushAnswer::Done(_, status, body) => (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), Json(body)).into_response(),
+        PushAnswer::Done(_, status, body) => {
+            (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), Json(body)).into_response()
+        }
         PushAnswer::Replayed(status, body) => {
             let mut r = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), Json(body)).into_response();
             r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -240,14 +259,20 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 
 /// Parses each JSON row into a contact or errors naming `/contacts/{i}/{field}`. Number parsing dominates,
 /// so the rows are split across the cores.
-fn check_rows(rows: Vec<ContactIn>, region: Option<&str>, required: &[String]) -> (Vec<(usize, NewContact)>, Vec<FieldError>) {
+fn check_rows(
+    rows: Vec<ContactIn>,
+    region: Option<&str>,
+    required: &[String],
+) -> (Vec<(usize, NewContact)>, Vec<FieldError>) {
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
     let chunk = rows.len().div_ceil(workers).max(1);
     let indexed: Vec<(usize, ContactIn)> = rows.into_iter().enumerate().collect();
     let checked: Vec<Result<(usize, NewContact), Vec<FieldError>>> = std::thread::scope(|s| {
         let handles: Vec<_> = indexed
             .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(|(i, c)| check_row(*i, c, region, required)).collect::<Vec<_>>()))
+            .map(|part| {
+                s.spawn(move || part.iter().map(|(i, c)| check_row(*i, c, region, required)).collect::<Vec<_>>())
+            })
             .collect();
         handles.into_iter().flat_map(|h| h.join().expect("row check does not panic")).collect()
     });
@@ -261,7 +286,12 @@ fn check_rows(rows: Vec<ContactIn>, region: Option<&str>, required: &[String]) -
     (ok, errors)
 }
 
-fn check_row(i: usize, c: &ContactIn, region: Option<&str>, required: &[String]) -> Result<(usize, NewContact), Vec<FieldError>> {
+fn check_row(
+    i: usize,
+    c: &ContactIn,
+    region: Option<&str>,
+    required: &[String],
+) -> Result<(usize, NewContact), Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut fail = |field: &str, detail: String| {
         errors.push(FieldError {
@@ -293,10 +323,9 @@ fn check_row(i: usize, c: &ContactIn, region: Option<&str>, required: &[String])
         }
     }
     match phone {
-        Some(phone) if errors.is_empty() => Ok((
-            i,
-            NewContact { phone, timezone, external_id, attributes: c.attributes.clone() },
-        )),
+        Some(phone) if errors.is_empty() => {
+            Ok((i, NewContact { phone, timezone, external_id, attributes: c.attributes.clone() }))
+        }
         _ => Err(errors),
     }
 }
@@ -306,7 +335,11 @@ fn check_row(i: usize, c: &ContactIn, region: Option<&str>, required: &[String])
     security(("api_key" = ["results:read"])),
     responses((status = 200, body = ContactView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn get(State(api): State<Api>, Path(id): Path<i64>) -> ApiResult<Json<ContactDetail>> {
-    api.store.contacts_get(id).await?.map(Json).ok_or_else(|| Problem::not_found(format!("contact {id} does not exist")))
+    api.store
+        .contacts_get(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| Problem::not_found(format!("contact {id} does not exist")))
 }
 
 /// Remove a contact that has not been called yet (204). One being or already called is 409.

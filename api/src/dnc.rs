@@ -1,7 +1,7 @@
 //! `/api/v1/dnc/{phone}`: check, add and remove a number on the do-not-call list (global, or one
 //! campaign's with `campaign_id`).
 
-use axum::extract::{State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use dialer_core::domain::E164;
@@ -52,7 +52,12 @@ impl DncStatus {
             blocked_campaigns: entries.iter().filter_map(|e| e.campaign_id).collect(),
             entries: entries
                 .into_iter()
-                .map(|e| DncEntryView { campaign_id: e.campaign_id, reason: e.reason, source: e.source, created_at: e.created_at })
+                .map(|e| DncEntryView {
+                    campaign_id: e.campaign_id,
+                    reason: e.reason,
+                    source: e.source,
+                    created_at: e.created_at,
+                })
                 .collect(),
         }
     }
@@ -79,7 +84,11 @@ pub struct DncAdd {
 #[utoipa::path(put, path = "/api/v1/dnc/{phone}", tag = "dnc", params(("phone" = String, Path)), request_body = DncAdd,
     security(("api_key" = ["dnc:write"])),
     responses((status = 200, body = DncStatus), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-pub async fn add(State(api): State<Api>, Path(raw): Path<String>, JsonBody(body): JsonBody<DncAdd>) -> ApiResult<Json<DncStatus>> {
+pub async fn add(
+    State(api): State<Api>,
+    Path(raw): Path<String>,
+    JsonBody(body): JsonBody<DncAdd>,
+) -> ApiResult<Json<DncStatus>> {
     let p = phone(&raw)?;
     if let Some(c) = body.campaign_id {
         api.store.campaigns_get(c).await?;
@@ -100,7 +109,11 @@ pub struct DncScope {
 #[utoipa::path(delete, path = "/api/v1/dnc/{phone}", tag = "dnc", params(("phone" = String, Path), DncScope),
     security(("api_key" = ["dnc:write"])),
     responses((status = 204, description = "Removed"), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-pub async fn remove(State(api): State<Api>, Path(raw): Path<String>, Query(q): Query<DncScope>) -> ApiResult<StatusCode> {
+pub async fn remove(
+    State(api): State<Api>,
+    Path(raw): Path<String>,
+    Query(q): Query<DncScope>,
+) -> ApiResult<StatusCode> {
     let p = phone(&raw)?;
     if api.store.dnc_remove(&p, q.campaign_id).await? {
         Ok(StatusCode::NO_CONTENT)

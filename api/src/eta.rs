@@ -82,8 +82,12 @@ pub fn estimate(
         t += Duration::minutes(1);
     }
     e.basis = match (e.finish_at, c.status) {
-        (None, _) => format!("{backlog} contacts at {rate} calls/s need more than {HORIZON_DAYS} days of calling window"),
-        (Some(_), CampaignStatus::Draft) => format!("{backlog} contacts at {rate} calls/s inside the calling window, if started now"),
+        (None, _) => {
+            format!("{backlog} contacts at {rate} calls/s need more than {HORIZON_DAYS} days of calling window")
+        }
+        (Some(_), CampaignStatus::Draft) => {
+            format!("{backlog} contacts at {rate} calls/s inside the calling window, if started now")
+        }
         _ => format!("{backlog} contacts at {rate} calls/s inside the calling window ({})", c.timezone.name()),
     };
     e

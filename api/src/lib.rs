@@ -99,7 +99,11 @@ pub fn router(state: ApiState) -> Router {
         .nest("/api/v1", v1)
         .fallback(|| async { Problem::not_found("no such route; see /api/v1/openapi.json") })
         .method_not_allowed_fallback(|| async {
-            Problem::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "method not allowed on this route")
+            Problem::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "method not allowed on this route",
+            )
         })
         .layer(from_fn(observe))
 }

@@ -2,7 +2,7 @@
 //! CSV or NDJSON download of any size in constant memory (keyset pages of the store, written as they come).
 
 use axum::body::Body;
-use axum::extract::{State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -43,7 +43,11 @@ pub struct ResultPage {
 #[utoipa::path(get, path = "/api/v1/campaigns/{id}/results", tag = "results", params(("id" = i64, Path), PageQuery),
     security(("api_key" = ["results:read"])),
     responses((status = 200, body = ResultPage), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-pub async fn page(State(api): State<Api>, Path(id): Path<i64>, Query(q): Query<PageQuery>) -> ApiResult<Json<Page<ResultRow>>> {
+pub async fn page(
+    State(api): State<Api>,
+    Path(id): Path<i64>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Page<ResultRow>>> {
     let (after, limit) = q.parse()?;
     api.store.campaigns_get(id).await?;
     let rows = api.store.results_page(id, after, limit).await?;

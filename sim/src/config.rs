@@ -73,7 +73,8 @@ pub struct SimArgs {
     #[arg(long, default_value = "20-120")]
     pub talk_time: SecsRange,
 
-    /// Keypress distribution, one draw per `<Gather>`: `KEY:WEIGHT,...`, where `none` means no keypress.
+    /// Keypress distribution, one draw per `<Gather>`: `KEY:WEIGHT,...`, where `none` means no keypress;
+    /// or a fixed sequence every callee keys in, one key per `<Gather>`: `1>2` (then no more keys).
     #[arg(long, default_value = "1:60,2:20,9:5,none:15")]
     pub digits: DigitDist,
 
@@ -455,16 +456,27 @@ impl fmt::Display for SecsRange {
     }
 }
 
-/// Keypress distribution for `<Gather>`: weighted keys, `None` = no keypress.
+/// Keypress distribution for `<Gather>`: weighted keys, `None` = no keypress; or, when `sequence` is not
+/// empty, the same keys in order on every call (one per `<Gather>`, none after the last).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DigitDist {
     pub choices: Vec<(Option<char>, f64)>,
+    pub sequence: Vec<char>,
 }
 
 impl DigitDist {
     /// Always the same key (or never a key).
     pub fn always(key: Option<char>) -> Self {
-        Self { choices: vec![(key, 1.0)] }
+        Self { choices: vec![(key, 1.0)], sequence: Vec::new() }
+    }
+
+    /// The key for a call's `gather`-th `<Gather>` (0-based).
+    pub fn draw_nth(&self, gather: usize, rng: &mut impl Rng) -> Option<char> {
+        if self.sequence.is_empty() {
+            self.draw(rng)
+        } else {
+            self.sequence.get(gather).copied()
+        }
     }
 
     pub fn draw(&self, rng: &mut impl Rng) -> Option<char> {
@@ -486,6 +498,17 @@ impl DigitDist {
 impl FromStr for DigitDist {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> anyhow::Result<Self> {
+        if s.contains('>') {
+            let mut sequence = Vec::new();
+            for k in s.split('>').map(str::trim) {
+                ensure!(
+                    k.len() == 1 && matches!(k.as_bytes()[0], b'0'..=b'9' | b'*' | b'#'),
+                    "digit {k:?} in sequence {s:?} is not 0-9, * or #"
+                );
+                sequence.push(k.as_bytes()[0] as char);
+            }
+            return Ok(Self { choices: vec![(None, 1.0)], sequence });
+        }
         let mut choices = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let Some((key, weight)) = part.split_once(':') else {
@@ -502,12 +525,16 @@ impl FromStr for DigitDist {
             choices.push((key, weight));
         }
         ensure!(!choices.is_empty(), "empty digit distribution");
-        Ok(Self { choices })
+        Ok(Self { choices, sequence: Vec::new() })
     }
 }
 
 impl fmt::Display for DigitDist {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.sequence.is_empty() {
+            let keys: Vec<String> = self.sequence.iter().map(char::to_string).collect();
+            return f.write_str(&keys.join(">"));
+        }
         for (i, (k, w)) in self.choices.iter().enumerate() {
             if i > 0 {
                 f.write_str(",")?;
@@ -546,6 +573,12 @@ mod tests {
     #[test]
     fn bad_values_are_rejected() {
         assert!("1:60,x:3".parse::<DigitDist>().is_err());
+        let seq: DigitDist = "1>2".parse().unwrap();
+        assert_eq!(seq.sequence, vec!['1', '2']);
+        assert_eq!(seq.to_string(), "1>2");
+        let mut rng = rand::thread_rng();
+        assert_eq!((0..3).map(|n| seq.draw_nth(n, &mut rng)).collect::<Vec<_>>(), vec![Some('1'), Some('2'), None]);
+        assert!("1>x".parse::<DigitDist>().is_err());
         assert!("5-2".parse::<SecsRange>().is_err());
         assert_eq!("2.5".parse::<SecsRange>().unwrap(), SecsRange::fixed(2.5));
         let c = SimConfig { faults: Faults { lost: 5.0, ..Faults::default() }, ..SimConfig::default() };

@@ -194,7 +194,8 @@ impl CallCtx {
                         for p in &prompts {
                             self.prompt(p).await?;
                         }
-                        let digit = self.sim.config.digits.draw(&mut self.rng);
+                        let pressed = super::state::lock(&self.entry.state).digits.len();
+                        let digit = self.sim.config.digits.draw_nth(pressed, &mut self.rng);
                         let target =
                             action.as_deref().map(|a| resolve(doc_url.as_deref(), a)).unwrap_or(doc_url.clone());
                         match digit {

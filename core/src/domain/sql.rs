@@ -42,7 +42,7 @@ macro_rules! text_type {
 }
 pub(crate) use text_type;
 
-use super::{AmdMode, Scope, AnsweredBy, CallSid, CallStatus, Outcome, Tz, E164};
+use super::{AmdMode, AnsweredBy, CallSid, CallStatus, Outcome, Scope, Tz, E164};
 
 text_type!(E164, as_str, E164::from_stored);
 text_type!(CallSid, as_str, CallSid::parse);

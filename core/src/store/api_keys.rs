@@ -71,7 +71,9 @@ impl Store {
         .await?;
         if let Some(k) = &row {
             if k.revoked_at.is_none() && k.last_used_at.is_none_or(|t| Utc::now() - t > chrono::Duration::minutes(1)) {
-                sqlx::query!("UPDATE api_keys SET last_used_at = now() WHERE id = $1", k.id).execute(&self.pool).await?;
+                sqlx::query!("UPDATE api_keys SET last_used_at = now() WHERE id = $1", k.id)
+                    .execute(&self.pool)
+                    .await?;
             }
         }
         Ok(row)

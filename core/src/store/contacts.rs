@@ -285,7 +285,9 @@ impl Store {
                 let of = existing
                     .iter()
                     .filter(|e| !created.contains(&e.id))
-                    .find(|e| e.phone == r.phone.as_str() || (r.external_id.is_some() && e.external_id == r.external_id))
+                    .find(|e| {
+                        e.phone == r.phone.as_str() || (r.external_id.is_some() && e.external_id == r.external_id)
+                    })
                     .map(|e| e.id);
                 pushed.duplicates.push((i, of));
             }

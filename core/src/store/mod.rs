@@ -26,8 +26,8 @@ use sqlx::{ConnectOptions, PgPool};
 pub use api_keys::ApiKeyRow;
 pub use campaigns::*;
 pub use contacts::*;
-pub use events::{AmdApplied, EventApplied, StatusEvent};
 pub use dnc::DncEntry;
+pub use events::{AmdApplied, EventApplied, StatusEvent};
 pub use results::*;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -223,7 +223,8 @@ impl Store {
     pub async fn results_export(&self, campaign_id: i64) -> Result<Vec<ResultRow>> {
         let mut all = Vec::new();
         loop {
-            let page = self.results_page(campaign_id, all.last().map_or(0, |r: &ResultRow| r.contact_id), 10_000).await?;
+            let page =
+                self.results_page(campaign_id, all.last().map_or(0, |r: &ResultRow| r.contact_id), 10_000).await?;
             if page.is_empty() {
                 return Ok(all);
             }

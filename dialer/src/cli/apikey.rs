@@ -47,7 +47,14 @@ pub async fn run(cmd: ApiKeyCmd) -> CliResult {
             println!("{:>5}  {:<12}  {:<24}  {:<8}  scopes", "id", "key", "name", "status");
             for k in store.api_keys_list().await.map_err(anyhow::Error::from)? {
                 let status = if k.revoked_at.is_some() { "revoked" } else { "live" };
-                println!("{:>5}  {:<12}  {:<24}  {:<8}  {}", k.id, format!("{}…", k.prefix), k.name, status, join(&k.scopes));
+                println!(
+                    "{:>5}  {:<12}  {:<24}  {:<8}  {}",
+                    k.id,
+                    format!("{}…", k.prefix),
+                    k.name,
+                    status,
+                    join(&k.scopes)
+                );
             }
         }
         ApiKeyCmd::Revoke { id } => {

@@ -1,0 +1,8 @@
+//! The management API over real HTTP against a fresh PostgreSQL database, with real API keys.
+
+mod auth;
+mod campaigns;
+mod contacts;
+mod fuzz;
+mod helpers;
+mod reads;
