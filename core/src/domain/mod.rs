@@ -10,6 +10,7 @@ mod settle;
 mod sql;
 mod state;
 mod token;
+pub mod webhook;
 pub mod window;
 mod zone;
 

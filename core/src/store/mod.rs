@@ -13,6 +13,7 @@ mod events;
 mod nodes;
 mod results;
 pub mod transitions;
+mod webhooks;
 
 pub use attempts::{OpenAttempt, OpenCall};
 pub use transitions::{Binding, Block, ClaimedAttempt, DialingGate, ATTEMPTS_CLAIM_DUE_SQL};
@@ -26,6 +27,7 @@ pub use campaigns::*;
 pub use contacts::*;
 pub use events::{AmdApplied, EventApplied, StatusEvent};
 pub use results::*;
+pub use webhooks::*;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
