@@ -202,7 +202,8 @@ async fn deliver(client: &reqwest::Client, d: DueDelivery, (base, max): (Duratio
         Err(e) => {
             debug!(error = %e, "webhook not delivered");
             // The error's chain names the cause (connection refused, timeout) without the URL's query.
-            let mut msg = e.without_url().to_string();
+            let e = e.without_url();
+            let mut msg = e.to_string();
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {
                 msg = format!("{msg}: {s}");
