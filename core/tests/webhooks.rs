@@ -79,7 +79,10 @@ async fn a_keypress_and_the_final_state_are_reported_once_each_in_the_order_they
     assert_eq!(r["contact_id"], c);
     assert_eq!(r["external_id"], "ext-0");
     assert_eq!(r["phone"], "+14155553000");
-    assert_eq!((r["result"].as_str(), r["menu"].as_str(), r["digits"].as_str()), (Some("reschedule:afternoon"), Some("slots"), Some("2")));
+    assert_eq!(
+        (r["result"].as_str(), r["menu"].as_str(), r["digits"].as_str()),
+        (Some("reschedule:afternoon"), Some("slots"), Some("2"))
+    );
     assert_eq!(r["attempt"], 1);
     assert!(chrono::DateTime::parse_from_rfc3339(r["occurred_at"].as_str().unwrap()).is_ok());
     let f = &all[1].payload;
@@ -133,7 +136,10 @@ async fn every_path_to_a_terminal_state_reports_finished_once() {
     assert_eq!(store.contacts_reject_country(rejected, 1, "21215").await.unwrap(), 2);
     assert_eq!(store.contacts_reject_country(rejected, 1, "21215").await.unwrap(), 0);
     let ev = events(&store, rejected).await;
-    assert_eq!(ev.iter().map(|e| (e.1, e.2)).collect::<Vec<_>>(), rc.iter().map(|c| (*c, EventType::Finished)).collect::<Vec<_>>());
+    assert_eq!(
+        ev.iter().map(|e| (e.1, e.2)).collect::<Vec<_>>(),
+        rc.iter().map(|c| (*c, EventType::Finished)).collect::<Vec<_>>()
+    );
 
     // Cancel: pending contacts end at once, the one on a call when its call ends.
     let (canceled, cc) = new_campaign(&store, 3, true).await;
@@ -190,7 +196,9 @@ async fn the_claim_hands_out_only_each_contacts_oldest_open_event_and_acks_are_f
     let mut got: Vec<i64> = first.iter().map(|d| d.id).collect();
     got.sort();
     assert_eq!(got, [r0, r1], "one head per contact");
-    assert!(first.iter().all(|d| d.attempts == 1 && d.url == "http://127.0.0.1:9/hook" && d.secret.starts_with("whsec_")));
+    assert!(first
+        .iter()
+        .all(|d| d.attempts == 1 && d.url == "http://127.0.0.1:9/hook" && d.secret.starts_with("whsec_")));
     assert!(store.webhook_outbox_claim_due(100, LEASE).await.unwrap().is_empty(), "leased, and f0 waits for r0");
 
     // r1 fails: a retry in the future. A stale ack (another claim's attempts) changes nothing.
@@ -315,7 +323,10 @@ async fn endpoints_are_set_rotated_read_without_secret_and_deleted() {
 
     assert!(matches!(store.webhook_endpoints_set(campaign, "ftp://x").await, Err(StoreError::Conflict(_))));
     assert!(matches!(store.webhook_endpoints_set(campaign, "not a url").await, Err(StoreError::Conflict(_))));
-    assert!(matches!(store.webhook_endpoints_set(campaign + 99, "https://x.example").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.webhook_endpoints_set(campaign + 99, "https://x.example").await,
+        Err(StoreError::NotFound(_))
+    ));
 
     // Deleting it gives up what was waiting (replayable once an endpoint is back) and writes no more.
     assert!(store.webhook_endpoints_delete(campaign).await.unwrap());

@@ -121,12 +121,8 @@ pub fn event_body(event_type: EventType, occurred_at: DateTime<Utc>, data: &serd
         timestamp: String,
         data: &'a serde_json::Value,
     }
-    serde_json::to_vec(&Body {
-        event_type,
-        timestamp: occurred_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-        data,
-    })
-    .expect("a JSON value serializes")
+    serde_json::to_vec(&Body { event_type, timestamp: occurred_at.to_rfc3339_opts(SecondsFormat::Millis, true), data })
+        .expect("a JSON value serializes")
 }
 
 /// How long to wait before retrying a delivery that failed for the `attempts`-th time: exponential backoff

@@ -157,7 +157,8 @@ async fn a_real_campaign_exports_what_the_dashboard_and_alerts_use_with_values_t
     // A result webhook receiver that accepts everything, so the webhook families carry real values.
     let hooks = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook_url = format!("http://{}/hook", hooks.local_addr().unwrap());
-    let receiver = axum::Router::new().route("/hook", axum::routing::post(|| async { axum::http::StatusCode::NO_CONTENT }));
+    let receiver =
+        axum::Router::new().route("/hook", axum::routing::post(|| async { axum::http::StatusCode::NO_CONTENT }));
     tokio::spawn(async move { axum::serve(hooks, receiver).await.unwrap() });
     env.store.webhook_endpoints_set(id, &hook_url).await.unwrap();
     env.spawn("all", 40.0, &[]);

@@ -60,7 +60,8 @@ async fn hook(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -
         tokio::time::sleep(hold).await;
         r.holding.fetch_sub(1, Ordering::SeqCst);
     }
-    let status = if r.mode.load(Ordering::SeqCst) == OK { StatusCode::NO_CONTENT } else { StatusCode::INTERNAL_SERVER_ERROR };
+    let status =
+        if r.mode.load(Ordering::SeqCst) == OK { StatusCode::NO_CONTENT } else { StatusCode::INTERNAL_SERVER_ERROR };
     receipt.answered = status.as_u16();
     r.log.lock().unwrap().push(receipt);
     status
@@ -217,12 +218,11 @@ async fn killing_the_deliverer_mid_delivery_loses_nothing() {
     wait_for("POSTs in flight", Duration::from_secs(90), || async { r.holding.load(Ordering::SeqCst) >= 3 }).await;
     env.kill(first);
     // What was claimed and not acknowledged when the process died.
-    let unacked: Vec<String> = sqlx::query_scalar(
-        "SELECT msg_id FROM webhook_outbox WHERE delivered_at IS NULL AND lease_until IS NOT NULL",
-    )
-    .fetch_all(env.store.pool())
-    .await
-    .unwrap();
+    let unacked: Vec<String> =
+        sqlx::query_scalar("SELECT msg_id FROM webhook_outbox WHERE delivered_at IS NULL AND lease_until IS NOT NULL")
+            .fetch_all(env.store.pool())
+            .await
+            .unwrap();
     assert!(!unacked.is_empty(), "the kill caught deliveries in flight");
 
     *r.hold.lock().unwrap() = Duration::ZERO;
