@@ -25,6 +25,18 @@ pub const DEFAULT_TWILIO_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_PACING_MARGIN: Duration = Duration::from_millis(20);
 /// An attempt without a terminal callback for this long is reconciled through the API.
 pub const DEFAULT_STALE_CALL: Duration = Duration::from_secs(15 * 60);
+/// Result webhooks are retried for a day (DESIGN.md guarantee 7), then given up (dead, replayable).
+pub const DEFAULT_WEBHOOK_MAX_AGE_HOURS: f64 = 24.0;
+/// Webhook POSTs in flight per process; also bounds how many events one process holds claimed.
+pub const DEFAULT_WEBHOOK_CONCURRENCY: usize = 64;
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// First retry after up to 5 s (full jitter), doubling per attempt up to the cap.
+pub const DEFAULT_WEBHOOK_BACKOFF_BASE: Duration = Duration::from_millis(5_000);
+pub const DEFAULT_WEBHOOK_BACKOFF_MAX: Duration = Duration::from_secs(3_600);
+/// A claimed event is redelivered after this if its deliverer died; longer than a POST can take.
+pub const DEFAULT_WEBHOOK_LEASE: Duration = Duration::from_secs(60);
+/// How often an idle deliverer looks for new events: a result reaches the receiver within about this.
+pub const DEFAULT_WEBHOOK_POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -69,6 +81,20 @@ pub struct Config {
     pub api_rate_limit: u32,
     /// `API_RATE_BURST`: requests one API key may make at once above its rate.
     pub api_rate_burst: u32,
+    /// `WEBHOOK_MAX_AGE_HOURS` (fractional allowed): a webhook event still failing after this long is dead.
+    pub webhook_max_age: Duration,
+    /// `WEBHOOK_CONCURRENCY`: webhook POSTs in flight per process.
+    pub webhook_concurrency: usize,
+    /// `WEBHOOK_TIMEOUT_SECONDS`: one webhook POST's timeout (no answer in time is a failure, retried).
+    pub webhook_timeout: Duration,
+    /// `WEBHOOK_BACKOFF_BASE_MS`: the first retry's maximum delay; doubles per attempt (full jitter).
+    pub webhook_backoff_base: Duration,
+    /// `WEBHOOK_BACKOFF_MAX_SECONDS`: the cap of the retry delay.
+    pub webhook_backoff_max: Duration,
+    /// `WEBHOOK_LEASE_SECONDS`: how long a claimed event waits for its deliverer before it is sent again.
+    pub webhook_lease: Duration,
+    /// `WEBHOOK_POLL_MS`: how often an idle deliverer looks for new events.
+    pub webhook_poll: Duration,
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -83,6 +109,13 @@ where
         None => Ok(default),
         Some(v) => v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid { var: name, reason: e.to_string() }),
     }
+}
+
+/// A duration given in (possibly fractional) hours.
+fn hours(name: &'static str, default: f64) -> Result<Duration, ConfigError> {
+    let h: f64 = parse_var(name, default)?;
+    Duration::try_from_secs_f64(h * 3600.0)
+        .map_err(|e| ConfigError::Invalid { var: name, reason: format!("{h} hours: {e}") })
 }
 
 impl Config {
@@ -108,6 +141,22 @@ impl Config {
             api_listen_addr: parse_var("API_LISTEN_ADDR", DEFAULT_API_LISTEN_ADDR.parse().expect("valid default"))?,
             api_rate_limit: parse_var("API_RATE_LIMIT", DEFAULT_API_RATE_LIMIT)?,
             api_rate_burst: parse_var("API_RATE_BURST", DEFAULT_API_RATE_BURST)?,
+            webhook_max_age: hours("WEBHOOK_MAX_AGE_HOURS", DEFAULT_WEBHOOK_MAX_AGE_HOURS)?,
+            webhook_concurrency: parse_var("WEBHOOK_CONCURRENCY", DEFAULT_WEBHOOK_CONCURRENCY)?,
+            webhook_timeout: Duration::from_secs(parse_var(
+                "WEBHOOK_TIMEOUT_SECONDS",
+                DEFAULT_WEBHOOK_TIMEOUT.as_secs(),
+            )?),
+            webhook_backoff_base: Duration::from_millis(parse_var(
+                "WEBHOOK_BACKOFF_BASE_MS",
+                DEFAULT_WEBHOOK_BACKOFF_BASE.as_millis() as u64,
+            )?),
+            webhook_backoff_max: Duration::from_secs(parse_var(
+                "WEBHOOK_BACKOFF_MAX_SECONDS",
+                DEFAULT_WEBHOOK_BACKOFF_MAX.as_secs(),
+            )?),
+            webhook_lease: Duration::from_secs(parse_var("WEBHOOK_LEASE_SECONDS", DEFAULT_WEBHOOK_LEASE.as_secs())?),
+            webhook_poll: Duration::from_millis(parse_var("WEBHOOK_POLL_MS", DEFAULT_WEBHOOK_POLL.as_millis() as u64)?),
         };
         c.validate()?;
         Ok(c)
@@ -135,6 +184,19 @@ impl Config {
             return Err(ConfigError::Invalid {
                 var: "API_RATE_LIMIT",
                 reason: "API_RATE_LIMIT and API_RATE_BURST must be positive".into(),
+            });
+        }
+        if self.webhook_concurrency == 0 || self.webhook_timeout.is_zero() || self.webhook_backoff_base.is_zero() {
+            return Err(ConfigError::Invalid {
+                var: "WEBHOOK_CONCURRENCY",
+                reason: "webhook concurrency, timeout and backoff base must be positive".into(),
+            });
+        }
+        if self.webhook_lease <= self.webhook_timeout {
+            // A lease shorter than a POST would send an event again while its first POST is still waiting.
+            return Err(ConfigError::Invalid {
+                var: "WEBHOOK_LEASE_SECONDS",
+                reason: format!("must exceed WEBHOOK_TIMEOUT_SECONDS ({}s)", self.webhook_timeout.as_secs()),
             });
         }
         if let Some(u) = &self.public_base_url {

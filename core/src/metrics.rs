@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Buckets for latencies in seconds: 1 ms .. 10 s.
@@ -25,6 +25,14 @@ pub const WAIT_BUCKETS: &[f64] =
 
 /// Buckets for the number of contacts claimed in one batch: 1 .. 1000.
 pub const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+
+/// Buckets for webhook lag (event written → receiver acknowledged) in seconds: 10 ms .. 1 day, as retries
+/// go on for a day.
+pub const WEBHOOK_LAG_BUCKETS: &[f64] =
+    &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0];
+
+/// The `result` values of `dialer_webhook_deliveries_total`, exported from the start at 0.
+pub const WEBHOOK_DELIVERY_RESULTS: &[&str] = &["delivered", "failed", "dead"];
 
 /// All metrics, registered in their own [`Registry`].
 ///
@@ -95,11 +103,23 @@ pub struct Metrics {
     pub api_requests: IntCounterVec,
     /// `dialer_api_request_duration_seconds{route, method}`: time to answer a management API request.
     pub api_request_duration: HistogramVec,
+    /// `dialer_webhook_deliveries_total{result}`: webhook delivery attempts by what came of them
+    /// ([`WEBHOOK_DELIVERY_RESULTS`]): `delivered` (2xx), `failed` (retry scheduled), `dead` (given up).
+    pub webhook_deliveries: IntCounterVec,
+    /// `dialer_webhook_delivery_attempts_total`: webhook POSTs sent (every try, retries included).
+    pub webhook_delivery_attempts: IntCounter,
+    /// `dialer_webhook_lag_seconds`: from an event's commit to its delivery.
+    pub webhook_lag: Histogram,
+    /// `dialer_webhook_backlog`: webhook events neither delivered nor dead (all campaigns).
+    pub webhook_backlog: IntGauge,
+    /// `dialer_webhook_dead`: webhook events given up after the maximum age, awaiting a replay.
+    pub webhook_dead: IntGauge,
 }
 
 /// The `component` values of `dialer_internal_errors_total`, each exported from the start at 0 so a rate
 /// or an alert sees the series before the first error.
-pub const INTERNAL_ERROR_COMPONENTS: &[&str] = &["scheduler", "dispatch", "reconcile", "housekeeping", "callbacks"];
+pub const INTERNAL_ERROR_COMPONENTS: &[&str] =
+    &["scheduler", "dispatch", "reconcile", "housekeeping", "callbacks", "webhooks"];
 
 fn reg<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
     registry.register(Box::new(c.clone())).expect("metric registered twice or with a bad name");
@@ -324,10 +344,47 @@ impl Metrics {
                 &["route", "method"],
                 LATENCY_BUCKETS,
             ),
+            webhook_deliveries: counter_vec(
+                &r,
+                "dialer_webhook_deliveries_total",
+                "Result webhook delivery attempts by result: delivered (2xx), failed (retry scheduled) or dead \
+                 (given up after the maximum age).",
+                &["result"],
+            ),
+            webhook_delivery_attempts: reg(
+                &r,
+                IntCounter::new(
+                    "dialer_webhook_delivery_attempts_total",
+                    "Result webhook POSTs sent, retries included.",
+                )
+                .expect("valid metric"),
+            ),
+            webhook_lag: histogram(
+                &r,
+                "dialer_webhook_lag_seconds",
+                "Time from a result webhook event's commit to its delivery, in seconds.",
+                WEBHOOK_LAG_BUCKETS,
+            ),
+            webhook_backlog: reg(
+                &r,
+                IntGauge::new("dialer_webhook_backlog", "Result webhook events neither delivered nor dead.")
+                    .expect("valid metric"),
+            ),
+            webhook_dead: reg(
+                &r,
+                IntGauge::new(
+                    "dialer_webhook_dead",
+                    "Result webhook events given up after the maximum age, awaiting a replay.",
+                )
+                .expect("valid metric"),
+            ),
             registry: r,
         };
         for component in INTERNAL_ERROR_COMPONENTS {
             m.internal_errors.with_label_values(&[component]);
+        }
+        for result in WEBHOOK_DELIVERY_RESULTS {
+            m.webhook_deliveries.with_label_values(&[result]);
         }
         m
     }
@@ -379,6 +436,11 @@ impl Metrics {
             &self.geo_refusals,
             &self.api_requests,
             &self.api_request_duration,
+            &self.webhook_deliveries,
+            &self.webhook_delivery_attempts,
+            &self.webhook_lag,
+            &self.webhook_backlog,
+            &self.webhook_dead,
         ]
     }
 

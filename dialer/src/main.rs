@@ -3,6 +3,7 @@
 
 mod cli;
 mod engine;
+mod webhooks;
 
 use std::process::ExitCode;
 

@@ -11,6 +11,7 @@ mod settle;
 mod sql;
 mod state;
 mod token;
+pub mod webhook;
 pub mod window;
 mod zone;
 

@@ -14,6 +14,7 @@ mod events;
 mod nodes;
 mod results;
 pub mod transitions;
+mod webhooks;
 
 pub use attempts::{OpenAttempt, OpenCall};
 pub use transitions::{Binding, Block, ClaimedAttempt, DialingGate, ATTEMPTS_CLAIM_DUE_SQL};
@@ -29,6 +30,7 @@ pub use contacts::*;
 pub use dnc::DncEntry;
 pub use events::{AmdApplied, EventApplied, StatusEvent};
 pub use results::*;
+pub use webhooks::*;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 

@@ -150,8 +150,10 @@ impl Store {
     /// new.
     pub async fn results_record(&self, attempt_id: i64, menu: &str, digits: &str, result: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let new = insert_result(&mut tx, attempt_id, menu, digits, result).await?;
+        // The attempt first, then (the webhook trigger on `results`) its contact: the order settling locks
+        // them in, so a keypress and a settle of the same call wait for each other rather than deadlock.
         sqlx::query!("UPDATE attempts SET result = $2 WHERE id = $1", attempt_id, result).execute(&mut *tx).await?;
+        let new = insert_result(&mut tx, attempt_id, menu, digits, result).await?;
         tx.commit().await?;
         Ok(new)
     }
@@ -162,10 +164,15 @@ impl Store {
     /// was new on the list.
     pub async fn results_opt_out(&self, attempt_id: i64, menu: &str, digits: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let a = sqlx::query!("SELECT phone, contact_id FROM attempts WHERE id = $1", attempt_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("attempt {attempt_id}")))?;
+        // Locks the attempt before the contact (see `results_record`).
+        let a = sqlx::query!(
+            "UPDATE attempts SET result = $2 WHERE id = $1 RETURNING phone, contact_id",
+            attempt_id,
+            OPTED_OUT_RESULT
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("attempt {attempt_id}")))?;
         let new = sqlx::query!(
             "INSERT INTO dnc (phone, campaign_id, reason, source) VALUES ($1, NULL, 'opted out by keypress', 'keypress')
              ON CONFLICT (phone) WHERE campaign_id IS NULL DO NOTHING",
@@ -176,9 +183,6 @@ impl Store {
         .rows_affected()
             == 1;
         insert_result(&mut tx, attempt_id, menu, digits, OPTED_OUT_RESULT).await?;
-        sqlx::query!("UPDATE attempts SET result = $2 WHERE id = $1", attempt_id, OPTED_OUT_RESULT)
-            .execute(&mut *tx)
-            .await?;
         // The call is normally still open (contact `calling`, settled later); if the contact is already
         // waiting for a retry, it must never be claimed again.
         sqlx::query!(

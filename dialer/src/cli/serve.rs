@@ -114,18 +114,32 @@ pub async fn serve(
         None
     };
     tokio::spawn(stop);
+    let webhooks = (role == Role::All).then(|| spawn_webhook_deliverer(&config, &store, shutdown.clone()));
     if matches!(role, Role::Dialer | Role::All) {
         let engine: Arc<Engine> = Engine::new(&config, store, shutdown.clone())?;
         engine.run().await?;
     } else {
         shutdown.cancelled().await;
     }
-    // Bounded drain for the HTTP side.
+    // Bounded drain for the HTTP side and the webhook POSTs in flight (the deliverer bounds its own).
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), http).await;
     if let Some(api) = api {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), api).await;
     }
+    if let Some(w) = webhooks {
+        let _ = w.await;
+    }
     Ok(())
+}
+
+/// Starts the result webhook deliverer in its own task (it stops on `shutdown`). One per process is enough;
+/// several replicas share the outbox safely (claims skip each other's rows).
+pub fn spawn_webhook_deliverer(
+    config: &Config,
+    store: &dialer_core::store::Store,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(crate::webhooks::run(store.clone(), crate::webhooks::WebhookConfig::from(config), shutdown))
 }
 
 fn callbacks_router(config: &Config, store: &dialer_core::store::Store) -> anyhow::Result<Router> {

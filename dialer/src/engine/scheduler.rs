@@ -250,6 +250,13 @@ say = "Press 1 to confirm."
             twilio_timeout: Duration::from_secs(15),
             stale_call: Duration::from_secs(900),
             pacing_margin: Duration::from_millis(20),
+            webhook_max_age: Duration::from_secs(24 * 3600),
+            webhook_concurrency: dialer_core::config::DEFAULT_WEBHOOK_CONCURRENCY,
+            webhook_timeout: dialer_core::config::DEFAULT_WEBHOOK_TIMEOUT,
+            webhook_backoff_base: dialer_core::config::DEFAULT_WEBHOOK_BACKOFF_BASE,
+            webhook_backoff_max: dialer_core::config::DEFAULT_WEBHOOK_BACKOFF_MAX,
+            webhook_lease: dialer_core::config::DEFAULT_WEBHOOK_LEASE,
+            webhook_poll: dialer_core::config::DEFAULT_WEBHOOK_POLL,
         }
     }
 

@@ -154,6 +154,13 @@ async fn a_real_campaign_exports_what_the_dashboard_and_alerts_use_with_values_t
     env.store.dnc_add_many(std::slice::from_ref(&all[7].phone), None, "test", "test").await.unwrap();
     let id = env.campaign(&campaign_toml(tz.name(), 40.0, ""), &all).await;
     let campaign = id.to_string();
+    // A result webhook receiver that accepts everything, so the webhook families carry real values.
+    let hooks = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", hooks.local_addr().unwrap());
+    let receiver =
+        axum::Router::new().route("/hook", axum::routing::post(|| async { axum::http::StatusCode::NO_CONTENT }));
+    tokio::spawn(async move { axum::serve(hooks, receiver).await.unwrap() });
+    env.store.webhook_endpoints_set(id, &hook_url).await.unwrap();
     env.spawn("all", 40.0, &[]);
     let base = format!("http://{}", env.callbacks_addr);
     let metrics_url = format!("{base}/metrics");
@@ -183,7 +190,11 @@ async fn a_real_campaign_exports_what_the_dashboard_and_alerts_use_with_values_t
             m.sum("dialer_contacts", &[("campaign", &campaign), ("state", s.as_str())])
                 == report.by_state.get(s).copied().unwrap_or(0) as f64
         });
-        if answered == (stats.callbacks_sent + stats.webhooks_sent) as f64 && gauges_final {
+        let events = count(&env, "SELECT count(*) FROM webhook_outbox WHERE campaign_id = $1", id).await;
+        let webhooks_done = events > 0.0
+            && m.sum("dialer_webhook_deliveries_total", &[("result", "delivered")]) == events
+            && m.sum("dialer_webhook_backlog", &[]) == 0.0;
+        if answered == (stats.callbacks_sent + stats.webhooks_sent) as f64 && gauges_final && webhooks_done {
             break (text, m);
         }
         assert!(started.elapsed() < Duration::from_secs(60), "metrics never settled:\n{text}");
@@ -268,6 +279,15 @@ async fn a_real_campaign_exports_what_the_dashboard_and_alerts_use_with_values_t
          out of order",
         m.sum("dialer_callbacks_out_of_order_total", &[])
     );
+
+    // Result webhooks: one event per keypress result and per contact's end, each delivered once.
+    let events = count(&env, "SELECT count(*) FROM webhook_outbox WHERE campaign_id = $1", id).await;
+    assert_eq!(events, results + report.contacts as f64);
+    assert_eq!(m.sum("dialer_webhook_delivery_attempts_total", &[]), events, "the receiver took each at once");
+    assert_eq!(m.sum("dialer_webhook_lag_seconds_count", &[]), events);
+    assert_eq!(m.sum("dialer_webhook_deliveries_total", &[("result", "failed")]), 0.0);
+    assert_eq!(m.sum("dialer_webhook_deliveries_total", &[("result", "dead")]), 0.0);
+    assert_eq!(m.sum("dialer_webhook_dead", &[]), 0.0);
 
     // Gauges.
     assert_eq!(m.sum("dialer_account_cps_limit", &[]), 40.0);
