@@ -18,6 +18,7 @@ mod extract;
 pub mod openapi;
 pub mod problem;
 mod results;
+mod webhooks;
 
 use std::time::Instant;
 
@@ -85,6 +86,18 @@ pub fn router(state: ApiState) -> Router {
                 .route("/campaigns/{id}/results/export", get(results::export)),
         ))
         .merge(scoped(Scope::DncRead, Router::new().route("/dnc/{phone}", get(dnc::check))))
+        .merge(scoped(Scope::CampaignsRead, Router::new().route("/campaigns/{id}/webhook", get(webhooks::get))))
+        .merge(scoped(
+            Scope::ResultsRead,
+            Router::new().route("/campaigns/{id}/webhook/deliveries", get(webhooks::deliveries)),
+        ))
+        .merge(scoped(
+            Scope::WebhooksWrite,
+            Router::new()
+                .route("/campaigns/{id}/webhook", axum::routing::put(webhooks::set).delete(webhooks::remove))
+                .route("/campaigns/{id}/webhook/deliveries/{delivery_id}/replay", post(webhooks::replay))
+                .route("/campaigns/{id}/webhook/deliveries/replay-dead", post(webhooks::replay_dead)),
+        ))
         .merge(scoped(
             Scope::DncWrite,
             Router::new().route("/dnc/{phone}", axum::routing::put(dnc::add).delete(dnc::remove)),

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{campaigns, contacts, dnc, eta, problem, results};
+use crate::{campaigns, contacts, dnc, eta, problem, results, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,7 @@ RFC 9457 problem details (`application/problem+json`) naming the field and, for 
         contacts::push, contacts::get, contacts::remove,
         results::page, results::export,
         dnc::check, dnc::add, dnc::remove,
+        webhooks::set, webhooks::get, webhooks::remove, webhooks::deliveries, webhooks::replay, webhooks::replay_dead,
     ),
     components(schemas(
         problem::Problem, problem::FieldError, campaigns::Campaign, campaigns::CampaignPage, campaigns::CampaignPatch,
@@ -27,6 +28,8 @@ RFC 9457 problem details (`application/problem+json`) naming the field and, for 
         contacts::CreatedContact, contacts::Duplicate, contacts::ContactView, contacts::AttemptView,
         results::ResultView, results::ResultPage, results::ExportFormat,
         dnc::DncStatus, dnc::DncEntryView, dnc::DncAdd,
+        webhooks::EndpointSet, webhooks::EndpointCreated, webhooks::Endpoint, webhooks::DeliveryState,
+        webhooks::DeliveryView, webhooks::DeliveryPage, webhooks::Replayed,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -34,6 +37,7 @@ RFC 9457 problem details (`application/problem+json`) naming the field and, for 
         (name = "contacts", description = "Push contacts; read or remove one"),
         (name = "results", description = "What the calls produced"),
         (name = "dnc", description = "The do-not-call list"),
+        (name = "webhooks", description = "Signed result webhooks (Standard Webhooks) and their deliveries"),
     )
 )]
 struct ApiDoc;

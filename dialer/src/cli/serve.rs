@@ -114,7 +114,8 @@ pub async fn serve(
         None
     };
     tokio::spawn(stop);
-    let webhooks = (role == Role::All).then(|| spawn_webhook_deliverer(&config, &store, shutdown.clone()));
+    let webhooks =
+        matches!(role, Role::Api | Role::All).then(|| spawn_webhook_deliverer(&config, &store, shutdown.clone()));
     if matches!(role, Role::Dialer | Role::All) {
         let engine: Arc<Engine> = Engine::new(&config, store, shutdown.clone())?;
         engine.run().await?;

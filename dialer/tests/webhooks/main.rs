@@ -3,6 +3,7 @@
 //! signed (checked with the Standard Webhooks reference library), in order per contact — through a receiver
 //! outage, a run of 500s, and a `kill -9` of the deliverer mid-delivery.
 
+mod flow;
 #[allow(dead_code)]
 #[path = "../engine/helpers.rs"]
 mod helpers;
@@ -107,7 +108,7 @@ async fn scalar(env: &Env, sql: &str) -> i64 {
 }
 
 /// Polls `cond` (a hang guard, not a timing assertion).
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut cond: F)
+pub(crate) async fn wait_for<F, Fut>(what: &str, limit: Duration, mut cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
