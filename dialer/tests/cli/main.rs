@@ -178,6 +178,9 @@ fn every_command_has_help() {
         vec!["demo", "--help"],
         vec!["results", "export", "--help"],
         vec!["migrate", "--help"],
+        vec!["apikey", "create", "--help"],
+        vec!["apikey", "list", "--help"],
+        vec!["apikey", "revoke", "--help"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_dialer")).args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
@@ -260,4 +263,50 @@ fn a_database_that_cannot_be_reached_is_exit_code_4() {
         .unwrap();
     assert_eq!(out.status.code(), Some(4), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PostgreSQL unavailable"));
+}
+
+/// API keys: created once (printed only then), listed without the secret, revoked; and a key never reaches
+/// the logs, even at `trace`, whether it is good, revoked or made up.
+#[tokio::test]
+async fn api_keys_are_shown_once_listed_without_secrets_revoked_and_never_logged() {
+    let cli = Cli::new().await;
+    let bad = cli.run(&["apikey", "create", "--name", "x", "--scope", "admin"]);
+    assert_eq!(bad.status.code(), Some(2), "clap refuses an unknown scope");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("campaigns:read"), "the error lists the scopes");
+    let key = cli.ok(&["apikey", "create", "--name", "carrier", "--scope", "campaigns:read"]).trim().to_string();
+    assert!(key.starts_with("dk_"), "{key}");
+    let list = cli.ok(&["apikey", "list"]);
+    assert!(list.contains("carrier") && list.contains("campaigns:read") && list.contains(&key[..11]), "{list}");
+    assert!(!list.contains(&key[11..]), "the list shows only the key's prefix");
+
+    let (api_port, app_port) = (free_port(), free_port());
+    let log = std::env::temp_dir().join(format!("dialer-api-{}.log", uuid::Uuid::new_v4().simple()));
+    let api = Kill(
+        Command::new(env!("CARGO_BIN_EXE_dialer"))
+            .args(["serve", "--role", "api"])
+            .env("DATABASE_URL", &cli.db)
+            .env("LISTEN_ADDR", format!("127.0.0.1:{app_port}"))
+            .env("API_LISTEN_ADDR", format!("127.0.0.1:{api_port}"))
+            .env("RUST_LOG", "trace")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    scrape(&format!("http://127.0.0.1:{api_port}/api/v1/openapi.json")).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{api_port}/api/v1/campaigns");
+    assert_eq!(http.get(&url).bearer_auth(&key).send().await.unwrap().status(), 200);
+    let made_up = "dk_made-up-key-that-should-not-be-logged-either";
+    assert_eq!(http.get(&url).bearer_auth(made_up).send().await.unwrap().status(), 401);
+    let id = list.lines().find(|l| l.contains("carrier")).unwrap().split_whitespace().next().unwrap().to_string();
+    cli.ok(&["apikey", "revoke", &id]);
+    assert_eq!(http.get(&url).bearer_auth(&key).send().await.unwrap().status(), 401);
+    assert_eq!(cli.run(&["apikey", "revoke", &id]).status.code(), Some(3), "revoking twice is invalid input");
+    drop(api);
+
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("/api/v1/campaigns"), "the requests were logged at all:\n{logged}");
+    assert!(!logged.contains(&key[11..]) && !logged.contains(made_up), "a key reached the logs");
+    let _ = std::fs::remove_file(&log);
 }

@@ -161,10 +161,21 @@ async fn a_real_campaign_exports_what_the_dashboard_and_alerts_use_with_values_t
         axum::Router::new().route("/hook", axum::routing::post(|| async { axum::http::StatusCode::NO_CONTENT }));
     tokio::spawn(async move { axum::serve(hooks, receiver).await.unwrap() });
     env.store.webhook_endpoints_set(id, &hook_url).await.unwrap();
-    env.spawn("all", 40.0, &[]);
+    let api_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    env.spawn("all", 40.0, &[("API_LISTEN_ADDR", &api_addr.to_string())]);
     let base = format!("http://{}", env.callbacks_addr);
     let metrics_url = format!("{base}/metrics");
     wait_until_up(&metrics_url).await;
+
+    // The management API: three progress reads with a key, one without.
+    let key = dialer_core::domain::ApiKeySecret::generate();
+    env.store.api_keys_insert("metrics", &key, &[dialer_core::domain::Scope::CampaignsRead]).await.unwrap();
+    let progress = format!("http://{api_addr}/api/v1/campaigns/{id}/progress");
+    let http = reqwest::Client::new();
+    for _ in 0..3 {
+        assert_eq!(http.get(&progress).bearer_auth(key.expose()).send().await.unwrap().status(), 200);
+    }
+    assert_eq!(http.get(&progress).send().await.unwrap().status(), 401);
 
     // One forged callback: refused with 403 and counted.
     let forged = reqwest::Client::new()
@@ -342,6 +353,11 @@ async fn a_real_campaign_exports_what_the_dashboard_and_alerts_use_with_values_t
         }
     }
     assert!(problems.is_empty(), "the dashboard or alerts refer to what is not exported:\n{}", problems.join("\n"));
+
+    let route = [("route", "/api/v1/campaigns/{id}/progress"), ("method", "GET")];
+    assert_eq!(m.sum("dialer_api_requests_total", &[route[0], route[1], ("status", "200")]), 3.0);
+    assert_eq!(m.sum("dialer_api_requests_total", &[route[0], route[1], ("status", "401")]), 1.0);
+    assert_eq!(m.sum("dialer_api_request_duration_seconds_count", &route), 4.0);
 
     // This campaign touched every metric the process registers, and each is on the dashboard.
     let scraped: BTreeSet<String> = m.types.keys().cloned().collect();
