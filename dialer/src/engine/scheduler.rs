@@ -257,6 +257,9 @@ say = "Press 1 to confirm."
             webhook_backoff_max: dialer_core::config::DEFAULT_WEBHOOK_BACKOFF_MAX,
             webhook_lease: dialer_core::config::DEFAULT_WEBHOOK_LEASE,
             webhook_poll: dialer_core::config::DEFAULT_WEBHOOK_POLL,
+            api_listen_addr: "127.0.0.1:0".parse().unwrap(),
+            api_rate_limit: dialer_core::config::DEFAULT_API_RATE_LIMIT,
+            api_rate_burst: dialer_core::config::DEFAULT_API_RATE_BURST,
         }
     }
 
