@@ -92,3 +92,68 @@ pub fn estimate(
     };
     e
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use dialer_core::domain::campaign::WindowFile;
+    use dialer_core::domain::{CallingWindow, Tz};
+    use serde_json::json;
+    use sqlx::types::Json;
+
+    use super::*;
+
+    fn campaign(status: CampaignStatus, cps: f64) -> CampaignRow {
+        let w = WindowFile { start: "09:00".into(), end: "10:00".into(), days: vec![], holidays: vec![] };
+        CampaignRow {
+            id: 1,
+            name: "t".into(),
+            caller_id: dialer_core::domain::E164::parse("+14155550199", None).unwrap(),
+            status,
+            status_reason: None,
+            timezone: Tz::parse("UTC").unwrap(),
+            cps,
+            account_cps_share: 1.0,
+            max_in_flight: 10,
+            max_attempts: 1,
+            retry_policy: Json(Default::default()),
+            calling_window: Json(CallingWindow::parse(&w).unwrap()),
+            limits: Json(Default::default()),
+            amd_mode: dialer_core::domain::AmdMode::Off,
+            ring_timeout_s: 30,
+            script: json!({}),
+            recurrence_cron: None,
+            recurrence_tz: None,
+            recurrence_last_at: None,
+            spec: json!({}),
+            created_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_backlog_is_spread_over_open_windows_capped_by_the_account_and_never_before_the_last_retry() {
+        let at = |d, h, m, s| Utc.with_ymd_and_hms(2026, 12, d, h, m, s).unwrap();
+        let c = campaign(CampaignStatus::Running, 5.0);
+        // 18,000 contacts at min(5, account 1) = 1/s need 5 h of a 1 h daily window: the 5th day, 10:00.
+        let e = estimate(&c, 18_000, None, None, 1.0, at(1, 8, 0, 0));
+        assert_eq!(e.rate_cps, 1.0);
+        assert!(!e.window_open_now);
+        assert_eq!(e.next_window_opening, Some(at(1, 9, 0, 0)));
+        assert_eq!(e.finish_at, Some(at(5, 10, 0, 0)));
+        // Inside the window with time to spare: backlog / rate from now.
+        let e = estimate(&c, 600, None, None, 100.0, at(1, 9, 10, 0));
+        assert_eq!(e.finish_at, Some(at(1, 9, 12, 0)));
+        assert_eq!(e.eta_seconds, Some(120));
+        // A retry scheduled later than the backlog would take holds the end.
+        let e = estimate(&c, 600, None, Some(at(2, 9, 30, 0)), 100.0, at(1, 9, 10, 0));
+        assert_eq!(e.finish_at, Some(at(2, 9, 30, 0)));
+        // Paused, or nothing left: no ETA, and it says why.
+        let e = estimate(&campaign(CampaignStatus::Paused, 5.0), 600, None, None, 100.0, at(1, 9, 10, 0));
+        assert_eq!((e.finish_at, e.basis.contains("paused")), (None, true));
+        let e = estimate(&c, 0, None, None, 100.0, at(1, 9, 10, 0));
+        assert_eq!(e.finish_at, None);
+        // More than the horizon holds: none, said so.
+        let e = estimate(&c, 10_000_000, None, None, 1.0, at(1, 9, 10, 0));
+        assert!(e.finish_at.is_none() && e.basis.contains("31 days"), "{e:?}");
+    }
+}

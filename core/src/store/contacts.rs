@@ -319,6 +319,18 @@ impl Store {
         Ok(PushAnswer::Done(pushed, code, body))
     }
 
+    /// Forgets idempotency keys older than `age` (a replay after that pushes again, and duplicates are
+    /// still caught by number and external id). Index: idempotency_keys_created.
+    pub async fn idempotency_keys_purge(&self, age: std::time::Duration) -> Result<u64> {
+        Ok(sqlx::query!(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
+            age.as_secs_f64()
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
     /// A contact with its attempts, or `None`.
     pub async fn contacts_get(&self, id: i64) -> Result<Option<ContactDetail>> {
         let Some(c) = sqlx::query!(

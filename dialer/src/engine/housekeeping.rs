@@ -49,8 +49,13 @@ pub async fn maintain_once(engine: &Engine) -> anyhow::Result<()> {
         info!(campaign = id, "campaign completed");
     }
     recur_once(engine, chrono::Utc::now()).await?;
+    engine.store.idempotency_keys_purge(IDEMPOTENCY_KEY_TTL).await?;
     Ok(())
 }
+
+/// How long the management API remembers an `Idempotency-Key` (a client's retries come within minutes; a
+/// day covers a retry queue drained the next morning).
+pub const IDEMPOTENCY_KEY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Sets the contact and in-flight gauges of every campaign that has contacts. The counts only list what is
 /// there, so each state (and in-flight) the counts leave out is set to 0: a gauge left at its last value
