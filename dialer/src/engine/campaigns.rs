@@ -14,7 +14,8 @@ pub struct LiveCampaign {
     pub label: String,
     pub caller_id: E164,
     pub timezone: Tz,
-    pub window: CallingWindow,
+    /// Replaced when the campaign's window is changed through the API while it runs ([`Self::set_window`]).
+    window: std::sync::RwLock<CallingWindow>,
     pub limits: Limits,
     pub amd: AmdMode,
     pub ring_timeout_s: u32,
@@ -39,13 +40,30 @@ impl LiveCampaign {
             label: row.id.to_string(),
             caller_id: row.caller_id.clone(),
             timezone: row.timezone,
-            window: row.calling_window.0.clone(),
+            window: std::sync::RwLock::new(row.calling_window.0.clone()),
             limits: row.limits.0.clone(),
             amd: row.amd_mode,
             ring_timeout_s: row.ring_timeout_s.max(5) as u32,
             pacer: Pacer::new(share / live.max(1) as f64, margin),
             held: AtomicUsize::new(0),
         }))
+    }
+
+    /// When the calling window next opens in `tz` (`now` if it is open).
+    pub fn next_opening(
+        &self,
+        tz: chrono_tz::Tz,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.window.read().unwrap_or_else(|e| e.into_inner()).next_opening(tz, now)
+    }
+
+    /// Takes a window changed while the campaign runs; the next claim and dispatch check use it.
+    pub fn set_window(&self, window: &CallingWindow) {
+        let mut w = self.window.write().unwrap_or_else(|e| e.into_inner());
+        if *w != *window {
+            *w = window.clone();
+        }
     }
 
     /// The contact's zone, else the campaign's.

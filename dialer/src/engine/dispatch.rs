@@ -127,7 +127,7 @@ async fn dispatch_one(
     let m = Metrics::global();
     let tz = c.zone_of(a.timezone);
     let now = Utc::now();
-    match c.window.next_opening(tz, now) {
+    match c.next_opening(tz, now) {
         Some(t) if t <= now => {}
         other => {
             let at = other.unwrap_or(now + chrono::Duration::days(1));

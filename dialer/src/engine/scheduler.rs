@@ -67,7 +67,10 @@ pub async fn run(engine: Arc<Engine>) -> anyhow::Result<()> {
                     for (row, &share) in rows.iter().zip(&shares) {
                         Metrics::global().campaign_cps_limit.with_label_values(&[&row.id.to_string()]).set(share);
                         if let Some(r) = running.get(&row.id) {
+                            // Changes made while it runs (API `PATCH`): CPS through the pacer, the window here;
+                            // the in-flight cap, retry policy and script are read where they are used.
                             r.campaign.pacer.set_rate(share / live as f64);
+                            r.campaign.set_window(&row.calling_window.0);
                             continue;
                         }
                         match LiveCampaign::from_row(row, share, live, engine.pacing_margin) {
@@ -151,7 +154,7 @@ pub async fn claim_once(
     let mut ready = Vec::with_capacity(claimed.len());
     for a in claimed {
         let tz = campaign.zone_of(a.timezone);
-        match campaign.window.next_opening(tz, now) {
+        match campaign.next_opening(tz, now) {
             Some(t) if t <= now => ready.push(a),
             other => {
                 defer_ids.push(a.attempt_id);
