@@ -135,7 +135,7 @@ def test_scaled_replica_counts_and_roles():
         assert container["args"] == ["serve", "--role", role]
         spread = pod["spec"]["topologySpreadConstraints"][0]
         assert spread["labelSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
-    assert len(find(docs, "PodDisruptionBudget")) == 2
+    assert len(find(docs, "PodDisruptionBudget")) == 3
     assert one(docs, "ConfigMap", f"{RELEASE}-dialer")["data"]["ACCOUNT_CPS"] == "30"
 
 
@@ -143,11 +143,11 @@ def test_default_render_shape():
     docs = render()
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(
-        ["ConfigMap", "ConfigMap", "Secret", "Secret", "Deployment", "Deployment", "Service", "Service",
-         "Ingress", "Job", "ServiceAccount"]
+        ["ConfigMap", "ConfigMap", "Secret", "Secret", "Deployment", "Deployment", "Deployment", "Service",
+         "Service", "Service", "Ingress", "Job", "ServiceAccount"]
     ), kinds
     assert not find(docs, "ServiceMonitor") and not find(docs, "PodDisruptionBudget")
-    for role, replicas in [("dialer", 1), ("callbacks", 2)]:
+    for role, replicas in [("dialer", 1), ("callbacks", 2), ("api", 1)]:
         dep = one(docs, "Deployment", f"{RELEASE}-dialer-{role}")
         assert dep["spec"]["replicas"] == replicas
         pod = dep["spec"]["template"]["spec"]
@@ -162,9 +162,21 @@ def test_default_render_shape():
         assert {"secretRef": {"name": f"{RELEASE}-dialer"}} in c["envFrom"]
 
     config = one(docs, "ConfigMap", f"{RELEASE}-dialer")["data"]
-    assert set(config) == {"LISTEN_ADDR", "PUBLIC_BASE_URL", "TWILIO_API_BASE_URL", "ACCOUNT_CPS",
-                           "CLAIM_BATCH_SIZE", "LEASE_SECONDS"}
+    assert set(config) == {"LISTEN_ADDR", "API_LISTEN_ADDR", "PUBLIC_BASE_URL", "TWILIO_API_BASE_URL",
+                           "ACCOUNT_CPS", "CLAIM_BATCH_SIZE", "LEASE_SECONDS"}
     assert not config["LISTEN_ADDR"].startswith("127."), "pods must listen beyond loopback"
+    assert not config["API_LISTEN_ADDR"].startswith("127."), "pods must listen beyond loopback"
+
+    # The management API: its own port on its own Service, never on the public Ingress.
+    api = one(docs, "Deployment", f"{RELEASE}-dialer-api")
+    (c,) = api["spec"]["template"]["spec"]["containers"]
+    assert c["args"] == ["serve", "--role", "api"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["api"] == int(config["API_LISTEN_ADDR"].rsplit(":", 1)[1])
+    api_svc = one(docs, "Service", f"{RELEASE}-dialer-api")
+    assert {p["targetPort"] for p in api_svc["spec"]["ports"]} == {"api", "http"}
+    assert api_svc["spec"]["type"] == "ClusterIP"
+    assert api_svc["spec"]["selector"] == api["spec"]["selector"]["matchLabels"]
 
     # PUBLIC_BASE_URL is the Ingress host, and the Ingress routes to the callbacks Service, not /metrics.
     ingress = one(docs, "Ingress", f"{RELEASE}-dialer-callbacks")
@@ -209,7 +221,7 @@ def test_secrets_and_existing_secret():
 
     docs = render({"existingSecret": "dialer-secrets"})
     assert not find(docs, "Secret"), "no Secret is created when existingSecret is given"
-    for role in ["dialer", "callbacks"]:
+    for role in ["dialer", "callbacks", "api"]:
         (c,) = one(docs, "Deployment", f"{RELEASE}-dialer-{role}")["spec"]["template"]["spec"]["containers"]
         assert {"secretRef": {"name": "dialer-secrets"}} in c["envFrom"]
     job = one(docs, "Job", f"{RELEASE}-dialer-migrations")
@@ -217,7 +229,7 @@ def test_secrets_and_existing_secret():
         "dialer-secrets")
 
 
-def test_service_monitor_selects_both_services():
+def test_service_monitor_selects_every_service():
     docs = render({"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}})
     sm = one(docs, "ServiceMonitor", f"{RELEASE}-dialer")
     assert sm["metadata"]["labels"]["release"] == "prom"
@@ -236,7 +248,7 @@ def test_service_monitor_selects_both_services():
 
     services = find(docs, "Service")
     chosen = {s["metadata"]["name"] for s in services if selected(s["metadata"]["labels"])}
-    assert chosen == {f"{RELEASE}-dialer-dialer", f"{RELEASE}-dialer-callbacks"}
+    assert chosen == {f"{RELEASE}-dialer-dialer", f"{RELEASE}-dialer-callbacks", f"{RELEASE}-dialer-api"}
     for s in services:
         assert endpoint["port"] in {p["name"] for p in s["spec"]["ports"]}
         # Each Service selects the pods of exactly its own Deployment.

@@ -119,6 +119,11 @@ spec:
         - name: http
           containerPort: {{ $root.Values.containerPort }}
           protocol: TCP
+        {{- if eq .component "api" }}
+        - name: api
+          containerPort: {{ $root.Values.apiContainerPort }}
+          protocol: TCP
+        {{- end }}
       livenessProbe:
         httpGet:
           path: {{ $root.Values.probes.path }}
