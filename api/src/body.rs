@@ -30,9 +30,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
 /// the common case to one pass; only a body that has one is parsed again to name the place.
 fn nul_pointer(bytes: &[u8]) -> Option<String> {
     // `\u0000` is an escape only after an even number of backslashes (else the first is escaped).
-    let escaped = bytes.windows(6).enumerate().any(|(i, w)| {
-        w == b"\\u0000" && bytes[..i].iter().rev().take_while(|&&c| c == b'\\').count() % 2 == 0
-    });
+    let escaped = bytes
+        .windows(6)
+        .enumerate()
+        .any(|(i, w)| w == b"\\u0000" && bytes[..i].iter().rev().take_while(|&&c| c == b'\\').count() % 2 == 0);
     if !escaped {
         return None;
     }

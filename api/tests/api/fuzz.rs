@@ -331,7 +331,9 @@ fn from_schema(root: &Value, schema: &Value, depth: u32) -> BoxedStrategy<Value>
             "null" => Just(Value::Null).boxed(),
             "boolean" => any::<bool>().prop_map(Value::from).boxed(),
             "integer" => prop_oneof![4 => 0i64..10, 2 => 0i64..100_000, 1 => any::<i64>()]
-                .prop_map(move |n| Value::from(if min.is_some_and(|m| (n as f64) < m) { n.unsigned_abs() as i64 } else { n }))
+                .prop_map(move |n| {
+                    Value::from(if min.is_some_and(|m| (n as f64) < m) { n.unsigned_abs() as i64 } else { n })
+                })
                 .prop_map(|v| if v.as_i64().is_some() { v } else { Value::from(0) })
                 .boxed(),
             "number" => prop_oneof![4 => 0.0f64..20.0, 1 => -1e6f64..1e6, 1 => Just(1e300)]
@@ -361,8 +363,7 @@ fn from_schema(root: &Value, schema: &Value, depth: u32) -> BoxedStrategy<Value>
 }
 
 fn object_from_schema(root: &Value, s: &Value, depth: u32) -> BoxedStrategy<Value> {
-    let required: Vec<&str> =
-        s["required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let required: Vec<&str> = s["required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     let props: Vec<BoxedStrategy<Option<(String, Value)>>> = s["properties"]
         .as_object()
         .into_iter()
@@ -398,7 +399,9 @@ fn object_from_schema(root: &Value, s: &Value, depth: u32) -> BoxedStrategy<Valu
 fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
     out.push(at.clone());
     match v {
-        Value::Object(m) => m.iter().for_each(|(k, c)| pointers(c, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out)),
+        Value::Object(m) => {
+            m.iter().for_each(|(k, c)| pointers(c, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out))
+        }
         Value::Array(a) => a.iter().enumerate().for_each(|(i, c)| pointers(c, format!("{at}/{i}"), out)),
         _ => {}
     }
@@ -483,7 +486,11 @@ fn header_bytes() -> BoxedStrategy<Vec<u8>> {
 
 fn csv_body(world: &World) -> BoxedStrategy<Vec<u8>> {
     let phones = world.phones.clone();
-    let row = (prop_oneof![3 => select(phones), 1 => select(vec![String::new(), "080-1234-5678".into(), "+1".into()])], nasty_string(), nasty_string())
+    let row = (
+        prop_oneof![3 => select(phones), 1 => select(vec![String::new(), "080-1234-5678".into(), "+1".into()])],
+        nasty_string(),
+        nasty_string(),
+    )
         .prop_map(|(p, x, n)| {
             let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
             format!("{},{},{},{}\n", q(&p), q(&x), q(&n), q(&n))
@@ -499,8 +506,14 @@ fn csv_body(world: &World) -> BoxedStrategy<Vec<u8>> {
     .boxed()
 }
 
-/// `(Content-Type, body)` for an operation.
-fn body_strategy(doc: &Value, op: &Operation, world: &World) -> BoxedStrategy<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+/// `(Content-Type, body)`.
+type Payload = (Option<Vec<u8>>, Option<Vec<u8>>);
+/// A header's name and raw value.
+type RawHeader = (String, Vec<u8>);
+
+/// Bodies for an operation: valid per its request schema (or a seed), one thing wrong, the wrong shape,
+/// deep, huge, empty, not JSON, or under the wrong content type.
+fn body_strategy(doc: &Value, op: &Operation, world: &World) -> BoxedStrategy<Payload> {
     let junk_bytes = proptest::collection::vec(any::<u8>(), 0..200);
     let Some(content) = op.op["requestBody"]["content"].as_object() else {
         // No body is declared: whatever is sent must be ignored or refused, never crash anything.
@@ -511,18 +524,15 @@ fn body_strategy(doc: &Value, op: &Operation, world: &World) -> BoxedStrategy<(O
         ]
         .boxed();
     };
-    let mut options: Vec<(u32, BoxedStrategy<(Option<Vec<u8>>, Option<Vec<u8>>)>)> = Vec::new();
+    let mut options: Vec<(u32, BoxedStrategy<Payload>)> = Vec::new();
     for (media, m) in content {
         if media.contains("json") {
             let schema = m.get("schema").cloned().unwrap_or(json!({}));
             let name = schema.get("$ref").and_then(Value::as_str).map(|r| r.rsplit('/').next().unwrap().to_string());
             let seeds = name.and_then(|n| world.seeds.get(&n).cloned()).unwrap_or_default();
             let generated = from_schema(doc, &schema, 0);
-            let valid = if seeds.is_empty() {
-                generated
-            } else {
-                prop_oneof![1 => generated, 1 => select(seeds)].boxed()
-            };
+            let valid =
+                if seeds.is_empty() { generated } else { prop_oneof![1 => generated, 1 => select(seeds)].boxed() };
             let as_json = |s: BoxedStrategy<Value>| {
                 (json_content_type(), s).prop_map(|(ct, v)| (Some(ct), Some(serde_json::to_vec(&v).unwrap()))).boxed()
             };
@@ -537,12 +547,7 @@ fn body_strategy(doc: &Value, op: &Operation, world: &World) -> BoxedStrategy<(O
                         .prop_map(|(ct, b)| (Some(ct), Some(b.into_bytes())))
                         .boxed(),
                 ),
-                (
-                    1,
-                    (json_content_type(), junk_bytes.clone())
-                        .prop_map(|(ct, b)| (Some(ct), Some(b)))
-                        .boxed(),
-                ),
+                (1, (json_content_type(), junk_bytes.clone()).prop_map(|(ct, b)| (Some(ct), Some(b))).boxed()),
                 (1, (json_content_type(), Just(Vec::new())).prop_map(|(ct, b)| (Some(ct), Some(b))).boxed()),
                 (1, json_content_type().prop_map(|ct| (Some(ct), None)).boxed()),
                 (
@@ -553,15 +558,14 @@ fn body_strategy(doc: &Value, op: &Operation, world: &World) -> BoxedStrategy<(O
                 ),
                 (
                     2,
-                    (wrong_content_type(), valid).prop_map(|(ct, v)| (ct, Some(serde_json::to_vec(&v).unwrap()))).boxed(),
+                    (wrong_content_type(), valid)
+                        .prop_map(|(ct, v)| (ct, Some(serde_json::to_vec(&v).unwrap())))
+                        .boxed(),
                 ),
             ]);
         } else {
             let media = media.clone();
-            options.push((
-                4,
-                csv_body(world).prop_map(move |b| (Some(media.clone().into_bytes()), Some(b))).boxed(),
-            ));
+            options.push((4, csv_body(world).prop_map(move |b| (Some(media.clone().into_bytes()), Some(b))).boxed()));
         }
     }
     Union::new_weighted(options).boxed()
@@ -667,7 +671,7 @@ fn auth_strategy(world: &World) -> BoxedStrategy<(Option<Vec<u8>>, Expect)> {
 
 /// Declared header parameters (`Idempotency-Key`) and a stray `Accept`.
 fn headers_strategy(doc: &Value, op: &Operation) -> BoxedStrategy<Vec<(String, Vec<u8>)>> {
-    let mut parts: Vec<BoxedStrategy<Option<(String, Vec<u8>)>>> = op
+    let mut parts: Vec<BoxedStrategy<Option<RawHeader>>> = op
         .params("header")
         .into_iter()
         .map(|p| {
@@ -770,10 +774,14 @@ impl Checker<'_> {
 
         let responses = &op.op["responses"];
         let range = format!("{}XX", status / 100);
-        let Some(declared) =
-            [status.to_string(), range.clone(), range.to_lowercase(), "default".into()].iter().find_map(|k| responses.get(k))
+        let Some(declared) = [status.to_string(), range.clone(), range.to_lowercase(), "default".into()]
+            .iter()
+            .find_map(|k| responses.get(k))
         else {
-            return fail(format!("status not declared (declared: {:?})", responses.as_object().map(|m| m.keys().collect::<Vec<_>>())));
+            return fail(format!(
+                "status not declared (declared: {:?})",
+                responses.as_object().map(|m| m.keys().collect::<Vec<_>>())
+            ));
         };
         let declared = resolve(self.doc, declared);
         for (name, h) in declared["headers"].as_object().into_iter().flatten() {
@@ -880,7 +888,8 @@ async fn every_operation_answers_as_its_document_declares_under_fuzz() {
             .unwrap_or(0);
         assert!(reached > 0, "{} was never exercised past authentication", op.name());
     }
-    let ok: u32 = tally.values().flat_map(|s| s.iter()).filter(|(st, _)| (200..300).contains(*st)).map(|(_, n)| n).sum();
+    let ok: u32 =
+        tally.values().flat_map(|s| s.iter()).filter(|(st, _)| (200..300).contains(*st)).map(|(_, n)| n).sum();
     assert!(ok > 0, "no request succeeded at all: the fuzz only tested refusals");
 }
 
@@ -936,4 +945,43 @@ async fn every_operation_refuses_bad_keys_with_documented_problems() {
     let tally = checker.tally.into_inner().unwrap();
     assert!(tally.values().flat_map(|s| s.keys()).all(|s| matches!(s, 401 | 403)), "{tally:?}");
     assert_eq!(tally.values().flat_map(|s| s.values()).sum::<u32>(), refusals);
+}
+
+/// What the fuzz found, pinned: PostgreSQL cannot store U+0000, so a NUL anywhere in a body is the
+/// client's mistake (422 naming where), never the store's 500.
+#[tokio::test]
+async fn nul_characters_are_refused_as_the_fields_they_are_in() {
+    let api = Api::start().await;
+    let key = api.admin().await;
+    let id = api.delivery_campaign(&key).await;
+    let mut file = delivery_campaign_json();
+    file["name"] = json!("a\u{0}b");
+    let mut nul_contact = contact(1);
+    nul_contact["external_id"] = json!("P-\u{0}");
+    let cases = [
+        (Method::PUT, "/api/v1/dnc/+819012345678".to_string(), json!({"reason": "\u{0}"}), "/reason"),
+        (Method::POST, "/api/v1/campaigns".to_string(), file, "/name"),
+        (
+            Method::POST,
+            format!("/api/v1/campaigns/{id}/contacts"),
+            json!({"contacts": [contact(0), nul_contact]}),
+            "/contacts/1/external_id",
+        ),
+    ];
+    for (method, path, body, pointer) in cases {
+        let r = api.req(method, &path, &key).json(&body).send().await.unwrap();
+        let p = crate::helpers::problem(r, 422).await;
+        assert_eq!(p["errors"][0]["pointer"], pointer, "{p}");
+    }
+    let csv = "phone,external_id,name,parcel\n+819012340000,P-1,a,b\n+819012340001,P-\0,a,b\n";
+    let r = api
+        .req(Method::POST, &format!("/api/v1/campaigns/{id}/contacts"), &key)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    let p = crate::helpers::problem(r, 422).await;
+    assert_eq!(p["errors"][0]["row"], 3, "{p}");
+    assert_eq!(crate::helpers::table_counts(&api.store).await[1], 0, "no contact was pushed");
 }
