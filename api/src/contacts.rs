@@ -140,6 +140,14 @@ pub async fn push(
     let required: Vec<String> = script.required_attributes().map(str::to_string).collect();
 
     let (rows, invalid) = if is_csv {
+        // PostgreSQL text cannot hold NUL: refused as a bad row, not failed in the store as a 500.
+        if let Some(at) = body.iter().position(|&b| b == 0) {
+            let line = body[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+            return Err(Problem::validation(
+                format!("line {line}: contains a NUL byte"),
+                vec![FieldError { pointer: None, field: None, row: Some(line), detail: "contains a NUL byte".into() }],
+            ));
+        }
         let (bytes, region, required) = (body.clone(), region.clone(), required.clone());
         let parsed = tokio::task::spawn_blocking(move || {
             let required: Vec<&str> = required.iter().map(String::as_str).collect();

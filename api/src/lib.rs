@@ -13,6 +13,7 @@ mod body;
 mod campaigns;
 mod contacts;
 mod dnc;
+mod drain;
 mod eta;
 mod extract;
 pub mod openapi;
@@ -119,6 +120,8 @@ pub fn router(state: ApiState) -> Router {
             )
         })
         .layer(from_fn(observe))
+        // Outermost: early refusals still read the body, so the client gets the problem, not a broken pipe.
+        .layer(from_fn(drain::drain_unread))
 }
 
 async fn openapi_json() -> Response {
