@@ -8,6 +8,7 @@
 //! cargo run --release -p benches -- import --rows 1000000
 //! ```
 
+mod api_push;
 mod common;
 mod db;
 mod dial;
@@ -15,6 +16,7 @@ mod import;
 mod ingest;
 mod scale;
 mod stats;
+mod webhooks;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +37,10 @@ enum Cmd {
     Callbacks(ingest::Args),
     /// Claim latency, EXPLAIN and dialer RSS with a large backlog.
     Scale(scale::Args),
+    /// Contacts/s pushed through the management API (`dialer serve --role api`), sequential and concurrent.
+    ApiPush(api_push::Args),
+    /// Result webhook deliveries/s from the outbox to a local receiver (`dialer serve --role all`).
+    Webhooks(webhooks::Args),
 }
 
 #[tokio::main]
@@ -44,5 +50,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Dial(args) => dial::run(args).await,
         Cmd::Callbacks(args) => ingest::run(args).await,
         Cmd::Scale(args) => scale::run(args).await,
+        Cmd::ApiPush(args) => api_push::run(args).await,
+        Cmd::Webhooks(args) => webhooks::run(args).await,
     }
 }

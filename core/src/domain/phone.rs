@@ -39,7 +39,10 @@ impl E164 {
         if !phonenumber::is_valid(&number) {
             return Err(PhoneError::Invalid);
         }
-        Ok(Self(number.format().mode(phonenumber::Mode::E164).to_string()))
+        // What `number.format().mode(Mode::E164)` writes, without its formatter: that also picks the
+        // national display pattern by regex (through a global, locked cache), unused for E.164 and most
+        // of the cost of a parse (see BENCHMARKS.md, "API push").
+        Ok(Self(format!("+{}{}", number.code().value(), number.national())))
     }
 
     /// Rebuilds from a value this type wrote (the database); still checked, never trusted blindly.
@@ -93,5 +96,24 @@ mod tests {
         assert!(matches!(E164::parse("hello", Some("JP")), Err(PhoneError::Unparsable(_))));
         assert_eq!(E164::parse("080-1234", Some("JP")), Err(PhoneError::Invalid));
         assert!(E164::parse("080-1234-5678", None).is_err());
+    }
+
+    proptest::proptest! {
+        /// `parse` writes the E.164 form itself; it must be exactly what the library's formatter writes,
+        /// leading zeros of the national number (Italian landlines) included.
+        #[test]
+        fn writes_what_the_e164_formatter_writes(
+            (region, local) in proptest::prop_oneof![
+                (proptest::strategy::Just("JP"), "0[789]0[1-9][0-9]{7}"),
+                (proptest::strategy::Just("US"), "[2-9][0-9]{2}[2-9][0-9]{6}"),
+                (proptest::strategy::Just("IT"), "0[1-9][0-9]{6,8}"),
+                (proptest::strategy::Just("GB"), "07[1-9][0-9]{8}"),
+            ]
+        ) {
+            let Ok(number) = phonenumber::parse(Some(region.parse().unwrap()), &local) else { return Ok(()) };
+            if let Ok(e) = E164::parse(&local, Some(region)) {
+                proptest::prop_assert_eq!(e.as_str(), number.format().mode(phonenumber::Mode::E164).to_string());
+            }
+        }
     }
 }
