@@ -70,7 +70,14 @@ function csvUpload(form) {
     bar.hidden = false; bar.value = 0;
     report.textContent = "Uploading…";
     xhr.upload.onprogress = (e) => { if (e.lengthComputable) bar.value = Math.round((e.loaded / e.total) * 100); };
-    xhr.onload = () => { bar.value = 100; report.innerHTML = xhr.responseText; };
+    xhr.onload = () => {
+      bar.value = 100;
+      if (xhr.responseURL.endsWith("/console/login")) {
+        report.textContent = "Your session has ended; log in again and repeat the upload.";
+      } else {
+        report.innerHTML = xhr.responseText; // the server's escaped fragment
+      }
+    };
     xhr.onerror = () => { report.textContent = "The upload failed; check the connection and try again."; };
     xhr.send(file);
   });
