@@ -3,7 +3,10 @@
 //! ([`session`]). Assets are compiled into the binary; a strict CSP allows only them.
 
 mod html;
+// A refusal is the page to show (`Result<_, Response>`), built once per request: boxing it buys nothing.
+#[allow(clippy::result_large_err)]
 mod pages;
+#[allow(clippy::result_large_err)]
 mod session;
 
 use axum::extract::DefaultBodyLimit;
