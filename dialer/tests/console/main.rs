@@ -124,6 +124,7 @@ async fn an_operator_runs_a_delivery_campaign_from_the_console_in_a_browser() {
     })
     .await
     .unwrap();
+    let _ = std::fs::remove_dir_all(&work);
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprintln!("{stdout}");
     assert!(out.status.success(), "the browser script failed:\n{}", String::from_utf8_lossy(&out.stderr));
