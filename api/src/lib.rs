@@ -11,6 +11,7 @@
 pub mod auth;
 mod body;
 mod campaigns;
+pub mod console;
 mod contacts;
 mod dnc;
 mod drain;
@@ -108,9 +109,11 @@ pub fn router(state: ApiState) -> Router {
             auth::authenticate,
         ))
         .route("/openapi.json", get(openapi_json))
-        .with_state(state);
+        .with_state(state.clone());
+    let console = console::routes().with_state(state.clone());
     Router::new()
         .nest("/api/v1", v1)
+        .nest("/console", console)
         .fallback(|| async { Problem::not_found("no such route; see /api/v1/openapi.json") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

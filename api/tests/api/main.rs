@@ -2,6 +2,7 @@
 
 mod auth;
 mod campaigns;
+mod console;
 mod contacts;
 mod fuzz;
 mod helpers;

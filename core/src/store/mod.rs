@@ -8,6 +8,7 @@
 mod api_keys;
 mod attempts;
 mod campaigns;
+mod console_sessions;
 mod contacts;
 mod dnc;
 mod events;
@@ -26,6 +27,7 @@ use sqlx::{ConnectOptions, PgPool};
 
 pub use api_keys::ApiKeyRow;
 pub use campaigns::*;
+pub use console_sessions::ConsoleSession;
 pub use contacts::*;
 pub use dnc::DncEntry;
 pub use events::{AmdApplied, EventApplied, StatusEvent};

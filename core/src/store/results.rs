@@ -223,6 +223,43 @@ impl Store {
         .await?)
     }
 
+    /// A page of results as [`Store::results_page`], only those with this outcome and/or keypress result
+    /// (the console's filter; a campaign's results are read by one person at a time, so no index of its own).
+    pub async fn results_page_filtered(
+        &self,
+        campaign_id: i64,
+        after: i64,
+        limit: i64,
+        outcome: Option<&str>,
+        result: Option<&str>,
+    ) -> Result<Vec<ResultRow>> {
+        Ok(sqlx::query_as!(
+            ResultRow,
+            r#"SELECT c.id AS contact_id, c.external_id, c.phone AS "phone: E164", c.state AS "state: ContactState",
+                      COALESCE(c.final_outcome, last.outcome) AS "outcome: Outcome", c.result,
+                      c.attempts_made AS attempts,
+                      GREATEST(c.last_call_at, last.requested_at) AS last_call_at
+               FROM contacts c
+               LEFT JOIN LATERAL (
+                   SELECT a.outcome, a.requested_at FROM attempts a
+                   WHERE a.contact_id = c.id AND a.requested_at IS NOT NULL
+                   ORDER BY a.attempt_no DESC LIMIT 1
+               ) last ON true
+               WHERE c.campaign_id = $1 AND c.id > $2
+                 AND ($4::text IS NULL OR COALESCE(c.final_outcome, last.outcome)::text = $4)
+                 AND ($5::text IS NULL OR c.result = $5)
+               ORDER BY c.id
+               LIMIT $3"#,
+            campaign_id,
+            after,
+            limit,
+            outcome,
+            result
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Every contact of a campaign with its final state, outcome, keypress result, attempts and last call.
     pub async fn results_export(&self, campaign_id: i64) -> Result<Vec<ResultRow>> {
         let mut all = Vec::new();
