@@ -200,27 +200,7 @@ impl Store {
     /// One page of a campaign's results: contacts with id > `after`, in id order (keyset paging, so a page
     /// costs the same at any depth and an export of any size runs in constant memory).
     pub async fn results_page(&self, campaign_id: i64, after: i64, limit: i64) -> Result<Vec<ResultRow>> {
-        Ok(sqlx::query_as!(
-            ResultRow,
-            r#"SELECT c.id AS contact_id, c.external_id, c.phone AS "phone: E164", c.state AS "state: ContactState",
-                      COALESCE(c.final_outcome, last.outcome) AS "outcome: Outcome", c.result,
-                      c.attempts_made AS attempts,
-                      GREATEST(c.last_call_at, last.requested_at) AS last_call_at
-               FROM contacts c
-               LEFT JOIN LATERAL (
-                   SELECT a.outcome, a.requested_at FROM attempts a
-                   WHERE a.contact_id = c.id AND a.requested_at IS NOT NULL
-                   ORDER BY a.attempt_no DESC LIMIT 1
-               ) last ON true
-               WHERE c.campaign_id = $1 AND c.id > $2
-               ORDER BY c.id
-               LIMIT $3"#,
-            campaign_id,
-            after,
-            limit
-        )
-        .fetch_all(&self.pool)
-        .await?)
+        self.results_page_filtered(campaign_id, after, limit, None, None).await
     }
 
     /// A page of results as [`Store::results_page`], only those with this outcome and/or keypress result
