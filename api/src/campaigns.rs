@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use crate::body::{parse_json, JsonBody};
 use crate::eta::{estimate, Estimate};
 use crate::extract::{Path, Query};
-use crate::problem::{ApiResult, Problem};
+use crate::problem::{ApiResult, FieldError, Problem};
 use crate::{Api, Page, PageQuery};
 
 /// A campaign as stored.
@@ -52,10 +52,21 @@ impl Campaign {
     }
 }
 
-/// The campaign file's validation error as a problem naming the field.
+/// The campaign file's validation errors as one problem naming every field.
 pub fn spec_problem(e: SpecError) -> Problem {
     match e {
-        SpecError::Field { field, reason } => Problem::field(&format!("/{}", field.replace('.', "/")), reason),
+        SpecError::Invalid(issues) => Problem::validation(
+            issues.iter().map(|i| format!("{}: {}", i.field, i.reason)).collect::<Vec<_>>().join("; "),
+            issues
+                .into_iter()
+                .map(|i| FieldError {
+                    pointer: Some(format!("/{}", i.field.replace('.', "/"))),
+                    field: Some(i.field),
+                    row: None,
+                    detail: i.reason,
+                })
+                .collect(),
+        ),
         SpecError::Syntax { message, .. } => Problem::bad_request(message),
     }
 }

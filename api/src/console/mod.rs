@@ -2,6 +2,8 @@
 //! pages over the same handlers and store as the management API, behind a login with an API key
 //! ([`session`]). Assets are compiled into the binary; a strict CSP allows only them.
 
+#[allow(clippy::result_large_err)]
+mod create;
 mod html;
 // A refusal is the page to show (`Result<_, Response>`), built once per request: boxing it buys nothing.
 #[allow(clippy::result_large_err)]
@@ -27,7 +29,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/login", get(session::login_form).post(session::login))
         .route("/logout", post(session::logout))
         .route("/campaigns", get(pages::campaigns))
-        .route("/campaigns/new", get(pages::new_campaign_form).post(pages::create_campaign))
+        .route("/campaigns/new", get(create::form).post(create::create))
         .route("/campaigns/{id}", get(pages::campaign))
         .route("/campaigns/{id}/events", get(pages::events))
         .route("/campaigns/{id}/start", post(pages::start))

@@ -11,8 +11,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use chrono::{DateTime, Utc};
-use dialer_core::domain::campaign::SpecError;
-use dialer_core::domain::{CampaignSpec, Scope};
+use dialer_core::domain::Scope;
 use serde::Deserialize;
 
 use super::html::{bar_chart, csrf_field, esc, page, Html};
@@ -24,10 +23,10 @@ use crate::extract::{Path, Query};
 use crate::problem::Problem;
 use crate::ApiState;
 
-type Page = Result<Response, Response>;
+pub(super) type Page = Result<Response, Response>;
 
 /// A POST must come from our own pages and carry the session's CSRF token.
-fn guard_post(s: &Session, headers: &HeaderMap, csrf: Option<&str>) -> Result<(), Response> {
+pub(super) fn guard_post(s: &Session, headers: &HeaderMap, csrf: Option<&str>) -> Result<(), Response> {
     if !same_origin(headers) {
         return Err(super::session::forbidden(s, "This request came from another site and was refused."));
     }
@@ -35,7 +34,7 @@ fn guard_post(s: &Session, headers: &HeaderMap, csrf: Option<&str>) -> Result<()
 }
 
 /// An API error as a page (the problem's detail and each field error, escaped).
-fn problem_page(s: &Session, p: Problem) -> Response {
+pub(super) fn problem_page(s: &Session, p: Problem) -> Response {
     let mut h = Html::default();
     h.el("h1", "", &p.title).el("p", "role=\"alert\"", &p.detail);
     if !p.errors.is_empty() {
@@ -48,7 +47,7 @@ fn problem_page(s: &Session, p: Problem) -> Response {
     page(StatusCode::from_u16(p.status).unwrap_or(StatusCode::BAD_REQUEST), &p.title, &s.chrome(), &h.0)
 }
 
-fn time(t: Option<DateTime<Utc>>) -> String {
+pub(super) fn time(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(|| "—".into(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
 }
 
@@ -224,7 +223,7 @@ pub async fn events(State(api): State<ApiState>, s: Session, Path(id): Path<i64>
 
 #[derive(Deserialize)]
 pub struct CsrfForm {
-    csrf: Option<String>,
+    pub csrf: Option<String>,
 }
 
 macro_rules! verb_handler {
@@ -267,73 +266,6 @@ pub async fn cancel_confirm(State(api): State<ApiState>, s: Session, Path(id): P
         .raw("<button type=\"submit\" class=\"danger\">Yes, cancel the campaign</button> ")
         .raw(&format!("<a href=\"/console/campaigns/{id}\">No, go back</a></form>"));
     Ok(page(StatusCode::OK, "Cancel campaign", &s.chrome(), &h.0))
-}
-
-fn new_campaign_page(s: &Session, status: StatusCode, text: &str, file_name: &str, err: Option<SpecError>) -> Response {
-    let mut h = Html::default();
-    h.raw("<h1>New campaign</h1>")
-        .raw("<p id=\"spec-hint\">Choose a campaign file (TOML or YAML, the same as <code>dialer campaign create --file</code>) or paste it below. It starts as a draft.</p>")
-        .raw("<form method=\"post\" action=\"/console/campaigns/new\" id=\"new-campaign\">")
-        .raw(&csrf_field(s.csrf()))
-        .raw("<label for=\"spec-file\">Campaign file</label>")
-        .raw("<input id=\"spec-file\" type=\"file\" accept=\".toml,.yaml,.yml\" data-fills=\"spec\" data-name=\"file_name\">")
-        .raw("<label for=\"file_name\">File name (its extension says TOML or YAML)</label>")
-        .raw("<input id=\"file_name\" name=\"file_name\" value=\"")
-        .text(file_name)
-        .raw("\"><label for=\"spec\">Campaign file contents</label>");
-    let (field, reason) = match &err {
-        Some(SpecError::Field { field, reason }) => (Some(field.as_str()), reason.clone()),
-        Some(SpecError::Syntax { message, .. }) => (None, message.clone()),
-        None => (None, String::new()),
-    };
-    h.raw("<textarea id=\"spec\" name=\"spec\" rows=\"18\" spellcheck=\"false\" aria-describedby=\"spec-hint");
-    if err.is_some() {
-        h.raw(" spec-error\" aria-invalid=\"true");
-    }
-    h.raw("\">").text(text).raw("</textarea>");
-    if err.is_some() {
-        h.raw("<div id=\"spec-error\" class=\"error\" role=\"alert\">");
-        if let Some(f) = field {
-            h.raw("<span class=\"field\">").text(f).raw("</span>: ");
-        }
-        h.text(&reason).raw("</div>");
-    }
-    h.raw("<button type=\"submit\">Create campaign</button></form>");
-    page(status, "New campaign", &s.chrome(), &h.0)
-}
-
-pub async fn new_campaign_form(s: Session) -> Page {
-    s.require(Scope::CampaignsWrite)?;
-    Ok(new_campaign_page(&s, StatusCode::OK, "", "campaign.toml", None))
-}
-
-#[derive(Deserialize)]
-pub struct NewCampaign {
-    csrf: Option<String>,
-    #[serde(default)]
-    spec: String,
-    #[serde(default)]
-    file_name: String,
-}
-
-pub async fn create_campaign(
-    State(api): State<ApiState>,
-    s: Session,
-    headers: HeaderMap,
-    Form(f): Form<NewCampaign>,
-) -> Page {
-    guard_post(&s, &headers, f.csrf.as_deref())?;
-    s.require(Scope::CampaignsWrite)?;
-    let name = if f.file_name.trim().is_empty() { "campaign.toml" } else { f.file_name.trim() };
-    // The same parse and validation as the CLI and `POST /api/v1/campaigns`.
-    let spec = CampaignSpec::parse(&f.spec, name);
-    match spec {
-        Err(e) => Ok(new_campaign_page(&s, StatusCode::UNPROCESSABLE_ENTITY, &f.spec, name, Some(e))),
-        Ok(spec) => {
-            let id = api.store.campaigns_insert(&spec).await.map_err(|e| problem_page(&s, e.into()))?;
-            Ok(Redirect::to(&format!("/console/campaigns/{id}")).into_response())
-        }
-    }
 }
 
 #[derive(Deserialize)]

@@ -14,12 +14,22 @@ use super::E164;
 pub enum SpecError {
     #[error("{file}: {message}")]
     Syntax { file: String, message: String },
-    #[error("campaign field `{field}`: {reason}")]
-    Field { field: String, reason: String },
+    /// Every field that is wrong (at least one), in file order, so a user fixes them all in one go.
+    #[error("{}", .0.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<FieldIssue>),
 }
 
-fn field(field: &str, reason: impl Into<String>) -> SpecError {
-    SpecError::Field { field: field.to_string(), reason: reason.into() }
+/// One field of a campaign file and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("campaign field `{field}`: {reason}")]
+pub struct FieldIssue {
+    /// Dotted, as in the file: `window.start`, `retry.busy`.
+    pub field: String,
+    pub reason: String,
+}
+
+fn field(field: &str, reason: impl Into<String>) -> FieldIssue {
+    FieldIssue { field: field.to_string(), reason: reason.into() }
 }
 
 /// The campaign file as written by a user.
@@ -122,32 +132,42 @@ pub struct CallingWindow {
 }
 
 impl CallingWindow {
-    pub fn parse(w: &WindowFile) -> Result<Self, SpecError> {
-        let time = |f: &str, v: &str| {
-            NaiveTime::parse_from_str(v, "%H:%M").map_err(|_| field(f, format!("{v:?} is not a time like 09:00")))
+    pub fn parse(w: &WindowFile) -> Result<Self, Vec<FieldIssue>> {
+        let mut issues = Vec::new();
+        let mut time = |f: &str, v: &str| {
+            NaiveTime::parse_from_str(v, "%H:%M")
+                .map_err(|_| issues.push(field(f, format!("{v:?} is not a time like 09:00"))))
+                .ok()
         };
-        let start = time("window.start", &w.start)?;
-        let end = time("window.end", &w.end)?;
-        if start == end {
-            return Err(field("window", "start and end are equal; the window would be empty"));
+        let (start, end) = (time("window.start", &w.start), time("window.end", &w.end));
+        if start.is_some() && start == end {
+            issues.push(field("window", "start and end are equal; the window would be empty"));
         }
         let mut days = BTreeSet::new();
         for d in &w.days {
-            let wd: Weekday =
-                d.parse().map_err(|_| field("window.days", format!("{d:?} is not a day like mon or tuesday")))?;
-            days.insert(wd.num_days_from_monday() as u8);
+            match d.parse::<Weekday>() {
+                Ok(wd) => {
+                    days.insert(wd.num_days_from_monday() as u8);
+                }
+                Err(_) => issues.push(field("window.days", format!("{d:?} is not a day like mon or tuesday"))),
+            }
         }
         if days.is_empty() {
             days.extend(0..7);
         }
         let mut holidays = BTreeSet::new();
         for h in &w.holidays {
-            holidays.insert(
-                NaiveDate::parse_from_str(h, "%Y-%m-%d")
-                    .map_err(|_| field("window.holidays", format!("{h:?} is not a date like 2026-12-31")))?,
-            );
+            match NaiveDate::parse_from_str(h, "%Y-%m-%d") {
+                Ok(d) => {
+                    holidays.insert(d);
+                }
+                Err(_) => issues.push(field("window.holidays", format!("{h:?} is not a date like 2026-12-31"))),
+            }
         }
-        Ok(Self { start, end, days, holidays })
+        match (start, end) {
+            (Some(start), Some(end)) if issues.is_empty() => Ok(Self { start, end, days, holidays }),
+            _ => Err(issues),
+        }
     }
 }
 
@@ -225,28 +245,27 @@ impl CampaignSpec {
         Self::validate(file)
     }
 
+    /// Checks every field and reports all that are wrong, not just the first.
     pub fn validate(file: CampaignFile) -> Result<Self, SpecError> {
+        let mut issues = Vec::new();
         if file.name.trim().is_empty() {
-            return Err(field("name", "must not be empty"));
+            issues.push(field("name", "must not be empty"));
         }
-        let caller_id = E164::parse(&file.caller_id, None).map_err(|e| field("caller_id", e.to_string()))?;
-        let timezone: Tz =
-            file.timezone.parse().map_err(|_| field("timezone", format!("unknown IANA zone {:?}", file.timezone)))?;
-        if !(file.cps > 0.0 && file.cps.is_finite()) {
-            return Err(field("cps", "must be a positive number"));
-        }
-        if !(file.account_cps_share > 0.0 && file.account_cps_share <= 1.0) {
-            return Err(field("account_cps_share", "must be in (0, 1]"));
-        }
-        if file.max_in_flight <= 0 {
-            return Err(field("max_in_flight", "must be positive"));
-        }
-        if file.max_attempts <= 0 {
-            return Err(field("max_attempts", "must be positive"));
-        }
-        if !(5..=600).contains(&file.ring_timeout_s) {
-            return Err(field("ring_timeout_s", "must be between 5 and 600 (Twilio's Timeout)"));
-        }
+        let caller_id =
+            E164::parse(&file.caller_id, None).map_err(|e| issues.push(field("caller_id", e.to_string()))).ok();
+        let timezone = (file.timezone.parse::<Tz>())
+            .map_err(|_| issues.push(field("timezone", format!("unknown IANA zone {:?}", file.timezone))))
+            .ok();
+        let mut check = |ok: bool, f: &str, reason: &str| {
+            if !ok {
+                issues.push(field(f, reason));
+            }
+        };
+        check(file.cps > 0.0 && file.cps.is_finite(), "cps", "must be a positive number");
+        check(file.account_cps_share > 0.0 && file.account_cps_share <= 1.0, "account_cps_share", "must be in (0, 1]");
+        check(file.max_in_flight > 0, "max_in_flight", "must be positive");
+        check(file.max_attempts > 0, "max_attempts", "must be positive");
+        check((5..=600).contains(&file.ring_timeout_s), "ring_timeout_s", "must be between 5 and 600 (Twilio's Timeout)");
         for (name, r) in [
             ("busy", file.retry.busy),
             ("no_answer", file.retry.no_answer),
@@ -254,25 +273,29 @@ impl CampaignSpec {
             ("failed", file.retry.failed),
             ("no_result", file.retry.no_result),
         ] {
-            if r.delay_s < 0 || r.max < 0 {
-                return Err(field(&format!("retry.{name}"), "delay_s and max must not be negative"));
-            }
+            check(r.delay_s >= 0 && r.max >= 0, &format!("retry.{name}"), "delay_s and max must not be negative");
         }
         if let Some(n) = file.limits.max_calls_per_number_24h {
-            if n <= 0 {
-                return Err(field("limits.max_calls_per_number_24h", "must be positive"));
-            }
+            check(n > 0, "limits.max_calls_per_number_24h", "must be positive");
         }
         if let Some(r) = &file.recurrence {
-            cron::Schedule::try_from(r.cron.as_str())
-                .map_err(|e| field("recurrence.cron", format!("{:?}: {e}", r.cron)))?;
-            r.timezone
-                .parse::<Tz>()
-                .map_err(|_| field("recurrence.timezone", format!("unknown IANA zone {:?}", r.timezone)))?;
+            if let Err(e) = cron::Schedule::try_from(r.cron.as_str()) {
+                issues.push(field("recurrence.cron", format!("{:?}: {e}", r.cron)));
+            }
+            if r.timezone.parse::<Tz>().is_err() {
+                issues.push(field("recurrence.timezone", format!("unknown IANA zone {:?}", r.timezone)));
+            }
         }
-        let window = CallingWindow::parse(&file.window)?;
-        file.script.validate().map_err(|e| field("script", e))?;
-        Ok(Self { caller_id, timezone, window, file })
+        let window = CallingWindow::parse(&file.window).map_err(|w| issues.extend(w)).ok();
+        if let Err(e) = file.script.validate() {
+            issues.push(field("script", e));
+        }
+        match (caller_id, timezone, window) {
+            (Some(caller_id), Some(timezone), Some(window)) if issues.is_empty() => {
+                Ok(Self { caller_id, timezone, window, file })
+            }
+            _ => Err(SpecError::Invalid(issues)),
+        }
     }
 }
 
