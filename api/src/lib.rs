@@ -17,6 +17,7 @@ mod dnc;
 mod drain;
 mod eta;
 mod extract;
+mod keys;
 pub mod openapi;
 pub mod problem;
 mod results;
@@ -85,6 +86,7 @@ pub fn router(state: ApiState) -> Router {
             Router::new()
                 .route("/contacts/{id}", get(contacts::get))
                 .route("/campaigns/{id}/results", get(results::page))
+                .route("/campaigns/{id}/attempts", get(results::recent_attempts))
                 .route("/campaigns/{id}/results/export", get(results::export)),
         ))
         .merge(scoped(Scope::DncRead, Router::new().route("/dnc/{phone}", get(dnc::check))))
@@ -99,6 +101,12 @@ pub fn router(state: ApiState) -> Router {
                 .route("/campaigns/{id}/webhook", axum::routing::put(webhooks::set).delete(webhooks::remove))
                 .route("/campaigns/{id}/webhook/deliveries/{delivery_id}/replay", post(webhooks::replay))
                 .route("/campaigns/{id}/webhook/deliveries/replay-dead", post(webhooks::replay_dead)),
+        ))
+        .merge(scoped(
+            Scope::KeysManage,
+            Router::new()
+                .route("/keys", get(keys::list).post(keys::create))
+                .route("/keys/{id}", axum::routing::delete(keys::revoke)),
         ))
         .merge(scoped(
             Scope::DncWrite,

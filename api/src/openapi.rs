@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{campaigns, contacts, dnc, eta, problem, results, webhooks};
+use crate::{campaigns, contacts, dnc, eta, keys, problem, results, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,18 +18,20 @@ RFC 9457 problem details (`application/problem+json`) naming the field and, for 
         campaigns::create, campaigns::list, campaigns::get, campaigns::update,
         campaigns::start, campaigns::pause, campaigns::resume, campaigns::cancel, campaigns::progress,
         contacts::push, contacts::get, contacts::remove,
-        results::page, results::export,
+        results::page, results::export, results::recent_attempts,
         dnc::check, dnc::add, dnc::remove,
         webhooks::set, webhooks::get, webhooks::remove, webhooks::deliveries, webhooks::replay, webhooks::replay_dead,
+        keys::list, keys::create, keys::revoke,
     ),
     components(schemas(
         problem::Problem, problem::FieldError, campaigns::Campaign, campaigns::CampaignPage, campaigns::CampaignPatch,
         campaigns::Progress, eta::Estimate, contacts::ContactsPush, contacts::ContactIn, contacts::PushReport,
         contacts::CreatedContact, contacts::Duplicate, contacts::ContactView, contacts::AttemptView,
-        results::ResultView, results::ResultPage, results::ExportFormat,
+        results::ResultView, results::ResultPage, results::ExportFormat, results::RecentAttemptView,
         dnc::DncStatus, dnc::DncEntryView, dnc::DncAdd,
         webhooks::EndpointSet, webhooks::EndpointCreated, webhooks::Endpoint, webhooks::DeliveryState,
         webhooks::DeliveryView, webhooks::DeliveryPage, webhooks::Replayed,
+        keys::KeyCreate, keys::KeyView, keys::KeyCreated,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -38,6 +40,7 @@ RFC 9457 problem details (`application/problem+json`) naming the field and, for 
         (name = "results", description = "What the calls produced"),
         (name = "dnc", description = "The do-not-call list"),
         (name = "webhooks", description = "Signed result webhooks (Standard Webhooks) and their deliveries"),
+        (name = "keys", description = "API keys (a key grants only scopes it holds)"),
     )
 )]
 struct ApiDoc;

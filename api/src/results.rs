@@ -7,7 +7,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dialer_core::export::{write_csv_row, CSV_HEADER};
-use dialer_core::store::ResultRow;
+use dialer_core::store::{RecentAttempt, ResultRow};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -52,6 +52,46 @@ pub async fn page(
     api.store.campaigns_get(id).await?;
     let rows = api.store.results_page(id, after, limit).await?;
     Ok(Json(Page::new(rows, limit, |r| r.contact_id)))
+}
+
+/// One of a campaign's latest attempts: the attempt (as in a contact's `attempts`) and whom it called.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RecentAttemptView {
+    attempt_id: i64,
+    contact_id: i64,
+    external_id: Option<String>,
+    /// The contact's attributes.
+    #[schema(value_type = Object)]
+    attributes: serde_json::Value,
+    phone: String,
+    #[schema(inline)]
+    #[serde(flatten)]
+    attempt: crate::contacts::AttemptView,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RecentQuery {
+    /// 1–200, default 20.
+    pub limit: Option<i64>,
+}
+
+/// A campaign's latest attempts, newest first: the Twilio status and outcome of each call as it happens.
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/attempts", tag = "results", params(("id" = i64, Path), RecentQuery),
+    security(("api_key" = ["results:read"])),
+    responses((status = 200, body = Vec<RecentAttemptView>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn recent_attempts(
+    State(api): State<Api>,
+    Path(id): Path<i64>,
+    Query(q): Query<RecentQuery>,
+) -> ApiResult<Json<Vec<RecentAttempt>>> {
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=200).contains(&limit) {
+        return Err(Problem::field("/limit", "must be 1 to 200"));
+    }
+    api.store.campaigns_get(id).await?;
+    Ok(Json(api.store.attempts_recent(id, limit).await?))
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema, Default)]

@@ -81,15 +81,8 @@ impl NewCampaign {
     }
 
     fn days(&self) -> [(&'static str, &'static str, bool); 7] {
-        let on = [
-            &self.day_mon,
-            &self.day_tue,
-            &self.day_wed,
-            &self.day_thu,
-            &self.day_fri,
-            &self.day_sat,
-            &self.day_sun,
-        ];
+        let on =
+            [&self.day_mon, &self.day_tue, &self.day_wed, &self.day_thu, &self.day_fri, &self.day_sat, &self.day_sun];
         std::array::from_fn(|i| (DAYS[i].0, DAYS[i].1, on[i].is_some()))
     }
 
@@ -127,8 +120,7 @@ impl NewCampaign {
         if days.is_empty() {
             issues.push(issue("window.days", "choose at least one day"));
         }
-        let (Some(cps), Some(max_attempts), Some(script), true) = (cps, max_attempts, script, issues.is_empty())
-        else {
+        let (Some(cps), Some(max_attempts), Some(script), true) = (cps, max_attempts, script, issues.is_empty()) else {
             return Err(issues);
         };
         let doc = serde_json::json!({
@@ -204,7 +196,11 @@ impl Errors<'_> {
 }
 
 fn text_input(h: &mut Html, errs: &Errors, id: &str, label: &str, value: &str, extra: &str) {
-    h.raw(&format!("<label for=\"{id}\">{label}</label><input id=\"{id}\" name=\"{id}\" value=\"{}\"{}{extra}>", esc(value), errs.attrs(id, None)));
+    h.raw(&format!(
+        "<label for=\"{id}\">{label}</label><input id=\"{id}\" name=\"{id}\" value=\"{}\"{}{extra}>",
+        esc(value),
+        errs.attrs(id, None)
+    ));
     errs.after(h, id);
 }
 
@@ -234,8 +230,22 @@ fn new_campaign_page(s: &Session, status: StatusCode, f: &NewCampaign, issues: &
     let blank = NewCampaign::blank();
     let fv = if file_mode { &blank } else { f };
     text_input(&mut h, &errs, "name", "Name", &fv.name, " required");
-    text_input(&mut h, &errs, "caller_id", "Caller ID (E.164, one of your Twilio numbers)", &fv.caller_id, " required inputmode=\"tel\" autocomplete=\"off\"");
-    text_input(&mut h, &errs, "timezone", "Time zone of the campaign (IANA, e.g. Asia/Tokyo)", &fv.timezone, " required");
+    text_input(
+        &mut h,
+        &errs,
+        "caller_id",
+        "Caller ID (E.164, one of your Twilio numbers)",
+        &fv.caller_id,
+        " required inputmode=\"tel\" autocomplete=\"off\"",
+    );
+    text_input(
+        &mut h,
+        &errs,
+        "timezone",
+        "Time zone of the campaign (IANA, e.g. Asia/Tokyo)",
+        &fv.timezone,
+        " required",
+    );
     h.raw("<fieldset class=\"window\"><legend>Calling window (in each callee's local time)</legend>");
     text_input(&mut h, &errs, "window_start", "From (HH:MM)", &fv.window_start, " required inputmode=\"numeric\"");
     text_input(&mut h, &errs, "window_end", "Until (HH:MM)", &fv.window_end, " required inputmode=\"numeric\"");
@@ -250,7 +260,14 @@ fn new_campaign_page(s: &Session, status: StatusCode, f: &NewCampaign, issues: &
     errs.after(&mut h, "days");
     h.raw("</fieldset>");
     text_input(&mut h, &errs, "cps", "Calls per second", &fv.cps, " required inputmode=\"decimal\"");
-    text_input(&mut h, &errs, "max_attempts", "Attempts per contact", &fv.max_attempts, " required inputmode=\"numeric\"");
+    text_input(
+        &mut h,
+        &errs,
+        "max_attempts",
+        "Attempts per contact",
+        &fv.max_attempts,
+        " required inputmode=\"numeric\"",
+    );
     h.raw("<label for=\"script\">Script (TOML: the <code>[script]</code> table of a campaign file)</label>")
         .raw(&format!("<p class=\"hint\" id=\"script-hint\">Menus, keys and results; <code>{{name}}</code> is a contact attribute listed in <code>variables</code>.</p>"))
         .raw(&format!("<textarea id=\"script\" name=\"script\" rows=\"14\" spellcheck=\"false\"{}>", errs.attrs("script", Some("script-hint"))))

@@ -3,6 +3,8 @@
 //! ([`session`]). Assets are compiled into the binary; a strict CSP allows only them.
 
 #[allow(clippy::result_large_err)]
+mod admin;
+#[allow(clippy::result_large_err)]
 mod create;
 mod html;
 // A refusal is the page to show (`Result<_, Response>`), built once per request: boxing it buys nothing.
@@ -41,7 +43,14 @@ pub fn routes() -> Router<ApiState> {
             post(pages::upload_contacts).layer(DefaultBodyLimit::max(crate::contacts::PUSH_BODY_LIMIT)),
         )
         .route("/campaigns/{id}/results", get(pages::results))
+        .route("/contacts/{id}", get(pages::contact))
         .route("/campaigns/{id}/results.csv", get(pages::results_csv))
+        .route("/campaigns/{id}/webhook", get(admin::webhook).post(admin::set_webhook))
+        .route("/campaigns/{id}/webhook/remove", post(admin::remove_webhook))
+        .route("/campaigns/{id}/webhook/replay-dead", post(admin::replay_dead))
+        .route("/campaigns/{id}/webhook/deliveries/{delivery}/replay", post(admin::replay))
+        .route("/keys", get(admin::keys).post(admin::create_key))
+        .route("/keys/{id}/revoke", post(admin::revoke_key))
         .route("/dnc", get(pages::dnc).post(pages::dnc_add))
         .route("/dnc/remove", post(pages::dnc_remove))
         .route("/assets/console.css", get(|| async { asset(CSS, "text/css; charset=utf-8") }))

@@ -22,6 +22,8 @@ use crate::contacts::{PushQuery, PushReport};
 use crate::extract::{Path, Query};
 use crate::problem::Problem;
 use crate::ApiState;
+use dialer_core::store::RecentAttempt;
+use futures::StreamExt;
 
 pub(super) type Page = Result<Response, Response>;
 
@@ -188,8 +190,15 @@ pub async fn campaign(State(api): State<ApiState>, s: Session, Path(id): Path<i6
         .raw("</section>");
     h.raw(&format!(
         "<p><a href=\"/console/campaigns/{id}/results\">Results</a> · \
-         <a href=\"/console/campaigns/{id}/results.csv\" download>Download results (CSV)</a></p>"
+         <a href=\"/console/campaigns/{id}/results.csv\" download>Download results (CSV)</a> · \
+         <a href=\"/console/campaigns/{id}/webhook\">Result webhook</a></p>"
     ));
+    if s.inner.key.allows(Scope::ResultsRead) {
+        let recent = api.store.attempts_recent(id, RECENT).await.map_err(|e| problem_page(&s, e.into()))?;
+        h.raw("<section aria-labelledby=\"attempts-h\"><h2 id=\"attempts-h\">Recent attempts</h2>");
+        attempts_table(&mut h, &recent);
+        h.raw("</section>");
+    }
     // Contacts upload (XMLHttpRequest with upload progress; works with the keyboard like any form).
     h.raw("<section aria-labelledby=\"upload-h\"><h2 id=\"upload-h\">Add contacts (CSV)</h2>")
         .raw(&format!(
@@ -206,19 +215,120 @@ pub async fn campaign(State(api): State<ApiState>, s: Session, Path(id): Path<i6
     Ok(page(StatusCode::OK, &c.name, &s.chrome(), &h.0))
 }
 
-/// Live progress: the management API's progress JSON every second, as server-sent events.
+/// Attempts shown on a campaign's page (and sent live).
+const RECENT: i64 = 20;
+
+/// The latest attempts with their Twilio status and outcome; `console.js` redraws the body from the live
+/// `attempts` event the same way.
+fn attempts_table(h: &mut Html, rows: &[RecentAttempt]) {
+    h.raw("<div class=\"scroll\"><table id=\"attempts\"><caption>The latest calls, newest first</caption><thead><tr>")
+        .raw("<th scope=\"col\">Requested</th><th scope=\"col\">Contact</th><th scope=\"col\">Attempt</th>")
+        .raw("<th scope=\"col\">Call SID</th><th scope=\"col\">Twilio status</th><th scope=\"col\">Outcome</th>")
+        .raw("<th scope=\"col\">Result</th><th scope=\"col\">Seconds</th></tr></thead><tbody>");
+    for r in rows {
+        let a = &r.attempt;
+        h.raw("<tr>")
+            .el("td", "", &time_s(a.requested_at))
+            .raw(&format!("<td><a href=\"/console/contacts/{}\">", r.contact_id))
+            .text(&contact_label(r.contact_id, r.external_id.as_deref()))
+            .raw("</a></td>")
+            .el("td", "", &a.attempt_no.to_string())
+            .el("td", "class=\"sid\"", &a.call_sid.as_ref().map_or("—".into(), |c| c.to_string()))
+            .el("td", "", &a.call_status.map_or_else(|| a.state.to_string(), |c| c.to_string()))
+            .el("td", "", &a.outcome.map_or("—".into(), |o| o.to_string()))
+            .el("td", "", a.result.as_deref().unwrap_or("—"))
+            .el("td", "", &a.duration_s.map_or("—".into(), |d| d.to_string()))
+            .raw("</tr>");
+    }
+    h.raw("</tbody></table></div>");
+}
+
+fn contact_label(id: i64, external_id: Option<&str>) -> String {
+    external_id.map_or_else(|| format!("#{id}"), str::to_string)
+}
+
+fn time_s(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(|| "—".into(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+}
+
+/// Live progress: every second the management API's progress JSON (the default event) and, for a key
+/// that may read results, the latest attempts (`event: attempts`), as server-sent events.
 pub async fn events(State(api): State<ApiState>, s: Session, Path(id): Path<i64>) -> Result<Response, Response> {
     s.require(Scope::CampaignsRead)?;
     api.store.campaigns_get(id).await.map_err(|e| problem_page(&s, e.into()))?;
+    let attempts = s.inner.key.allows(Scope::ResultsRead);
     let stream = futures::stream::unfold((api, true), move |(api, first)| async move {
         if !first {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let p = progress_of(&api, id).await.ok()?;
-        let ev = Event::default().json_data(&p).ok()?;
-        Some((Ok::<_, Infallible>(ev), (api, false)))
-    });
+        let mut events = vec![Event::default().json_data(&p).ok()?];
+        if attempts {
+            let recent = api.store.attempts_recent(id, RECENT).await.ok()?;
+            events.push(Event::default().event("attempts").json_data(&recent).ok()?);
+        }
+        Some((futures::stream::iter(events.into_iter().map(Ok::<_, Infallible>)), (api, false)))
+    })
+    .flatten();
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// One contact: its attributes (as text), state, outcome and every attempt.
+pub async fn contact(State(api): State<ApiState>, s: Session, Path(id): Path<i64>) -> Page {
+    s.require(Scope::ResultsRead)?;
+    let c = api
+        .store
+        .contacts_get(id)
+        .await
+        .map_err(|e| problem_page(&s, e.into()))?
+        .ok_or_else(|| problem_page(&s, Problem::not_found(format!("contact {id} does not exist"))))?;
+    let label = contact_label(c.id, c.external_id.as_deref());
+    let mut h = Html::default();
+    h.raw("<h1>Contact ").text(&label).raw("</h1>");
+    h.raw(&format!("<p><a href=\"/console/campaigns/{}\">Back to the campaign</a></p>", c.campaign_id));
+    h.raw("<dl class=\"facts\" id=\"contact\">")
+        .raw("<dt>Phone</dt>")
+        .el("dd", "", c.phone.as_str())
+        .raw("<dt>Time zone</dt>")
+        .el("dd", "", c.timezone.map_or("the campaign's", |z| z.name()))
+        .raw("<dt>State</dt>")
+        .el("dd", "id=\"contact-state\"", &c.state.to_string())
+        .raw("<dt>Outcome</dt>")
+        .el("dd", "", &c.final_outcome.map_or("—".into(), |o| o.to_string()))
+        .raw("<dt>Result</dt>")
+        .el("dd", "", c.result.as_deref().unwrap_or("—"))
+        .raw("<dt>Calls made</dt>")
+        .el("dd", "", &c.attempts_made.to_string())
+        .raw("<dt>Next attempt</dt>")
+        .el("dd", "", &time(c.next_attempt_at))
+        .raw("</dl>");
+    h.raw("<table id=\"attributes\"><caption>Attributes</caption><thead><tr><th scope=\"col\">Name</th><th scope=\"col\">Value</th></tr></thead><tbody>");
+    if let Some(attrs) = c.attributes.as_object() {
+        for (k, v) in attrs {
+            let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            h.raw("<tr>").el("th", "scope=\"row\"", k).el("td", "", &v).raw("</tr>");
+        }
+    }
+    h.raw("</tbody></table>");
+    h.raw("<div class=\"scroll\"><table id=\"contact-attempts\"><caption>Attempts</caption><thead><tr>")
+        .raw("<th scope=\"col\">Attempt</th><th scope=\"col\">Requested</th><th scope=\"col\">Call SID</th>")
+        .raw("<th scope=\"col\">Twilio status</th><th scope=\"col\">Answered by</th><th scope=\"col\">Outcome</th>")
+        .raw("<th scope=\"col\">Result</th><th scope=\"col\">Seconds</th><th scope=\"col\">Twilio error</th></tr></thead><tbody>");
+    for a in &c.attempts {
+        h.raw("<tr>")
+            .el("td", "", &a.attempt_no.to_string())
+            .el("td", "", &time_s(a.requested_at))
+            .el("td", "class=\"sid\"", &a.call_sid.as_ref().map_or("—".into(), |c| c.to_string()))
+            .el("td", "", &a.call_status.map_or_else(|| a.state.to_string(), |c| c.to_string()))
+            .el("td", "", &a.answered_by.map_or("—".into(), |x| x.to_string()))
+            .el("td", "", &a.outcome.map_or("—".into(), |o| o.to_string()))
+            .el("td", "", a.result.as_deref().unwrap_or("—"))
+            .el("td", "", &a.duration_s.map_or("—".into(), |d| d.to_string()))
+            .el("td", "", &a.twilio_error_code.map_or("—".into(), |d| d.to_string()))
+            .raw("</tr>");
+    }
+    h.raw("</tbody></table></div>");
+    Ok(page(StatusCode::OK, &format!("Contact {label}"), &s.chrome(), &h.0))
 }
 
 #[derive(Deserialize)]

@@ -2,6 +2,7 @@
 
 use dialer_core::domain::Scope;
 use reqwest::Method;
+use serde_json::json;
 
 use crate::helpers::{contact, delivery_campaign_json, problem, table_counts, Api};
 
@@ -101,4 +102,44 @@ async fn the_openapi_document_needs_no_key_and_declares_bearer_auth() {
             assert!(op["security"].is_array(), "{method} {path} declares no security");
         }
     }
+}
+
+#[tokio::test]
+async fn keys_are_made_through_the_api_with_at_most_the_makers_scopes() {
+    let api = Api::start().await;
+    let manager = api.key(&[Scope::KeysManage, Scope::CampaignsRead]).await;
+    let body = json!({"name": "crm", "scopes": ["campaigns:read", "dnc:write"]});
+    let p = problem(api.req(Method::POST, "/api/v1/keys", &manager).json(&body).send().await.unwrap(), 403).await;
+    assert_eq!(p["errors"][0]["pointer"], "/scopes/1", "{p}");
+    let p = problem(
+        api.req(Method::POST, "/api/v1/keys", &manager)
+            .json(&json!({"name": "x", "scopes": ["root"]}))
+            .send()
+            .await
+            .unwrap(),
+        422,
+    )
+    .await;
+    assert_eq!(p["errors"][0]["pointer"], "/scopes/0", "{p}");
+    let r = api
+        .req(Method::POST, "/api/v1/keys", &manager)
+        .json(&json!({"name": "crm", "scopes": ["campaigns:read"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let made: serde_json::Value = r.json().await.unwrap();
+    let secret = made["secret"].as_str().unwrap();
+    assert_eq!(api.req(Method::GET, "/api/v1/campaigns", secret).send().await.unwrap().status(), 200);
+    let list: serde_json::Value =
+        api.req(Method::GET, "/api/v1/keys", &manager).send().await.unwrap().json().await.unwrap();
+    assert!(!list.to_string().contains(secret), "the list never shows a secret");
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let path = format!("/api/v1/keys/{}", made["id"]);
+    assert_eq!(api.req(Method::DELETE, &path, &manager).send().await.unwrap().status(), 204);
+    assert_eq!(api.req(Method::GET, "/api/v1/campaigns", secret).send().await.unwrap().status(), 401);
+    problem(api.req(Method::DELETE, &path, &manager).send().await.unwrap(), 404).await;
+    // Without keys:manage, the key routes are 403.
+    let other = api.key(&[Scope::CampaignsRead]).await;
+    problem(api.req(Method::GET, "/api/v1/keys", &other).send().await.unwrap(), 403).await;
 }

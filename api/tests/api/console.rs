@@ -153,3 +153,155 @@ async fn markup_in_a_campaign_name_is_shown_as_text() {
     assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(!page.contains("<script>alert"));
 }
+
+async fn post_form(api: &Api, cookie: &str, path: &str, body: &[(&str, &str)]) -> reqwest::Response {
+    no_redirects().post(format!("{}{path}", api.base)).header(COOKIE, cookie).form(body).send().await.unwrap()
+}
+
+/// The text of the element with this id (up to its first tag), for pages we rendered ourselves.
+fn error_text(page: &str, id: &str) -> Option<String> {
+    let at = page.find(&format!("id=\"{id}\""))?;
+    let rest = &page[at..];
+    let body = &rest[rest.find('>')? + 1..];
+    Some(body[..body.find("</div>").unwrap_or(body.len())].to_string())
+}
+
+#[tokio::test]
+async fn the_campaign_form_reports_every_wrong_field_next_to_it_and_creates_nothing() {
+    let api = Api::start().await;
+    let key = api.admin().await;
+    let cookie = login(&api, &key).await;
+    let page = get(&api, &cookie, "/console/campaigns/new").await.text().await.unwrap();
+    let csrf = csrf_of(&page);
+    let script = "[script]\nlanguage = \"ja-JP\"\n[script.menus.main]\nsay = \"{name}様\"\n[script.menus.main.options]\n\"1\" = { result = \"ok\" }\n[script.menus.lost]\nsay = \"x\"\n[script.menus.lost.options]\n\"1\" = { result = \"ok\" }\n";
+    let mut form = vec![
+        ("csrf", csrf.as_str()),
+        ("mode", "form"),
+        ("name", " "),
+        ("caller_id", "+815012345678"),
+        ("timezone", "Asia/Tokyo"),
+        ("window_start", "25:00"),
+        ("window_end", "20:00"),
+        ("day_mon", "on"),
+        ("cps", "10"),
+        ("max_attempts", "3"),
+        ("script", script),
+    ];
+    let r = post_form(&api, &cookie, "/console/campaigns/new", &form).await;
+    assert_eq!(r.status(), 422);
+    let page = r.text().await.unwrap();
+    assert!(error_text(&page, "name-error").unwrap().contains("must not be empty"), "{page}");
+    assert!(error_text(&page, "window_start-error").unwrap().contains("&quot;25:00&quot; is not a time"), "{page}");
+    // The script names a variable it does not declare; only the first script problem is reported.
+    assert!(error_text(&page, "script-error").unwrap().contains("unknown variable `{name}`"), "{page}");
+    assert!(page.contains("3 field(s) need attention"), "{page}");
+    assert!(error_text(&page, "cps-error").is_none() && error_text(&page, "caller_id-error").is_none());
+    assert!(page.contains("id=\"window_start\" name=\"window_start\" value=\"25:00\" aria-describedby=\"window_start-error\" aria-invalid=\"true\""), "{page}");
+    assert!(api.store.campaigns_list(0, 10).await.unwrap().is_empty(), "nothing was created");
+
+    // An unreachable menu is the script's error once the variable is declared.
+    let declared = script.replace("language = \"ja-JP\"", "language = \"ja-JP\"\nvariables = [\"name\"]");
+    form.retain(|(k, _)| !matches!(*k, "name" | "window_start" | "script" | "cps"));
+    form.extend([("name", "再配達"), ("window_start", "09:00"), ("script", &declared), ("cps", "ten")]);
+    let page = post_form(&api, &cookie, "/console/campaigns/new", &form).await.text().await.unwrap();
+    assert!(error_text(&page, "cps-error").unwrap().contains("&quot;ten&quot; is not a number"), "{page}");
+    form.retain(|(k, _)| *k != "cps");
+    form.push(("cps", "10"));
+    let page = post_form(&api, &cookie, "/console/campaigns/new", &form).await.text().await.unwrap();
+    assert!(error_text(&page, "script-error").unwrap().contains("lost"), "{page}");
+
+    let fine = declared
+        .replace("[script.menus.lost]\nsay = \"x\"\n[script.menus.lost.options]\n\"1\" = { result = \"ok\" }\n", "");
+    form.retain(|(k, _)| *k != "script");
+    form.push(("script", &fine));
+    let r = post_form(&api, &cookie, "/console/campaigns/new", &form).await;
+    assert_eq!(r.status(), 303);
+    let c = &api.store.campaigns_list(0, 10).await.unwrap()[0];
+    assert_eq!(c.name, "再配達");
+    let days = &api.store.campaigns_get(c.id).await.unwrap().calling_window.0.days;
+    assert_eq!(days.iter().copied().collect::<Vec<u8>>(), [0], "Monday only");
+}
+
+#[tokio::test]
+async fn a_key_made_in_the_console_is_shown_once_works_cannot_widen_scopes_and_revokes_at_once() {
+    let api = Api::start().await;
+    let manager = api.key(&[Scope::CampaignsRead, Scope::KeysManage, Scope::ResultsRead]).await;
+    let cookie = login(&api, &manager).await;
+    let page = get(&api, &cookie, "/console/keys").await.text().await.unwrap();
+    assert!(!page.contains("dnc_write"), "only scopes the key holds are offered");
+    let csrf = csrf_of(&page);
+    let before = api.store.api_keys_list().await.unwrap().len();
+
+    // A scope the manager lacks, typed into the form by hand: refused, nothing made.
+    let r = post_form(
+        &api,
+        &cookie,
+        "/console/keys",
+        &[("csrf", &csrf), ("name", "crm"), ("scope_campaigns_read", "on"), ("scope_dnc_write", "on")],
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("dnc:write: your key does not hold it"));
+    let r = post_form(&api, &cookie, "/console/keys", &[("csrf", &csrf), ("name", "crm")]).await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(api.store.api_keys_list().await.unwrap().len(), before);
+
+    let r = post_form(
+        &api,
+        &cookie,
+        "/console/keys",
+        &[("csrf", &csrf), ("name", "crm <b>"), ("scope_results_read", "on")],
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let page = r.text().await.unwrap();
+    let at = page.find("id=\"secret\" readonly value=\"").unwrap() + "id=\"secret\" readonly value=\"".len();
+    let secret = page[at..].split('"').next().unwrap().to_string();
+    assert!(secret.starts_with("dk_") && page.contains("crm &lt;b&gt;"));
+    let made = api.store.api_keys_list().await.unwrap().into_iter().find(|k| k.name == "crm <b>").unwrap();
+    assert_eq!(made.scopes, [Scope::ResultsRead]);
+    let id = api.delivery_campaign(&api.admin().await).await;
+    assert_eq!(
+        api.req(Method::GET, &format!("/api/v1/campaigns/{id}/results"), &secret).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(api.req(Method::GET, &format!("/api/v1/campaigns/{id}"), &secret).send().await.unwrap().status(), 403);
+    // Shown once: the list shows only its prefix.
+    let list = get(&api, &cookie, "/console/keys").await.text().await.unwrap();
+    assert!(!list.contains(&secret) && list.contains(&format!("{}…", &secret[..11])));
+
+    let r = post_form(&api, &cookie, &format!("/console/keys/{}/revoke", made.id), &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        api.req(Method::GET, &format!("/api/v1/campaigns/{id}/results"), &secret).send().await.unwrap().status(),
+        401
+    );
+    // Without the token, nothing is revoked.
+    let me =
+        api.store.api_keys_list().await.unwrap().into_iter().find(|k| k.scopes.contains(&Scope::KeysManage)).unwrap();
+    assert_eq!(post_form(&api, &cookie, &format!("/console/keys/{}/revoke", me.id), &[]).await.status(), 403);
+    assert!(api.store.api_keys_get(me.id).await.unwrap().unwrap().revoked_at.is_none());
+}
+
+#[tokio::test]
+async fn a_webhook_endpoint_set_in_the_console_checks_its_url_and_shows_the_secret_once() {
+    let api = Api::start().await;
+    let key = api.admin().await;
+    let id = api.delivery_campaign(&key).await;
+    let cookie = login(&api, &key).await;
+    let page = get(&api, &cookie, &format!("/console/campaigns/{id}/webhook")).await.text().await.unwrap();
+    assert!(page.contains("No endpoint"));
+    let csrf = csrf_of(&page);
+    let path = format!("/console/campaigns/{id}/webhook");
+    let r = post_form(&api, &cookie, &path, &[("csrf", &csrf), ("url", "ftp://x")]).await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("id=\"webhook-url-error\""));
+    assert!(api.store.webhook_endpoints_get(id).await.unwrap().is_none());
+    let r = post_form(&api, &cookie, &path, &[("csrf", &csrf), ("url", "https://crm.example/hooks")]).await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("value=\"whsec_"), "{page}");
+    let again = get(&api, &cookie, &path).await.text().await.unwrap();
+    assert!(again.contains("https://crm.example/hooks") && !again.contains("whsec_"));
+    assert_eq!(api.store.webhook_endpoints_get(id).await.unwrap().unwrap().url, "https://crm.example/hooks");
+}

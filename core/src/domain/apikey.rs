@@ -25,10 +25,13 @@ pub enum Scope {
     /// Configure a campaign's result webhook, see failing deliveries and replay them.
     #[serde(rename = "webhooks:write")]
     WebhooksWrite,
+    /// List, create and revoke API keys; a key only grants scopes it holds itself.
+    #[serde(rename = "keys:manage")]
+    KeysManage,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 8] = [
         Scope::CampaignsRead,
         Scope::CampaignsWrite,
         Scope::ContactsWrite,
@@ -36,6 +39,7 @@ impl Scope {
         Scope::DncRead,
         Scope::DncWrite,
         Scope::WebhooksWrite,
+        Scope::KeysManage,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -47,6 +51,7 @@ impl Scope {
             Scope::DncRead => "dnc:read",
             Scope::DncWrite => "dnc:write",
             Scope::WebhooksWrite => "webhooks:write",
+            Scope::KeysManage => "keys:manage",
         }
     }
 

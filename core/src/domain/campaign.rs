@@ -265,7 +265,11 @@ impl CampaignSpec {
         check(file.account_cps_share > 0.0 && file.account_cps_share <= 1.0, "account_cps_share", "must be in (0, 1]");
         check(file.max_in_flight > 0, "max_in_flight", "must be positive");
         check(file.max_attempts > 0, "max_attempts", "must be positive");
-        check((5..=600).contains(&file.ring_timeout_s), "ring_timeout_s", "must be between 5 and 600 (Twilio's Timeout)");
+        check(
+            (5..=600).contains(&file.ring_timeout_s),
+            "ring_timeout_s",
+            "must be between 5 and 600 (Twilio's Timeout)",
+        );
         for (name, r) in [
             ("busy", file.retry.busy),
             ("no_answer", file.retry.no_answer),

@@ -49,6 +49,17 @@ impl Store {
         .await?)
     }
 
+    pub async fn api_keys_get(&self, id: i64) -> Result<Option<ApiKeyRow>> {
+        Ok(sqlx::query_as!(
+            ApiKeyRow,
+            r#"SELECT id, name, prefix, scopes AS "scopes: Vec<Scope>", created_at, revoked_at, last_used_at
+               FROM api_keys WHERE id = $1"#,
+            id
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Revokes a key at once; returns whether it was live.
     pub async fn api_keys_revoke(&self, id: i64) -> Result<bool> {
         Ok(sqlx::query!("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", id)

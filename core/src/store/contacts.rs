@@ -182,7 +182,61 @@ pub struct AttemptSummary {
     pub twilio_error_code: Option<i32>,
 }
 
+/// One of a campaign's latest attempts, with the contact it called.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentAttempt {
+    pub attempt_id: i64,
+    pub contact_id: i64,
+    pub external_id: Option<String>,
+    /// The contact's attributes (the script's variables), as stored.
+    pub attributes: serde_json::Value,
+    pub phone: E164,
+    #[serde(flatten)]
+    pub attempt: AttemptSummary,
+}
+
 impl Store {
+    /// A campaign's `limit` latest attempts, newest first.
+    pub async fn attempts_recent(&self, campaign_id: i64, limit: i64) -> Result<Vec<RecentAttempt>> {
+        let rows = sqlx::query!(
+            r#"SELECT a.id, a.contact_id, c.external_id, c.attributes, a.phone AS "phone: E164",
+                      a.attempt_no, a.state AS "state: AttemptState", a.call_sid AS "call_sid: CallSid",
+                      a.call_status AS "call_status: CallStatus", a.outcome AS "outcome: Outcome", a.result,
+                      a.answered_by AS "answered_by: AnsweredBy", a.requested_at, a.answered_at, a.ended_at,
+                      a.duration_s, a.twilio_error_code
+               FROM attempts a JOIN contacts c ON c.id = a.contact_id
+               WHERE a.campaign_id = $1 ORDER BY a.id DESC LIMIT $2"#,
+            campaign_id,
+            limit
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| RecentAttempt {
+                attempt_id: r.id,
+                contact_id: r.contact_id,
+                external_id: r.external_id,
+                attributes: r.attributes,
+                phone: r.phone,
+                attempt: AttemptSummary {
+                    attempt_no: r.attempt_no,
+                    state: r.state,
+                    call_sid: r.call_sid,
+                    call_status: r.call_status,
+                    outcome: r.outcome,
+                    result: r.result,
+                    answered_by: r.answered_by,
+                    requested_at: r.requested_at,
+                    answered_at: r.answered_at,
+                    ended_at: r.ended_at,
+                    duration_s: r.duration_s,
+                    twilio_error_code: r.twilio_error_code,
+                },
+            })
+            .collect())
+    }
+
     /// Adds contacts to a campaign as one transaction, skipping (and reporting) those whose number or
     /// external id the campaign already has, so a contact pushed twice is never dialled twice. With an
     /// idempotency key, the key is claimed first in the same transaction (a concurrent replay waits for

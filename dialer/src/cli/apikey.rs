@@ -13,7 +13,7 @@ pub enum ApiKeyCmd {
         #[arg(long)]
         name: String,
         /// What it may do; repeat for several: campaigns:read, campaigns:write, contacts:write, results:read,
-        /// dnc:read, dnc:write, webhooks:write.
+        /// dnc:read, dnc:write, webhooks:write, keys:manage.
         #[arg(long = "scope", required = true, value_parser = parse_scope)]
         scopes: Vec<Scope>,
     },

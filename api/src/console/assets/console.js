@@ -50,6 +50,33 @@ function liveProgress(root) {
     drawChart(document.getElementById("results-chart"), p.by_result);
     root.dataset.live = String(Number(root.dataset.live || 0) + 1);
   };
+  es.addEventListener("attempts", (ev) => drawAttempts(JSON.parse(ev.data)));
+}
+
+// The same rows as the server's attempts_table (pages.rs).
+function drawAttempts(rows) {
+  const body = document.querySelector("#attempts tbody");
+  if (!body) return;
+  const when = (t) => t ? t.replace("T", " ").replace(/\.\d+/, "").replace("Z", " UTC") : "—";
+  const dash = (v) => (v == null ? "—" : String(v));
+  const fresh = document.createElement("tbody");
+  for (const r of rows) {
+    const tr = document.createElement("tr");
+    const cell = (s, cls) => { const td = document.createElement("td"); td.textContent = s; if (cls) td.className = cls; tr.appendChild(td); return td; };
+    cell(when(r.requested_at));
+    const a = document.createElement("a");
+    a.href = "/console/contacts/" + Number(r.contact_id);
+    a.textContent = r.external_id == null ? "#" + r.contact_id : r.external_id;
+    cell("").appendChild(a);
+    cell(String(r.attempt_no));
+    cell(dash(r.call_sid), "sid");
+    cell(r.call_status == null ? r.state : r.call_status);
+    cell(dash(r.outcome));
+    cell(dash(r.result));
+    cell(dash(r.duration_s));
+    fresh.appendChild(tr);
+  }
+  body.replaceWith(fresh);
 }
 
 function csvUpload(form) {
