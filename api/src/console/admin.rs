@@ -64,7 +64,7 @@ async fn keys_page(api: &ApiState, s: &Session, status: StatusCode, f: KeyForm<'
     if let Some(n) = &f.notice {
         h.el("p", "role=\"status\" id=\"keys-notice\"", n);
     }
-    h.raw("<div class=\"scroll\"><table id=\"keys\"><caption>Keys (never their secrets)</caption><thead><tr>")
+    h.raw("<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"Keys (never their secrets)\"><table id=\"keys\"><caption>Keys (never their secrets)</caption><thead><tr>")
         .raw("<th scope=\"col\">Name</th><th scope=\"col\">Key</th><th scope=\"col\">Scopes</th><th scope=\"col\">Created</th>")
         .raw("<th scope=\"col\">Last used</th><th scope=\"col\">Status</th><th scope=\"col\">Revoke</th></tr></thead><tbody>");
     for k in &keys {
@@ -261,7 +261,7 @@ fn deliveries_table(h: &mut Html, s: &Session, id: i64, rows: &[Delivery], can_w
             .raw(&csrf_field(s.csrf()))
             .raw("<button type=\"submit\">Replay every dead event</button></form>");
     }
-    h.raw("<div class=\"scroll\"><table id=\"failing\"><caption>Events not delivered yet</caption><thead><tr>")
+    h.raw("<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"Events not delivered yet\"><table id=\"failing\"><caption>Events not delivered yet</caption><thead><tr>")
         .raw("<th scope=\"col\">Event</th><th scope=\"col\">Type</th><th scope=\"col\">Contact</th><th scope=\"col\">Tries</th>")
         .raw("<th scope=\"col\">Last answer</th><th scope=\"col\">Next try</th><th scope=\"col\">Replay</th></tr></thead><tbody>");
     for d in rows {

@@ -113,7 +113,7 @@ pub async fn campaigns(State(api): State<ApiState>, s: Session) -> Page {
     if rows.is_empty() {
         h.el("p", "", "No campaigns yet.");
     } else {
-        h.raw("<div class=\"scroll\"><table id=\"campaigns\"><caption>All campaigns</caption><thead><tr>")
+        h.raw("<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"All campaigns\"><table id=\"campaigns\"><caption>All campaigns</caption><thead><tr>")
             .raw("<th scope=\"col\">Name</th><th scope=\"col\">Status</th><th scope=\"col\">Progress</th>")
             .raw("<th scope=\"col\">Answer rate</th><th scope=\"col\">ETA</th><th scope=\"col\">Actions</th></tr></thead><tbody>");
         for c in rows {
@@ -221,7 +221,7 @@ const RECENT: i64 = 20;
 /// The latest attempts with their Twilio status and outcome; `console.js` redraws the body from the live
 /// `attempts` event the same way.
 fn attempts_table(h: &mut Html, rows: &[RecentAttempt]) {
-    h.raw("<div class=\"scroll\"><table id=\"attempts\"><caption>The latest calls, newest first</caption><thead><tr>")
+    h.raw("<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"The latest calls, newest first\"><table id=\"attempts\"><caption>The latest calls, newest first</caption><thead><tr>")
         .raw("<th scope=\"col\">Requested</th><th scope=\"col\">Contact</th><th scope=\"col\">Attempt</th>")
         .raw("<th scope=\"col\">Call SID</th><th scope=\"col\">Twilio status</th><th scope=\"col\">Outcome</th>")
         .raw("<th scope=\"col\">Result</th><th scope=\"col\">Seconds</th></tr></thead><tbody>");
@@ -310,7 +310,7 @@ pub async fn contact(State(api): State<ApiState>, s: Session, Path(id): Path<i64
         }
     }
     h.raw("</tbody></table>");
-    h.raw("<div class=\"scroll\"><table id=\"contact-attempts\"><caption>Attempts</caption><thead><tr>")
+    h.raw("<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"Attempts\"><table id=\"contact-attempts\"><caption>Attempts</caption><thead><tr>")
         .raw("<th scope=\"col\">Attempt</th><th scope=\"col\">Requested</th><th scope=\"col\">Call SID</th>")
         .raw("<th scope=\"col\">Twilio status</th><th scope=\"col\">Answered by</th><th scope=\"col\">Outcome</th>")
         .raw("<th scope=\"col\">Result</th><th scope=\"col\">Seconds</th><th scope=\"col\">Twilio error</th></tr></thead><tbody>");
@@ -405,8 +405,17 @@ pub async fn upload_contacts(
     let mut h = Html::default();
     match answer {
         Err(p) => {
+            // The API's detail speaks of `?skip_invalid=true`; here it is the checkbox.
+            let detail = if p.errors.iter().any(|e| e.row.is_some()) {
+                format!(
+                    "{} invalid row(s): nothing was added. Fix them, or tick “Skip invalid rows” to add the valid ones.",
+                    p.errors.iter().filter_map(|e| e.row).collect::<std::collections::BTreeSet<_>>().len()
+                )
+            } else {
+                p.detail.clone()
+            };
             h.raw("<p class=\"error\" role=\"alert\" id=\"upload-result\" data-ok=\"false\">")
-                .text(&p.detail)
+                .text(&detail)
                 .raw("</p>");
             error_table(&mut h, &p.errors);
         }
@@ -489,7 +498,7 @@ pub async fn results(
     select(&mut h, "outcome", "Outcome", report.by_outcome.keys().collect(), outcome);
     select(&mut h, "result", "Keypress result", report.by_result.keys().collect(), result);
     h.raw("<button type=\"submit\">Filter</button></form>");
-    h.raw("<div class=\"scroll\"><table id=\"results\"><caption>Results</caption><thead><tr>")
+    h.raw("<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"Results\"><table id=\"results\"><caption>Results</caption><thead><tr>")
         .raw("<th scope=\"col\">Contact</th><th scope=\"col\">External id</th><th scope=\"col\">Phone</th><th scope=\"col\">State</th>")
         .raw("<th scope=\"col\">Outcome</th><th scope=\"col\">Result</th><th scope=\"col\">Attempts</th><th scope=\"col\">Last call</th></tr></thead><tbody>");
     for r in &rows {

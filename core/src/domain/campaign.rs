@@ -322,3 +322,25 @@ pub fn duration_s(d: Duration) -> i64 {
 
 /// Parsed attributes available to a script: `{name}` etc.
 pub type Attributes = BTreeMap<String, String>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../examples/campaigns/delivery-reschedule-ja.toml");
+
+    #[test]
+    fn every_wrong_field_is_reported_at_once_in_file_order() {
+        let text = EXAMPLE
+            .replace("name = \"再配達のご案内\"", "name = \"\"")
+            .replace("timezone = \"Asia/Tokyo\"", "timezone = \"Mars/Olympus\"")
+            .replace("start = \"09:00\"", "start = \"9am\"")
+            .replace("\"tue\",", "\"someday\",")
+            .replace("{name}様のお荷物", "{nom}様のお荷物");
+        let Err(SpecError::Invalid(issues)) = CampaignSpec::parse(&text, "c.toml") else { panic!("refused") };
+        let fields: Vec<&str> = issues.iter().map(|i| i.field.as_str()).collect();
+        assert_eq!(fields, ["name", "timezone", "window.start", "window.days", "script"]);
+        assert!(issues[4].reason.contains("unknown variable `{nom}`"), "{issues:?}");
+        assert!(CampaignSpec::parse(EXAMPLE, "c.toml").is_ok());
+    }
+}

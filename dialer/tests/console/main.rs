@@ -67,7 +67,16 @@ async fn an_operator_runs_a_delivery_campaign_from_the_console_in_a_browser() {
     env.spawn("all", 20.0, &[("API_LISTEN_ADDR", &api_addr)]);
     let key = api_key(
         &env,
-        &["campaigns:read", "campaigns:write", "contacts:write", "results:read", "dnc:read", "dnc:write"],
+        &[
+            "campaigns:read",
+            "campaigns:write",
+            "contacts:write",
+            "results:read",
+            "dnc:read",
+            "dnc:write",
+            "webhooks:write",
+            "keys:manage",
+        ],
     );
     let read_key = api_key(&env, &["campaigns:read"]);
     let base = format!("http://{api_addr}/console");

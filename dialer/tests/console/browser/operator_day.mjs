@@ -4,9 +4,11 @@
 //   API_KEY       a key with every scope;  READ_KEY  a key with campaigns:read only
 //   CAMPAIGN_FILE the example delivery campaign (its zone set to one whose window is open now)
 //   CSV_BAD       10 good rows and 2 bad ones (lines in BAD_LINES, e.g. "5,9");  CHROMIUM  the browser
+//   SCREENSHOT_DIR  optional: where to save the README's screenshots
 // Every step asserts on the page; the first failure exits non-zero with its message.
 import { chromium } from "playwright-core";
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { createRequire } from "node:module";
 
 const require = createRequire(import.meta.url);
@@ -15,6 +17,9 @@ const env = (k) => { const v = process.env[k]; if (!v) throw new Error(`${k} is 
 const BASE = env("CONSOLE_URL"), KEY = env("API_KEY"), READ_KEY = env("READ_KEY");
 const BAD_LINES = env("BAD_LINES").split(",");
 const HANG = 180_000; // a hang guard, not a timing assertion
+
+const SHOTS = process.env.SCREENSHOT_DIR;
+async function shot(page, name) { if (SHOTS) await page.screenshot({ path: join(SHOTS, name), fullPage: true }); }
 
 function assert(cond, msg) { if (!cond) throw new Error("assertion failed: " + msg); }
 function step(name) { console.log("step:", name); }
@@ -58,17 +63,42 @@ try {
   assert((await page.locator("#key-error").textContent()).includes("unknown"), "says the key is unknown");
   assert(await page.locator("nav").count() === 0, "no navigation with a wrong key");
 
-  step("log in");
-  await login(page, KEY);
+  step("log in with the keyboard alone");
+  await page.goto(BASE + "/login");
+  await page.keyboard.press("Tab");
+  assert(await page.evaluate(() => document.activeElement.textContent) === "Skip to content", "the first Tab reaches the skip link");
+  await page.keyboard.press("Tab");
+  assert(await page.evaluate(() => document.activeElement.id) === "key", "then the key field");
+  await page.keyboard.type(KEY);
+  await page.keyboard.press("Enter");
+  await page.waitForURL(/\/console\/campaigns$/);
   assert(page.url().endsWith("/console/campaigns"), "lands on the campaigns list: " + page.url());
   const cookies = await ctx.cookies();
   const sess = cookies.find((c) => c.name === "dialer_console");
   assert(sess && sess.httpOnly && sess.sameSite === "Strict" && sess.path === "/console", "session cookie is HttpOnly, SameSite=Strict, Path=/console: " + JSON.stringify(sess));
   assert(!(await page.content()).includes(KEY), "the key itself is not on the page");
 
-  step("a campaign file with a bad field: the error is next to that field");
+  step("the campaign form: every wrong field is reported next to it at once");
   await page.goto(BASE + "/campaigns/new");
   await axe(page, "new campaign page");
+  await page.getByLabel("Name", { exact: true }).fill("");
+  await page.getByLabel("Caller ID (E.164, one of your Twilio numbers)").fill("+815012345678");
+  await page.getByLabel("From (HH:MM)").fill("25:00");
+  const script = await page.getByLabel(/^Script/).inputValue();
+  await page.getByLabel(/^Script/).fill(script.replace('variables = ["name"]', "variables = []"));
+  await page.getByRole("button", { name: "Create from the form" }).click();
+  assert((await page.locator("#form-errors h2").textContent()) === "3 field(s) need attention", "three fields: " + await page.locator("#form-errors").textContent());
+  assert((await page.locator("#name-error").textContent()).includes("must not be empty"), "name");
+  assert((await page.locator("#window_start-error").textContent()).includes('"25:00" is not a time'), "window start");
+  assert((await page.locator("#script-error").textContent()).includes("unknown variable `{name}`"), "script variable");
+  for (const id of ["name", "window_start", "script"]) {
+    assert(await page.locator("#" + id).getAttribute("aria-invalid") === "true", id + " is marked invalid");
+  }
+  assert(await page.getByLabel("From (HH:MM)").inputValue() === "25:00", "what was typed is kept");
+  await axe(page, "new campaign form with errors");
+
+  step("a campaign file with a bad field: the error is next to that field");
+  await page.goto(BASE + "/campaigns/new");
   const file = readFileSync(env("CAMPAIGN_FILE"), "utf8");
   await page.getByLabel("Campaign file contents").fill(file.replace('start = "09:00"', 'start = "9am"'));
   await page.getByRole("button", { name: "Create campaign" }).click();
@@ -96,6 +126,16 @@ try {
   assert((await page.locator("#status").textContent()) === "draft", "a new campaign is a draft");
   await axe(page, "campaign page");
 
+  step("a result webhook to a receiver that is down: the secret is shown once");
+  await page.getByRole("link", { name: "Result webhook" }).click();
+  await page.getByLabel(/^URL/).fill("http://127.0.0.1:9/hooks");
+  await page.getByRole("button", { name: /^Save/ }).click();
+  assert((await page.locator("#secret").inputValue()).startsWith("whsec_"), "the signing secret is shown");
+  await axe(page, "webhook page");
+  await page.goto(campaignUrl + "/webhook");
+  assert(await page.locator("#secret").count() === 0 && !(await page.content()).includes("whsec_"), "and only once");
+  await page.goto(campaignUrl);
+
   step("a CSV with two bad rows: exactly those rows are reported, nothing is added");
   await page.getByLabel("CSV file").setInputFiles(env("CSV_BAD"));
   await page.getByRole("button", { name: "Upload" }).click();
@@ -110,6 +150,8 @@ try {
   assert(await page.locator("#row-errors b").count() === 0, "no markup from the CSV");
   assert(await page.locator("#upload-progress").evaluate((e) => e.value) === 100, "the upload's progress bar reached 100");
   assert((await page.locator("#contacts").textContent()) === "0", "nothing was added");
+  await page.locator("#upload-report").scrollIntoViewIfNeeded();
+  await shot(page, "console-upload-errors.png");
 
   step("start, pause and resume (no contacts yet, so it waits in running)");
   await page.getByRole("button", { name: "Start" }).click();
@@ -136,9 +178,43 @@ try {
   const outcomeLabels = await page.locator("#outcomes-chart text:not(.n)").allTextContents();
   assert(outcomeLabels.length > 0 && !outcomeLabels.includes("none yet"), "the outcome chart has bars: " + outcomeLabels);
   assert(await page.locator("#outcomes-chart rect").count() === outcomeLabels.length, "one bar per outcome");
+  await page.waitForFunction(() => document.querySelectorAll("#attempts tbody tr").length === 10, null, { timeout: HANG });
+  const attempt = await page.locator("#attempts tbody tr").first().locator("td").allTextContents();
+  assert(attempt[3].startsWith("CA") && attempt[4] === "completed" && attempt[5] === "answered_result" && attempt[6] === "reschedule:afternoon",
+    "the latest attempt, live, with its Twilio status and outcome: " + attempt);
+  assert(await page.evaluate(() => window.__sameDocument === true), "still not reloaded");
+  await shot(page, "console-campaign.png");
+
+  step("a contact: its attributes as text, and its attempts");
+  await page.locator("#attempts tbody tr").first().getByRole("link").click();
+  const attrs = await page.locator("#attributes td").allTextContents();
+  assert(attrs.some((v) => /^<script>alert\('attr'\)<\/script>山田\d$/.test(v)), "the attribute is shown literally: " + attrs);
+  assert(await page.locator("#contact-attempts tbody tr").count() === 1, "one attempt");
+  await axe(page, "contact page");
   assert(xss.length === 0, "no script ran from stored data: " + xss);
 
+  step("the campaign page fits a phone");
+  await page.setViewportSize({ width: 375, height: 800 });
+  await page.goto(campaignUrl);
+  const width = await page.evaluate(() => document.documentElement.scrollWidth);
+  assert(width <= 375, "no sideways scrolling of the page at 375 px: " + width);
+  await axe(page, "campaign page (phone)");
+  await page.setViewportSize({ width: 1280, height: 900 });
+
+  step("failing webhook deliveries are listed and can be replayed");
+  await page.goto(campaignUrl + "/webhook");
+  for (let i = 0; (await page.locator("#failing tbody tr").count()) === 0; i++) {
+    assert(i < 120, "deliveries to a receiver that is down show up as failing");
+    await page.waitForTimeout(1000); // polling a page that has no live updates
+    await page.reload();
+  }
+  const failing = await page.locator("#failing tbody tr").first().locator("td").allTextContents();
+  assert(failing[1].startsWith("contact.") && failing[4] !== "—", "event type and the receiver's error: " + failing);
+  await page.locator("#failing tbody tr").first().getByRole("button", { name: /^Replay event/ }).click();
+  assert((await page.locator("#webhook-notice").textContent()).includes("due again now"), "replayed");
+
   step("results: the table, a filter, and the CSV download");
+  await page.goto(campaignUrl);
   await page.getByRole("link", { name: "Results", exact: true }).click();
   await axe(page, "results page");
   assert(await page.locator("#results tbody tr").count() === 10, "10 results");
@@ -171,6 +247,21 @@ try {
   await evilRow.getByRole("link", { name: "Cancel…" }).click();
   await page.getByRole("button", { name: "Yes, cancel the campaign" }).click();
   assert((await page.locator("#status").textContent()) === "canceled", "canceled after confirming");
+
+  step("API keys: create one (its secret shown once), see it listed by prefix, revoke it");
+  await page.getByRole("link", { name: "API keys" }).click();
+  await axe(page, "API keys page");
+  await page.getByLabel(/^Name/).fill("crm export");
+  await page.getByLabel("results:read").check();
+  await page.getByRole("button", { name: "Create key" }).click();
+  const secret = await page.locator("#secret").inputValue();
+  assert(secret.startsWith("dk_"), "the new key is shown");
+  const keyRow = page.locator("#keys tr", { hasText: "crm export" });
+  assert((await keyRow.locator("td").nth(1).textContent()) === secret.slice(0, 11) + "…", "listed by its prefix");
+  await page.goto(BASE + "/keys");
+  assert(!(await page.content()).includes(secret), "the secret is not shown again");
+  await page.locator("#keys tr", { hasText: "crm export" }).getByRole("button", { name: "Revoke crm export" }).click();
+  assert((await page.locator("#keys tr", { hasText: "crm export" }).locator(".status").textContent()) === "revoked", "revoked");
 
   step("add a DNC number, find it, remove it");
   await page.getByRole("link", { name: "Do-not-call" }).click();
