@@ -233,6 +233,8 @@ pub struct Progress {
     pub attempts: i64,
     pub calls_requested: i64,
     pub calls_in_flight: i64,
+    /// Calls requested over the last ten seconds, per second.
+    pub calls_per_second: f64,
     /// Answered calls / calls that ended; null before the first call ends.
     pub answer_rate: Option<f64>,
     pub backlog: i64,
@@ -246,7 +248,7 @@ pub struct Progress {
 pub async fn progress(State(api): State<Api>, Path(id): Path<i64>) -> ApiResult<Json<Progress>> {
     let c = api.store.campaigns_get(id).await?;
     let r = api.store.campaigns_report(id).await?;
-    let (ended, answered) = api.store.attempts_answer_stats(id).await?;
+    let stats = api.store.attempts_answer_stats(id).await?;
     let last_due = api.store.contacts_last_due(id).await?;
     let n = |s: dialer_core::domain::ContactState| r.by_state.get(&s).copied().unwrap_or(0);
     use dialer_core::domain::ContactState as S;
@@ -264,7 +266,8 @@ pub async fn progress(State(api): State<Api>, Path(id): Path<i64>) -> ApiResult<
         attempts: r.attempts,
         calls_requested: r.calls_requested,
         calls_in_flight: r.in_flight,
-        answer_rate: (ended > 0).then(|| answered as f64 / ended as f64),
+        answer_rate: (stats.finished > 0).then(|| stats.answered as f64 / stats.finished as f64),
+        calls_per_second: stats.calls_per_second,
         backlog,
         estimate,
     }))

@@ -134,8 +134,7 @@ pub async fn create_key(
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Page {
     let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    guard_post(&s, &headers, get("csrf"))?;
-    s.require(Scope::KeysManage)?;
+    guard_post(&s, &headers, get("csrf"), Scope::KeysManage)?;
     let name = get("name").unwrap_or("");
     let scopes: Vec<Scope> =
         Scope::ALL.into_iter().filter(|x| get(&format!("scope_{}", x.as_str().replace(':', "_"))).is_some()).collect();
@@ -171,8 +170,7 @@ pub async fn revoke_key(
     Path(id): Path<i64>,
     Form(f): Form<CsrfForm>,
 ) -> Page {
-    guard_post(&s, &headers, f.csrf.as_deref())?;
-    s.require(Scope::KeysManage)?;
+    guard_post(&s, &headers, f.csrf.as_deref(), Scope::KeysManage)?;
     crate::keys::revoke(State(api.clone()), Path(id)).await.map_err(|p| problem_page(&s, p))?;
     if id == s.inner.key.id {
         // This session's own key: the session ends with it.
@@ -318,8 +316,7 @@ pub async fn set_webhook(
     Path(id): Path<i64>,
     Form(f): Form<UrlForm>,
 ) -> Page {
-    guard_post(&s, &headers, f.csrf.as_deref())?;
-    s.require(Scope::WebhooksWrite)?;
+    guard_post(&s, &headers, f.csrf.as_deref(), Scope::WebhooksWrite)?;
     let body = crate::body::JsonBody(crate::webhooks::EndpointSet { url: f.url.clone() });
     match crate::webhooks::set(State(api.clone()), Path(id), body).await {
         Ok(created) => {
@@ -341,8 +338,7 @@ pub async fn remove_webhook(
     Path(id): Path<i64>,
     Form(f): Form<CsrfForm>,
 ) -> Page {
-    guard_post(&s, &headers, f.csrf.as_deref())?;
-    s.require(Scope::WebhooksWrite)?;
+    guard_post(&s, &headers, f.csrf.as_deref(), Scope::WebhooksWrite)?;
     crate::webhooks::remove(State(api.clone()), Path(id)).await.map_err(|p| problem_page(&s, p))?;
     let v = HookView {
         notice: Some("Stopped: events not yet delivered are dead; replay them after setting a new endpoint.".into()),
@@ -358,8 +354,7 @@ pub async fn replay(
     Path((id, delivery)): Path<(i64, i64)>,
     Form(f): Form<CsrfForm>,
 ) -> Page {
-    guard_post(&s, &headers, f.csrf.as_deref())?;
-    s.require(Scope::WebhooksWrite)?;
+    guard_post(&s, &headers, f.csrf.as_deref(), Scope::WebhooksWrite)?;
     let _one =
         crate::webhooks::replay(State(api.clone()), Path((id, delivery))).await.map_err(|p| problem_page(&s, p))?;
     let v = HookView { notice: Some(format!("Event {delivery} is due again now.")), ..HookView::default() };
@@ -373,8 +368,7 @@ pub async fn replay_dead(
     Path(id): Path<i64>,
     Form(f): Form<CsrfForm>,
 ) -> Page {
-    guard_post(&s, &headers, f.csrf.as_deref())?;
-    s.require(Scope::WebhooksWrite)?;
+    guard_post(&s, &headers, f.csrf.as_deref(), Scope::WebhooksWrite)?;
     let n = crate::webhooks::replay_dead(State(api.clone()), Path(id)).await.map_err(|p| problem_page(&s, p))?;
     let v =
         HookView { notice: Some(format!("{} dead event(s) are due again now.", n.0.replayed)), ..HookView::default() };

@@ -269,7 +269,7 @@ fn new_campaign_page(s: &Session, status: StatusCode, f: &NewCampaign, issues: &
         " required inputmode=\"numeric\"",
     );
     h.raw("<label for=\"script\">Script (TOML: the <code>[script]</code> table of a campaign file)</label>")
-        .raw(&format!("<p class=\"hint\" id=\"script-hint\">Menus, keys and results; <code>{{name}}</code> is a contact attribute listed in <code>variables</code>.</p>"))
+        .raw("<p class=\"hint\" id=\"script-hint\">Menus, keys and results; <code>{name}</code> is a contact attribute listed in <code>variables</code>.</p>")
         .raw(&format!("<textarea id=\"script\" name=\"script\" rows=\"14\" spellcheck=\"false\"{}>", errs.attrs("script", Some("script-hint"))))
         .text(&fv.script)
         .raw("</textarea>");
@@ -307,8 +307,7 @@ pub async fn create(
     headers: HeaderMap,
     Form(mut f): Form<NewCampaign>,
 ) -> Page {
-    guard_post(&s, &headers, f.csrf.as_deref())?;
-    s.require(Scope::CampaignsWrite)?;
+    guard_post(&s, &headers, f.csrf.as_deref(), Scope::CampaignsWrite)?;
     // The same parse and validation as the CLI and `POST /api/v1/campaigns`.
     let spec = if f.mode == "file" {
         f.file_name = f.file_name.trim().to_string();

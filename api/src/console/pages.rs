@@ -27,12 +27,13 @@ use futures::StreamExt;
 
 pub(super) type Page = Result<Response, Response>;
 
-/// A POST must come from our own pages and carry the session's CSRF token.
-pub(super) fn guard_post(s: &Session, headers: &HeaderMap, csrf: Option<&str>) -> Result<(), Response> {
+/// A POST must come from our own pages, carry the session's CSRF token, and be allowed to the key.
+pub(super) fn guard_post(s: &Session, headers: &HeaderMap, csrf: Option<&str>, scope: Scope) -> Result<(), Response> {
     if !same_origin(headers) {
         return Err(super::session::forbidden(s, "This request came from another site and was refused."));
     }
-    s.check_csrf(csrf)
+    s.check_csrf(csrf)?;
+    s.require(scope)
 }
 
 /// An API error as a page (the problem's detail and each field error, escaped).
@@ -115,7 +116,7 @@ pub async fn campaigns(State(api): State<ApiState>, s: Session) -> Page {
     } else {
         h.raw("<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"All campaigns\"><table id=\"campaigns\"><caption>All campaigns</caption><thead><tr>")
             .raw("<th scope=\"col\">Name</th><th scope=\"col\">Status</th><th scope=\"col\">Progress</th>")
-            .raw("<th scope=\"col\">Answer rate</th><th scope=\"col\">ETA</th><th scope=\"col\">Actions</th></tr></thead><tbody>");
+            .raw("<th scope=\"col\">Calls/s now</th><th scope=\"col\">Answer rate</th><th scope=\"col\">ETA</th><th scope=\"col\">Actions</th></tr></thead><tbody>");
         for c in rows {
             let p = progress_of(&api, c.id).await.map_err(|e| problem_page(&s, e))?;
             let status = c.status.to_string();
@@ -129,6 +130,7 @@ pub async fn campaigns(State(api): State<ApiState>, s: Session) -> Page {
                     esc(&c.name),
                     percent(p.percent_done)
                 ))
+                .el("td", "class=\"cps\"", &format!("{:.1}", p.calls_per_second))
                 .el("td", "", &p.answer_rate.map_or("—".into(), percent))
                 .el("td", "", &eta_text(&p))
                 .raw("<td>");
@@ -164,6 +166,7 @@ pub async fn campaign(State(api): State<ApiState>, s: Session, Path(id): Path<i6
         .raw(&format!("<dt>Waiting</dt><dd id=\"backlog\">{}</dd>", p.backlog))
         .raw(&format!("<dt>Calls in flight</dt><dd id=\"in-flight\">{}</dd>", p.calls_in_flight))
         .raw(&format!("<dt>Calls placed</dt><dd id=\"calls\">{}</dd>", p.calls_requested))
+        .raw(&format!("<dt>Calls per second now</dt><dd id=\"cps-now\">{:.1}</dd>", p.calls_per_second))
         .raw("<dt>Answer rate</dt>")
         .el("dd", "id=\"answer-rate\"", &p.answer_rate.map_or("—".into(), percent))
         .raw("<dt>ETA</dt>")
@@ -352,8 +355,7 @@ macro_rules! verb_handler {
 verb_handler!(start, pause, resume, cancel);
 
 async fn action(api: ApiState, s: Session, headers: HeaderMap, id: i64, verb: &str, f: CsrfForm) -> Page {
-    guard_post(&s, &headers, f.csrf.as_deref())?;
-    s.require(Scope::CampaignsWrite)?;
+    guard_post(&s, &headers, f.csrf.as_deref(), Scope::CampaignsWrite)?;
     let (state, path) = (State(api), Path(id));
     let r = match verb {
         "start" => crate::campaigns::start(state, path).await,
@@ -394,8 +396,7 @@ pub async fn upload_contacts(
     req: Request,
 ) -> Page {
     let csrf = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).map(str::to_string);
-    guard_post(&s, req.headers(), csrf.as_deref())?;
-    s.require(Scope::ContactsWrite)?;
+    guard_post(&s, req.headers(), csrf.as_deref(), Scope::ContactsWrite)?;
     let query = PushQuery {
         region: q.region.filter(|r| !r.trim().is_empty()).map(|r| r.trim().to_string()),
         skip_invalid: q.skip_invalid,
@@ -627,8 +628,7 @@ pub struct DncForm {
 }
 
 pub async fn dnc_add(State(api): State<ApiState>, s: Session, headers: HeaderMap, Form(f): Form<DncForm>) -> Page {
-    guard_post(&s, &headers, f.csrf.as_deref())?;
-    s.require(Scope::DncWrite)?;
+    guard_post(&s, &headers, f.csrf.as_deref(), Scope::DncWrite)?;
     let phone = f.phone.trim().to_string();
     let add = crate::dnc::DncAdd {
         campaign_id: None,
@@ -644,8 +644,7 @@ pub async fn dnc_add(State(api): State<ApiState>, s: Session, headers: HeaderMap
 }
 
 pub async fn dnc_remove(State(api): State<ApiState>, s: Session, headers: HeaderMap, Form(f): Form<DncForm>) -> Page {
-    guard_post(&s, &headers, f.csrf.as_deref())?;
-    s.require(Scope::DncWrite)?;
+    guard_post(&s, &headers, f.csrf.as_deref(), Scope::DncWrite)?;
     let phone = f.phone.trim().to_string();
     let scope = crate::dnc::DncScope { campaign_id: f.campaign_id };
     let mut msg = Html::default();

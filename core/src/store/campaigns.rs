@@ -76,6 +76,20 @@ macro_rules! select_campaigns {
     };
 }
 
+/// Seconds over which "calls per second now" is averaged.
+const RATE_WINDOW_S: f64 = 10.0;
+
+/// A campaign's attempts as its progress shows them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AnswerStats {
+    /// Attempts whose end is known.
+    pub finished: i64,
+    /// Of those, answered.
+    pub answered: i64,
+    /// Calls requested over the last ten seconds, per second.
+    pub calls_per_second: f64,
+}
+
 impl Store {
     pub async fn campaigns_insert(&self, spec: &CampaignSpec) -> Result<i64> {
         let f = &spec.file;
@@ -149,16 +163,23 @@ impl Store {
         .await?)
     }
 
-    /// Finished attempts of a campaign that requested a call, and how many of those were answered.
-    pub async fn attempts_answer_stats(&self, campaign_id: i64) -> Result<(i64, i64)> {
+    /// A campaign's finished attempts, how many were answered, and its call rate now (one scan).
+    pub async fn attempts_answer_stats(&self, campaign_id: i64) -> Result<AnswerStats> {
         let r = sqlx::query!(
-            r#"SELECT count(*) AS "finished!", count(answered_at) AS "answered!"
-               FROM attempts WHERE campaign_id = $1 AND state = 'finished'"#,
-            campaign_id
+            r#"SELECT count(*) FILTER (WHERE state = 'finished') AS "finished!",
+                      count(answered_at) FILTER (WHERE state = 'finished') AS "answered!",
+                      count(*) FILTER (WHERE requested_at > now() - make_interval(secs => $2)) AS "recent!"
+               FROM attempts WHERE campaign_id = $1"#,
+            campaign_id,
+            RATE_WINDOW_S,
         )
         .fetch_one(&self.pool)
         .await?;
-        Ok((r.finished, r.answered))
+        Ok(AnswerStats {
+            finished: r.finished,
+            answered: r.answered,
+            calls_per_second: r.recent as f64 / RATE_WINDOW_S,
+        })
     }
 
     pub async fn campaigns_get(&self, id: i64) -> Result<CampaignRow> {

@@ -45,6 +45,7 @@ function liveProgress(root) {
     setText("backlog", String(p.backlog));
     setText("in-flight", String(p.calls_in_flight));
     setText("calls", String(p.calls_requested));
+    setText("cps-now", p.calls_per_second.toFixed(1));
     setText("answer-rate", p.answer_rate == null ? "—" : pct(p.answer_rate));
     drawChart(document.getElementById("outcomes-chart"), p.by_outcome);
     drawChart(document.getElementById("results-chart"), p.by_result);

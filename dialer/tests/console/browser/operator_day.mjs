@@ -170,6 +170,8 @@ try {
   const added = await page.locator("#upload-result").textContent();
   assert(added.includes("Added 10 contact(s)") && added.includes("2 invalid"), "added the 10 good rows: " + added);
   assert(await page.locator("#row-errors tbody tr").count() === 2, "the skipped rows are listed");
+  // The rate is averaged over ten seconds, so it shows while the calls are made and a while after.
+  await page.waitForFunction(() => parseFloat(document.getElementById("cps-now").textContent) > 0, null, { timeout: HANG });
   await page.waitForFunction(() => document.getElementById("progress").value === 100, null, { timeout: HANG });
   assert(await page.evaluate(() => window.__sameDocument === true), "the page was not reloaded");
   assert((await page.locator("#percent").textContent()) === "100 %", "shows 100 %");
