@@ -80,7 +80,8 @@ VALUE_SETS = {
         "config": {"publicBaseUrl": "https://twilio-hooks.example.org/", "extraEnv": {"STALE_CALL_SECONDS": 600}},
         "callbacks": {"ingress": {"className": "nginx", "tlsSecretName": "callbacks-tls",
                                   "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "1m"}}},
-        "dialer": {"nodeSelector": {"pool": "dialer"}, "tolerations": [{"key": "k", "operator": "Exists"}]},
+        "dialer": {"nodeSelector": {"pool": "dialer"}, "tolerations": [{"key": "k", "operator": "Exists"}],
+                   "autoscaling": {"enabled": True, "maxReplicas": 6}},
         "serviceMonitor": {"enabled": True},
         "podDisruptionBudget": {"enabled": True},
         "dashboard": {"annotations": {"grafana_folder": "Dialer"}},
@@ -155,15 +156,20 @@ def test_default_render_shape():
         (c,) = pod["containers"]
         assert c["securityContext"]["allowPrivilegeEscalation"] is False
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
-        assert c["livenessProbe"]["httpGet"]["path"] == "/metrics"
-        assert c["readinessProbe"]["httpGet"]["path"] == "/metrics"
+        # Liveness must not fail with the database (restarts fix nothing); readiness does.
+        assert c["livenessProbe"]["httpGet"]["path"] == "/livez"
+        assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
+        assert c["readinessProbe"]["httpGet"]["port"] == "http"
         assert c["resources"]["requests"] and c["resources"]["limits"]
         assert {"configMapRef": {"name": f"{RELEASE}-dialer"}} in c["envFrom"]
         assert {"secretRef": {"name": f"{RELEASE}-dialer"}} in c["envFrom"]
 
     config = one(docs, "ConfigMap", f"{RELEASE}-dialer")["data"]
     assert set(config) == {"LISTEN_ADDR", "API_LISTEN_ADDR", "PUBLIC_BASE_URL", "TWILIO_API_BASE_URL",
-                           "ACCOUNT_CPS", "CLAIM_BATCH_SIZE", "LEASE_SECONDS"}
+                           "ACCOUNT_CPS", "CLAIM_BATCH_SIZE", "LEASE_SECONDS", "MIGRATE_ON_START"}
+    # The migration Job migrates; the pods only check (readiness) and never race it.
+    assert config["MIGRATE_ON_START"] == "false"
+    assert not find(docs, "HorizontalPodAutoscaler")
     assert not config["LISTEN_ADDR"].startswith("127."), "pods must listen beyond loopback"
     assert not config["API_LISTEN_ADDR"].startswith("127."), "pods must listen beyond loopback"
 
@@ -260,3 +266,25 @@ def test_service_monitor_selects_every_service():
 def test_public_base_url_is_required():
     with pytest.raises(helm.HelmRenderError, match="publicBaseUrl"):
         render({"callbacks": {"ingress": {"enabled": False}}})
+
+
+def test_autoscaling_scales_the_dialers_on_their_backlog_per_replica():
+    docs = render(VALUE_SETS["all-optional"]())
+    hpa = one(docs, "HorizontalPodAutoscaler", f"{RELEASE}-dialer-dialer")
+    dep = one(docs, "Deployment", f"{RELEASE}-dialer-dialer")
+    assert "replicas" not in dep["spec"], "the HPA owns the replica count"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": dep["metadata"]["name"]}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 6)
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["external"]["metric"] == {"name": "dialer_contacts",
+                                            "selector": {"matchLabels": {"state": "pending"}}}
+    assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "20000"}
+    # Only the dialers scale on the backlog.
+    assert one(docs, "Deployment", f"{RELEASE}-dialer-callbacks")["spec"]["replicas"] == 2
+
+
+def test_migrations_disabled_lets_the_pods_migrate_themselves():
+    docs = render({"migrations": {"enabled": False}})
+    assert not find(docs, "Job")
+    assert one(docs, "ConfigMap", f"{RELEASE}-dialer")["data"]["MIGRATE_ON_START"] == "true"

@@ -95,6 +95,10 @@ pub struct Config {
     pub webhook_lease: Duration,
     /// `WEBHOOK_POLL_MS`: how often an idle deliverer looks for new events.
     pub webhook_poll: Duration,
+    /// `MIGRATE_ON_START` (`true`/`false`, default true): `serve` applies pending migrations before it
+    /// starts. The Helm chart sets it false: its migration Job does that before an install or upgrade, and
+    /// a pod whose database lacks a migration stays unready (`/healthz`) instead.
+    pub migrate_on_start: bool,
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -141,6 +145,7 @@ impl Config {
             api_listen_addr: parse_var("API_LISTEN_ADDR", DEFAULT_API_LISTEN_ADDR.parse().expect("valid default"))?,
             api_rate_limit: parse_var("API_RATE_LIMIT", DEFAULT_API_RATE_LIMIT)?,
             api_rate_burst: parse_var("API_RATE_BURST", DEFAULT_API_RATE_BURST)?,
+            migrate_on_start: parse_var("MIGRATE_ON_START", true)?,
             webhook_max_age: hours("WEBHOOK_MAX_AGE_HOURS", DEFAULT_WEBHOOK_MAX_AGE_HOURS)?,
             webhook_concurrency: parse_var("WEBHOOK_CONCURRENCY", DEFAULT_WEBHOOK_CONCURRENCY)?,
             webhook_timeout: Duration::from_secs(parse_var(

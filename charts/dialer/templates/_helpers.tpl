@@ -126,12 +126,12 @@ spec:
         {{- end }}
       livenessProbe:
         httpGet:
-          path: {{ $root.Values.probes.path }}
+          path: {{ $root.Values.probes.livenessPath }}
           port: http
         {{- toYaml $root.Values.probes.liveness | nindent 8 }}
       readinessProbe:
         httpGet:
-          path: {{ $root.Values.probes.path }}
+          path: {{ $root.Values.probes.readinessPath }}
           port: http
         {{- toYaml $root.Values.probes.readiness | nindent 8 }}
       resources:

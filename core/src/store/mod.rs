@@ -96,4 +96,32 @@ impl Store {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
     }
+
+    /// Whether this process can do its work: the database answers and has every migration this binary
+    /// knows (a rolling upgrade whose migration Job has not run yet is not ready). Returns what is wrong.
+    pub async fn readiness(&self) -> Result<Readiness> {
+        use sqlx::migrate::Migrate;
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query_scalar!(r#"SELECT 1 AS "one!""#).fetch_one(&mut *conn).await?;
+        let applied: std::collections::HashSet<i64> = match conn.list_applied_migrations().await {
+            Ok(rows) => rows.into_iter().map(|m| m.version).collect(),
+            // No migrations table at all: nothing applied yet.
+            Err(_) => Default::default(),
+        };
+        let pending: Vec<i64> = MIGRATOR
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect();
+        Ok(if pending.is_empty() { Readiness::Ready } else { Readiness::MigrationsPending(pending) })
+    }
+}
+
+/// What [`Store::readiness`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// Versions this binary has and the database lacks.
+    MigrationsPending(Vec<i64>),
 }

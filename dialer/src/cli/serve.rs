@@ -1,15 +1,20 @@
-//! `dialer serve`: the long-running processes. Every role serves `/metrics` and `/healthz` on
-//! LISTEN_ADDR; `callbacks` and `all` add the Twilio callback routes there; `api` and `all` serve the
+//! `dialer serve`: the long-running processes. Every role serves `/metrics`, `/livez` (the process
+//! answers) and `/healthz` (ready: the database answers and has every migration) on LISTEN_ADDR; `callbacks` and `all` add the Twilio callback routes there; `api` and `all` serve the
 //! management API on its own listener, API_LISTEN_ADDR.
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use clap::ValueEnum;
 use dialer_core::config::Config;
 use dialer_core::metrics::Metrics;
+use dialer_core::store::{Readiness, Store};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -32,9 +37,25 @@ async fn metrics() -> ([(axum::http::HeaderName, &'static str); 1], String) {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], Metrics::global().render())
 }
 
-/// The routes every process serves.
-pub fn base_router() -> Router {
-    Router::new().route("/metrics", get(metrics)).route("/healthz", get(|| async { "ok" }))
+/// The routes every process serves: metrics, liveness and readiness.
+pub fn base_router(store: Store) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/healthz", get(healthz).with_state(store))
+}
+
+/// Readiness: 200 when the database answers within two seconds and has every migration this binary knows;
+/// 503 saying why otherwise, so a load balancer or Kubernetes stops sending work here meanwhile.
+async fn healthz(State(store): State<Store>) -> (StatusCode, String) {
+    match tokio::time::timeout(Duration::from_secs(2), store.readiness()).await {
+        Ok(Ok(Readiness::Ready)) => (StatusCode::OK, "ok\n".into()),
+        Ok(Ok(Readiness::MigrationsPending(v))) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: migrations pending: {v:?} (run `dialer migrate`)\n"))
+        }
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: database: {e}\n")),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: the database did not answer within 2 s\n".into()),
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -59,7 +80,9 @@ pub async fn shutdown_signal() {
 pub async fn run(role: Role) -> CliResult {
     let config = Config::from_env().context("configuration")?;
     let store = connect().await?;
-    store.migrate().await.context("migrations")?;
+    if config.migrate_on_start {
+        store.migrate().await.context("migrations")?;
+    }
     let shutdown = CancellationToken::new();
     serve(config, store, role, shutdown.clone(), None, async move {
         shutdown_signal().await;
@@ -80,7 +103,7 @@ pub async fn serve(
     listener: Option<tokio::net::TcpListener>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let mut app = base_router();
+    let mut app = base_router(store.clone());
     if matches!(role, Role::Callbacks | Role::All) {
         app = app.merge(callbacks_router(&config, &store)?);
     }

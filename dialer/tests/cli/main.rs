@@ -310,3 +310,49 @@ async fn api_keys_are_shown_once_listed_without_secrets_revoked_and_never_logged
     assert!(!logged.contains(&key[11..]) && !logged.contains(made_up), "a key reached the logs");
     let _ = std::fs::remove_file(&log);
 }
+
+/// Readiness is real: a process whose database lacks a migration, or does not answer, says so on
+/// `/healthz` (503, and why) while `/livez` stays 200, so Kubernetes holds traffic instead of restarting it.
+#[tokio::test]
+async fn healthz_is_ready_only_while_the_database_answers_with_every_migration() {
+    let server = testkit::server_url().await;
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&server).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
+    let db = localpg::with_database(&server, &name);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _app = Kill(
+        Command::new(env!("CARGO_BIN_EXE_dialer"))
+            .args(["serve", "--role", "callbacks"])
+            .env("DATABASE_URL", &db)
+            .env("MIGRATE_ON_START", "false")
+            .env("TWILIO_ACCOUNT_SID", "AC22222222222222222222222222222222")
+            .env("TWILIO_AUTH_TOKEN", "t")
+            .env("PUBLIC_BASE_URL", &base)
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(scrape(&format!("{base}/livez")).await, "ok");
+    let health = || async {
+        let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let (status, body) = health().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("migrations pending"), "{body}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_dialer")).arg("migrate").env("DATABASE_URL", &db).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(health().await, (200, "ok\n".to_string()));
+
+    // The database goes away under the running process.
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&admin).await.unwrap();
+    let (status, body) = health().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("not ready"), "{body}");
+    assert_eq!(scrape(&format!("{base}/livez")).await, "ok", "alive all the same");
+}
