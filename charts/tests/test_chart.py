@@ -160,6 +160,11 @@ def test_default_render_shape():
         assert c["livenessProbe"]["httpGet"]["path"] == "/livez"
         assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
         assert c["readinessProbe"]["httpGet"]["port"] == "http"
+        # Shutdown fits the grace period: unready for the delay, then drain, then exit.
+        env = {e["name"]: e["value"] for e in c["env"]}
+        grace = pod["terminationGracePeriodSeconds"]
+        assert env["SHUTDOWN_DELAY_SECONDS"] == "5"
+        assert 0 < int(env["SHUTDOWN_DELAY_SECONDS"]) + int(env["SHUTDOWN_GRACE_SECONDS"]) < grace
         assert c["resources"]["requests"] and c["resources"]["limits"]
         assert {"configMapRef": {"name": f"{RELEASE}-dialer"}} in c["envFrom"]
         assert {"secretRef": {"name": f"{RELEASE}-dialer"}} in c["envFrom"]

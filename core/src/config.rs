@@ -99,6 +99,14 @@ pub struct Config {
     /// starts. The Helm chart sets it false: its migration Job does that before an install or upgrade, and
     /// a pod whose database lacks a migration stays unready (`/healthz`) instead.
     pub migrate_on_start: bool,
+    /// `SHUTDOWN_DELAY_SECONDS` (default 0): after SIGTERM, `/healthz` answers 503 and the process keeps
+    /// serving this long before it stops taking work, so load balancers and Kubernetes endpoints stop
+    /// sending requests first. The chart sets a few seconds.
+    pub shutdown_delay: Duration,
+    /// `SHUTDOWN_GRACE_SECONDS` (default 10): the most the HTTP listeners wait for requests in flight once
+    /// they stop accepting. Keep delay + grace + the dialer's drain within Kubernetes'
+    /// `terminationGracePeriodSeconds` (the chart derives it from that).
+    pub shutdown_grace: Duration,
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -146,6 +154,8 @@ impl Config {
             api_rate_limit: parse_var("API_RATE_LIMIT", DEFAULT_API_RATE_LIMIT)?,
             api_rate_burst: parse_var("API_RATE_BURST", DEFAULT_API_RATE_BURST)?,
             migrate_on_start: parse_var("MIGRATE_ON_START", true)?,
+            shutdown_delay: Duration::from_secs(parse_var("SHUTDOWN_DELAY_SECONDS", 0)?),
+            shutdown_grace: Duration::from_secs(parse_var("SHUTDOWN_GRACE_SECONDS", 10)?),
             webhook_max_age: hours("WEBHOOK_MAX_AGE_HOURS", DEFAULT_WEBHOOK_MAX_AGE_HOURS)?,
             webhook_concurrency: parse_var("WEBHOOK_CONCURRENCY", DEFAULT_WEBHOOK_CONCURRENCY)?,
             webhook_timeout: Duration::from_secs(parse_var(

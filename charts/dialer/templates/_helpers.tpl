@@ -110,6 +110,13 @@ spec:
         {{- range $spec.extraArgs }}
         - {{ . | quote }}
         {{- end }}
+      env:
+        # On SIGTERM: unready at once, serving on for the delay (endpoints update), then drain within the rest
+        # of terminationGracePeriodSeconds (5 s kept back for the process to exit).
+        - name: SHUTDOWN_DELAY_SECONDS
+          value: {{ $root.Values.shutdownDelaySeconds | quote }}
+        - name: SHUTDOWN_GRACE_SECONDS
+          value: {{ max 1 (sub (sub $spec.terminationGracePeriodSeconds $root.Values.shutdownDelaySeconds) 5) | quote }}
       envFrom:
         - configMapRef:
             name: {{ include "dialer.fullname" $root }}

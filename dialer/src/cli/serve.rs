@@ -2,6 +2,7 @@
 //! answers) and `/healthz` (ready: the database answers and has every migration) on LISTEN_ADDR; `callbacks` and `all` add the Twilio callback routes there; `api` and `all` serve the
 //! management API on its own listener, API_LISTEN_ADDR.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -45,9 +46,16 @@ pub fn base_router(store: Store) -> Router {
         .route("/healthz", get(healthz).with_state(store))
 }
 
+/// Set once SIGTERM arrived: the process still serves, but asks to be taken out of rotation.
+static DRAINING: AtomicBool = AtomicBool::new(false);
+
 /// Readiness: 200 when the database answers within two seconds and has every migration this binary knows;
-/// 503 saying why otherwise, so a load balancer or Kubernetes stops sending work here meanwhile.
+/// 503 saying why otherwise (or that the process is shutting down), so a load balancer or Kubernetes stops
+/// sending work here meanwhile.
 async fn healthz(State(store): State<Store>) -> (StatusCode, String) {
+    if DRAINING.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down\n".into());
+    }
     match tokio::time::timeout(Duration::from_secs(2), store.readiness()).await {
         Ok(Ok(Readiness::Ready)) => (StatusCode::OK, "ok\n".into()),
         Ok(Ok(Readiness::MigrationsPending(v))) => {
@@ -84,8 +92,13 @@ pub async fn run(role: Role) -> CliResult {
         store.migrate().await.context("migrations")?;
     }
     let shutdown = CancellationToken::new();
+    let delay = config.shutdown_delay;
     serve(config, store, role, shutdown.clone(), None, async move {
         shutdown_signal().await;
+        // Out of rotation first (readiness fails), still serving, then stop taking work.
+        DRAINING.store(true, Ordering::Relaxed);
+        info!(delay_s = delay.as_secs(), "shutting down: unready now; no new work after the delay");
+        tokio::time::sleep(delay).await;
         info!("shutting down: no new claims; draining");
         shutdown.cancel();
     })
@@ -146,9 +159,9 @@ pub async fn serve(
         shutdown.cancelled().await;
     }
     // Bounded drain for the HTTP side and the webhook POSTs in flight (the deliverer bounds its own).
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), http).await;
+    let _ = tokio::time::timeout(config.shutdown_grace, http).await;
     if let Some(api) = api {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), api).await;
+        let _ = tokio::time::timeout(config.shutdown_grace, api).await;
     }
     if let Some(w) = webhooks {
         let _ = w.await;

@@ -356,3 +356,51 @@ async fn healthz_is_ready_only_while_the_database_answers_with_every_migration()
     assert!(body.starts_with("not ready"), "{body}");
     assert_eq!(scrape(&format!("{base}/livez")).await, "ok", "alive all the same");
 }
+
+/// SIGTERM takes the process out of rotation before it stops: `/healthz` says it is shutting down while it
+/// still answers for SHUTDOWN_DELAY_SECONDS, then it exits.
+#[tokio::test]
+async fn sigterm_makes_the_process_unready_while_it_still_serves_then_it_exits() {
+    let cli = Cli::new().await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut app = Kill(
+        Command::new(env!("CARGO_BIN_EXE_dialer"))
+            .args(["serve", "--role", "callbacks"])
+            .env("DATABASE_URL", &cli.db)
+            .env("SHUTDOWN_DELAY_SECONDS", "10")
+            .env("TWILIO_ACCOUNT_SID", "AC22222222222222222222222222222222")
+            .env("TWILIO_AUTH_TOKEN", "t")
+            .env("PUBLIC_BASE_URL", &base)
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(scrape(&format!("{base}/healthz")).await, "ok\n");
+    let pid = app.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    // Unready soon after the signal, while still serving.
+    let mut said = String::new();
+    for _ in 0..250 {
+        let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
+        if r.status() == 503 {
+            said = r.text().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(said, "not ready: shutting down\n");
+    assert_eq!(reqwest::get(format!("{base}/livez")).await.unwrap().status(), 200, "still serving");
+    // Then it exits by itself (a hang guard, not a timing assertion).
+    let mut exited = None;
+    for _ in 0..600 {
+        if let Some(s) = app.0.try_wait().unwrap() {
+            exited = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(exited.is_some_and(|s| s.success()), "exited cleanly: {exited:?}");
+}
