@@ -34,6 +34,11 @@ pub const WEBHOOK_LAG_BUCKETS: &[f64] =
 /// The `result` values of `dialer_webhook_deliveries_total`, exported from the start at 0.
 pub const WEBHOOK_DELIVERY_RESULTS: &[&str] = &["delivered", "failed", "dead"];
 
+/// The `route` values of `dialer_signature_rejections_total` (`callbacks::signature::route_label`), exported
+/// from the start at 0 so the dashboard's rejection panels and the alert read 0, not "no data", in a healthy
+/// run.
+pub const SIGNATURE_ROUTES: &[&str] = &["twiml", "gather", "status", "amd", "other"];
+
 /// All metrics, registered in their own [`Registry`].
 ///
 /// `campaign` labels are campaign ids or names only — never a phone number or a contact id.
@@ -385,6 +390,9 @@ impl Metrics {
         }
         for result in WEBHOOK_DELIVERY_RESULTS {
             m.webhook_deliveries.with_label_values(&[result]);
+        }
+        for route in SIGNATURE_ROUTES {
+            m.signature_rejections.with_label_values(&[route]);
         }
         m
     }

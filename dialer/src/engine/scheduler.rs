@@ -263,6 +263,9 @@ say = "Press 1 to confirm."
             api_listen_addr: "127.0.0.1:0".parse().unwrap(),
             api_rate_limit: dialer_core::config::DEFAULT_API_RATE_LIMIT,
             api_rate_burst: dialer_core::config::DEFAULT_API_RATE_BURST,
+            migrate_on_start: true,
+            shutdown_delay: Duration::ZERO,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 
