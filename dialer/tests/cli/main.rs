@@ -311,6 +311,23 @@ async fn api_keys_are_shown_once_listed_without_secrets_revoked_and_never_logged
     let _ = std::fs::remove_file(&log);
 }
 
+/// `serve --role callbacks` on a free port with `extra` environment; the process and its base URL.
+fn callbacks(db: &str, extra: &[(&str, &str)]) -> (Kill, String) {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dialer"));
+    cmd.args(["serve", "--role", "callbacks"])
+        .env("DATABASE_URL", db)
+        .env("TWILIO_ACCOUNT_SID", "AC22222222222222222222222222222222")
+        .env("TWILIO_AUTH_TOKEN", "t")
+        .env("PUBLIC_BASE_URL", &base)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .envs(extra.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    (Kill(cmd.spawn().unwrap()), base)
+}
+
 /// Readiness is real: a process whose database lacks a migration, or does not answer, says so on
 /// `/healthz` (503, and why) while `/livez` stays 200, so Kubernetes holds traffic instead of restarting it.
 #[tokio::test]
@@ -320,22 +337,7 @@ async fn healthz_is_ready_only_while_the_database_answers_with_every_migration()
     let admin = sqlx::PgPool::connect(&server).await.unwrap();
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
     let db = localpg::with_database(&server, &name);
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _app = Kill(
-        Command::new(env!("CARGO_BIN_EXE_dialer"))
-            .args(["serve", "--role", "callbacks"])
-            .env("DATABASE_URL", &db)
-            .env("MIGRATE_ON_START", "false")
-            .env("TWILIO_ACCOUNT_SID", "AC22222222222222222222222222222222")
-            .env("TWILIO_AUTH_TOKEN", "t")
-            .env("PUBLIC_BASE_URL", &base)
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_app, base) = callbacks(&db, &[("MIGRATE_ON_START", "false")]);
     assert_eq!(scrape(&format!("{base}/livez")).await, "ok");
     let health = || async {
         let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
@@ -362,22 +364,7 @@ async fn healthz_is_ready_only_while_the_database_answers_with_every_migration()
 #[tokio::test]
 async fn sigterm_makes_the_process_unready_while_it_still_serves_then_it_exits() {
     let cli = Cli::new().await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut app = Kill(
-        Command::new(env!("CARGO_BIN_EXE_dialer"))
-            .args(["serve", "--role", "callbacks"])
-            .env("DATABASE_URL", &cli.db)
-            .env("SHUTDOWN_DELAY_SECONDS", "10")
-            .env("TWILIO_ACCOUNT_SID", "AC22222222222222222222222222222222")
-            .env("TWILIO_AUTH_TOKEN", "t")
-            .env("PUBLIC_BASE_URL", &base)
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (mut app, base) = callbacks(&cli.db, &[("SHUTDOWN_DELAY_SECONDS", "10")]);
     assert_eq!(scrape(&format!("{base}/healthz")).await, "ok\n");
     let pid = app.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
