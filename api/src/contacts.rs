@@ -7,6 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use dialer_core::domain::compliance::Zoning;
 use dialer_core::domain::script::Script;
 use dialer_core::domain::{Tz, E164};
 use dialer_core::import::parse_csv;
@@ -136,6 +137,7 @@ pub async fn push(
         }
     }
     let campaign = api.store.campaigns_get(campaign_id).await?;
+    let zoning = campaign.zoning();
     let script: Script = serde_json::from_value(campaign.script).map_err(|_| Problem::internal())?;
     let required: Vec<String> = script.required_attributes().map(str::to_string).collect();
 
@@ -148,10 +150,10 @@ pub async fn push(
                 vec![FieldError { pointer: None, field: None, row: Some(line), detail: "contains a NUL byte".into() }],
             ));
         }
-        let (bytes, region, required) = (body.clone(), region.clone(), required.clone());
+        let (bytes, region, required, zoning) = (body.clone(), region.clone(), required.clone(), zoning.clone());
         let parsed = tokio::task::spawn_blocking(move || {
             let required: Vec<&str> = required.iter().map(String::as_str).collect();
-            parse_csv(&bytes, region.as_deref(), &required)
+            parse_csv(&bytes, region.as_deref(), &required, &zoning)
         })
         .await
         .map_err(|_| Problem::internal())?;
@@ -176,7 +178,7 @@ pub async fn push(
             ));
         }
         let (region, required) = (region.clone(), required.clone());
-        tokio::task::spawn_blocking(move || check_rows(push.contacts, region.as_deref(), &required))
+        tokio::task::spawn_blocking(move || check_rows(push.contacts, region.as_deref(), &required, &zoning))
             .await
             .map_err(|_| Problem::internal())?
     };
@@ -271,6 +273,7 @@ fn check_rows(
     rows: Vec<ContactIn>,
     region: Option<&str>,
     required: &[String],
+    zoning: &Zoning,
 ) -> (Vec<(usize, NewContact)>, Vec<FieldError>) {
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
     let chunk = rows.len().div_ceil(workers).max(1);
@@ -279,7 +282,9 @@ fn check_rows(
         let handles: Vec<_> = indexed
             .chunks(chunk)
             .map(|part| {
-                s.spawn(move || part.iter().map(|(i, c)| check_row(*i, c, region, required)).collect::<Vec<_>>())
+                s.spawn(move || {
+                    part.iter().map(|(i, c)| check_row(*i, c, region, required, zoning)).collect::<Vec<_>>()
+                })
             })
             .collect();
         handles.into_iter().flat_map(|h| h.join().expect("row check does not panic")).collect()
@@ -299,6 +304,7 @@ fn check_row(
     c: &ContactIn,
     region: Option<&str>,
     required: &[String],
+    zoning: &Zoning,
 ) -> Result<(usize, NewContact), Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut fail = |field: &str, detail: String| {
@@ -330,9 +336,13 @@ fn check_row(
             fail(&format!("attributes/{r}"), format!("missing; the campaign's script uses `{r}`"));
         }
     }
-    match phone {
-        Some(phone) if errors.is_empty() => {
-            Ok((i, NewContact { phone, timezone, external_id, attributes: c.attributes.clone() }))
+    let zone = phone.as_ref().map(|p| zoning.resolve(timezone, p, external_id.as_deref()));
+    if let Some(Err((field, detail))) = &zone {
+        fail(field, detail.clone());
+    }
+    match (phone, zone) {
+        (Some(phone), Some(Ok(zone))) if errors.is_empty() => {
+            Ok((i, NewContact { phone, zone, external_id, attributes: c.attributes.clone() }))
         }
         _ => Err(errors),
     }

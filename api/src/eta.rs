@@ -104,7 +104,13 @@ mod tests {
     use super::*;
 
     fn campaign(status: CampaignStatus, cps: f64) -> CampaignRow {
-        let w = WindowFile { start: "09:00".into(), end: "10:00".into(), days: vec![], holidays: vec![] };
+        let w = WindowFile {
+            start: "09:00".into(),
+            end: "10:00".into(),
+            days: vec![],
+            holidays: vec![],
+            public_holidays: None,
+        };
         CampaignRow {
             id: 1,
             name: "t".into(),
@@ -119,6 +125,7 @@ mod tests {
             retry_policy: Json(Default::default()),
             calling_window: Json(CallingWindow::parse(&w).unwrap()),
             limits: Json(Default::default()),
+            compliance: Json(Default::default()),
             amd_mode: dialer_core::domain::AmdMode::Off,
             ring_timeout_s: 30,
             script: json!({}),

@@ -200,6 +200,7 @@ fn window(c: &mut Criterion) {
             end: end.into(),
             days: days.iter().map(|s| s.to_string()).collect(),
             holidays: holidays.iter().map(|s| s.to_string()).collect(),
+            public_holidays: None,
         })
         .unwrap()
     };
@@ -262,14 +263,19 @@ fn csv_rows(n: usize) -> Vec<u8> {
 
 fn csv(c: &mut Criterion) {
     let data = csv_rows(10_000);
-    assert_eq!(parse_csv(&data, Some("JP"), &["name", "parcel"]).rows.len(), 10_000);
+    let zoning = dialer_core::domain::compliance::Zoning {
+        campaign_tz: dialer_core::domain::Tz::parse("Asia/Tokyo").unwrap(),
+        fallback: false,
+        require_reference: false,
+    };
+    assert_eq!(parse_csv(&data, Some("JP"), &["name", "parcel"], &zoning).rows.len(), 10_000);
     let mut g = c.benchmark_group("import");
     g.sample_size(20).measurement_time(Duration::from_secs(10));
     g.throughput(Throughput::Elements(10_000));
     // Includes dropping the 10k parsed rows: a real import pays that too.
     g.bench_function("parse_csv/10k_rows_jp", |b| {
         b.iter(|| {
-            let p = parse_csv(black_box(&data), Some("JP"), &["name", "parcel"]);
+            let p = parse_csv(black_box(&data), Some("JP"), &["name", "parcel"], &zoning);
             assert!(p.errors.is_empty());
             p
         })

@@ -173,7 +173,8 @@ async fn run_phases(args: &Args, file: &Path, server: &str, spec: &CampaignSpec)
     let read = t.elapsed();
 
     let t = Instant::now();
-    let parsed = parse_csv(&bytes, Some(&args.region), &required);
+    let zoning = store.campaigns_get(campaign).await?.zoning();
+    let parsed = parse_csv(&bytes, Some(&args.region), &required, &zoning);
     let parse = t.elapsed();
     ensure!(parsed.errors.is_empty(), "{} invalid rows, first: {}", parsed.errors.len(), parsed.errors[0]);
     ensure!(parsed.rows.len() == args.rows, "parsed {} rows", parsed.rows.len());

@@ -4,11 +4,21 @@ use std::io::Write;
 
 use crate::store::ResultRow;
 
-pub const CSV_HEADER: [&str; 8] =
-    ["contact_id", "external_id", "phone", "state", "outcome", "result", "attempts", "last_call_at"];
+pub const CSV_HEADER: [&str; 10] = [
+    "contact_id",
+    "external_id",
+    "phone",
+    "state",
+    "outcome",
+    "result",
+    "attempts",
+    "last_call_at",
+    "zones",
+    "zone_source",
+];
 
 /// CSV with a header: contact_id, external_id, phone, state, outcome, result, attempts, last_call_at
-/// (RFC 3339, UTC). Empty fields for missing values. Free-text cells (the external reference, the
+/// (RFC 3339, UTC), zones (the callee's, `&`-separated) and where they came from (given, number, campaign). Empty fields for missing values. Free-text cells (the external reference, the
 /// result) that a spreadsheet would run as a formula are neutralized ([`spreadsheet_safe`]).
 pub fn write_csv<W: Write>(rows: &[ResultRow], writer: W) -> Result<(), csv::Error> {
     let mut w = csv::Writer::from_writer(writer);
@@ -31,6 +41,8 @@ pub fn write_csv_row<W: Write>(w: &mut csv::Writer<W>, r: &ResultRow) -> Result<
         spreadsheet_safe(r.result.as_deref().unwrap_or_default()),
         r.attempts.to_string(),
         r.last_call_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        r.zones.clone(),
+        r.zone_source.to_string(),
     ])
 }
 

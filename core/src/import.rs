@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+use crate::domain::compliance::Zoning;
 use crate::domain::Tz;
 
 use crate::domain::E164;
@@ -118,8 +119,9 @@ fn joined_swallows_rows(following: &[&[u8]]) -> bool {
 }
 
 /// Parses the whole CSV. `region` is the default region for local numbers ("JP").
-/// `required` are attribute columns the campaign's script needs.
-pub fn parse_csv(input: &[u8], region: Option<&str>, required: &[&str]) -> Parsed {
+/// `required` are attribute columns the campaign's script needs; `zoning` resolves each contact's zone
+/// (a row whose zone can't be known is an error on its `timezone` column).
+pub fn parse_csv(input: &[u8], region: Option<&str>, required: &[&str], zoning: &Zoning) -> Parsed {
     let mut parsed = Parsed::default();
     let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input); // UTF-8 BOM
     let mut recs = records(input).into_iter();
@@ -173,7 +175,8 @@ pub fn parse_csv(input: &[u8], region: Option<&str>, required: &[&str]) -> Parse
             return parsed;
         }
     }
-    let columns = Columns { names: &names, phone: phone_col, tz: tz_col, ext: ext_col, region: region.as_deref() };
+    let columns =
+        Columns { names: &names, phone: phone_col, tz: tz_col, ext: ext_col, region: region.as_deref(), zoning };
     let recs: Vec<_> = recs.collect();
     // Rows are checked on every core (number parsing dominates); duplicates are found after, in order.
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
@@ -223,6 +226,7 @@ struct Columns<'a> {
     tz: Option<usize>,
     ext: Option<usize>,
     region: Option<&'a str>,
+    zoning: &'a Zoning,
 }
 
 /// Checks one record into a contact or an error naming its line and column; `None` for blank lines.
@@ -262,12 +266,18 @@ fn check_fields(line: usize, bytes: &[u8], c: &Columns<'_>) -> Result<ParsedRow,
         .filter(|(i, _)| *i != c.phone && Some(*i) != c.tz && Some(*i) != c.ext)
         .map(|(_, (n, v))| (n.clone(), v.to_string()))
         .collect();
-    Ok(ParsedRow { line, contact: NewContact { phone, timezone, external_id, attributes } })
+    let zone =
+        c.zoning.resolve(timezone, &phone, external_id.as_deref()).map_err(|(col, why)| err(line, Some(col), why))?;
+    Ok(ParsedRow { line, contact: NewContact { phone, zone, external_id, attributes } })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tokyo() -> Zoning {
+        Zoning { campaign_tz: Tz::parse("Asia/Tokyo").unwrap(), fallback: false, require_reference: false }
+    }
 
     #[test]
     fn local_numbers_attributes_and_errors_with_lines() {
@@ -279,7 +289,7 @@ mod tests {
                    ,Empty,,\n\
                    \"090-3333-4444,Broken,,\n\
                    090-5555-6666,\"Yamada, \"\"Hanako\"\"\",,P7\n";
-        let p = parse_csv(csv.as_bytes(), Some("JP"), &["name"]);
+        let p = parse_csv(csv.as_bytes(), Some("JP"), &["name"], &tokyo());
         let lines: Vec<usize> = p.errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![3, 4, 5, 6, 7], "{:?}", p.errors);
         assert_eq!(p.errors[1].column.as_deref(), Some("timezone"));
@@ -294,7 +304,7 @@ mod tests {
     fn quoted_newlines_are_kept_and_bad_utf8_names_its_column() {
         let mut csv = b"phone,note\n+818012345678,\"two\nlines\"\n+818012345679,".to_vec();
         csv.extend_from_slice(b"\xff\xfe\n");
-        let p = parse_csv(&csv, None, &[]);
+        let p = parse_csv(&csv, None, &[], &tokyo());
         assert_eq!(p.rows.len(), 1);
         assert_eq!(p.rows[0].contact.attributes["note"], "two\nlines");
         assert_eq!(p.errors, vec![err(4, Some("note"), "invalid UTF-8")]);
@@ -302,8 +312,8 @@ mod tests {
 
     #[test]
     fn missing_columns_are_reported_on_the_header() {
-        assert_eq!(parse_csv(b"name\nx\n", None, &[]).errors[0].reason, "header has no `phone` column");
-        let p = parse_csv(b"phone\n+818012345678\n", None, &["parcel"]);
+        assert_eq!(parse_csv(b"name\nx\n", None, &[], &tokyo()).errors[0].reason, "header has no `phone` column");
+        let p = parse_csv(b"phone\n+818012345678\n", None, &["parcel"], &tokyo());
         assert!(p.errors[0].reason.contains("`parcel`"));
     }
 }

@@ -88,6 +88,9 @@ pub struct Metrics {
     pub contacts: IntGaugeVec,
     /// `dialer_deferrals_total{campaign, reason}`: dials put off (`window` | `dnc` | `limit`).
     pub deferrals: IntCounterVec,
+    /// `dialer_calls_by_zone_source_total{campaign, zone_source}`: calls requested, by where the callee's
+    /// zone came from (`given` | `number` | `campaign`): `number` and `campaign` are calls on a derived zone.
+    pub calls_by_zone_source: IntCounterVec,
     /// `dialer_keypress_results_total{campaign, result}`: keypad results collected by `<Gather>`.
     pub keypress_results: IntCounterVec,
     /// `dialer_account_cps_limit`: the account-wide calls-per-second limit in force.
@@ -293,6 +296,13 @@ impl Metrics {
                  communication limit.",
                 &["campaign", "reason"],
             ),
+            calls_by_zone_source: counter_vec(
+                &r,
+                "dialer_calls_by_zone_source_total",
+                "Calls requested by campaign and where the callee's zone came from: given by the import, \
+                 derived from the number, or the campaign's (fallback).",
+                &["campaign", "zone_source"],
+            ),
             keypress_results: counter_vec(
                 &r,
                 "dialer_keypress_results_total",
@@ -436,6 +446,7 @@ impl Metrics {
             &self.retries_scheduled,
             &self.contacts,
             &self.deferrals,
+            &self.calls_by_zone_source,
             &self.keypress_results,
             &self.account_cps_limit,
             &self.campaign_cps_limit,

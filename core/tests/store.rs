@@ -29,7 +29,7 @@ async fn contacts_insert_all_or_nothing_and_report_counts() {
     let id = store.campaigns_insert(&CampaignSpec::parse(CAMPAIGN, "c.toml").unwrap()).await.unwrap();
     let c = |n: &str| NewContact {
         phone: E164::parse(n, None).unwrap(),
-        timezone: None,
+        zone: dialer_core::domain::compliance::ContactZone::campaigns(),
         external_id: None,
         attributes: [("name".to_string(), "A & B".to_string())].into(),
     };
@@ -64,8 +64,8 @@ mod claims {
 
     /// The pre-POST check for one attempt of owner "me".
     async fn mark_dialing(store: &Store, a: &ClaimedAttempt, max_calls_24h: Option<i32>) -> DialingGate {
-        let gates =
-            store.attempts_mark_dialing_many("me", a.campaign_id, std::slice::from_ref(a), max_calls_24h, false);
+        let limits = [max_calls_24h];
+        let gates = store.attempts_mark_dialing_many("me", a.campaign_id, std::slice::from_ref(a), &limits, false);
         gates.await.unwrap().pop().expect("one gate per attempt")
     }
 
@@ -75,7 +75,7 @@ mod claims {
         let contacts: Vec<NewContact> = (0..n)
             .map(|i| NewContact {
                 phone: E164::parse(&format!("+1415555{:04}", 2000 + i), None).unwrap(),
-                timezone: None,
+                zone: dialer_core::domain::compliance::ContactZone::campaigns(),
                 external_id: None,
                 attributes: [("name".to_string(), "x".to_string())].into(),
             })
@@ -168,9 +168,9 @@ mod claims {
         store.dnc_add_many(&[dnc], None, "asked", "test").await.unwrap();
         // The third one was claimed by this dialer but is checked under another owner's name: not ours.
         let mine = &claimed[..2];
-        let gates = store.attempts_mark_dialing_many("me", id, mine, None, false).await.unwrap();
+        let gates = store.attempts_mark_dialing_many("me", id, mine, &[], false).await.unwrap();
         assert_eq!(gates, vec![DialingGate::Go, DialingGate::Dnc]);
-        let other = store.attempts_mark_dialing_many("other", id, &claimed[2..], None, false).await.unwrap();
+        let other = store.attempts_mark_dialing_many("other", id, &claimed[2..], &[], false).await.unwrap();
         assert_eq!(other, vec![DialingGate::LeaseLost]);
         let states: Vec<(i64, AttemptState)> =
             sqlx::query_as("SELECT id, state FROM attempts WHERE campaign_id = $1 ORDER BY id")
@@ -200,7 +200,7 @@ async fn a_batch_holding_two_attempts_of_one_contact_settles_like_one_by_one() {
         let id = store.campaigns_insert(&CampaignSpec::parse(CAMPAIGN, "c.toml").unwrap()).await.unwrap();
         let contact = NewContact {
             phone: E164::parse("+14155550177", None).unwrap(),
-            timezone: None,
+            zone: dialer_core::domain::compliance::ContactZone::campaigns(),
             external_id: None,
             attributes: Default::default(),
         };
@@ -297,7 +297,7 @@ async fn a_contact_back_to_pending_in_a_canceled_campaign_is_swept_to_canceled()
     let store = fresh_store().await;
     let contact = |n: &str| NewContact {
         phone: E164::parse(n, None).unwrap(),
-        timezone: None,
+        zone: dialer_core::domain::compliance::ContactZone::campaigns(),
         external_id: None,
         attributes: [("name".to_string(), "x".to_string())].into(),
     };

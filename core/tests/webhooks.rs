@@ -18,7 +18,7 @@ async fn new_campaign(store: &Store, n: usize, endpoint: bool) -> (i64, Vec<i64>
     let contacts: Vec<NewContact> = (0..n)
         .map(|i| NewContact {
             phone: E164::parse(&format!("+1415555{:04}", 3000 + i), None).unwrap(),
-            timezone: None,
+            zone: dialer_core::domain::compliance::ContactZone::campaigns(),
             external_id: Some(format!("ext-{i}")),
             attributes: [("name".to_string(), "x".to_string())].into(),
         })

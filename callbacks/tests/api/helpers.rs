@@ -51,7 +51,7 @@ impl TestApp {
     pub async fn contact(&self, campaign_id: i64, phone: &str, name: &str) -> i64 {
         let c = NewContact {
             phone: E164::parse(phone, None).unwrap(),
-            timezone: None,
+            zone: dialer_core::domain::compliance::ContactZone::campaigns(),
             external_id: Some(format!("ext-{phone}")),
             attributes: [("name".to_string(), name.to_string()), ("parcel".to_string(), "1234-5678".to_string())]
                 .into(),

@@ -7,6 +7,8 @@ use chrono::{NaiveDate, NaiveTime, Weekday};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+use super::compliance::Compliance;
+use super::holidays::HolidayCalendar;
 use super::script::Script;
 use super::E164;
 
@@ -58,6 +60,9 @@ pub struct CampaignFile {
     pub limits: Limits,
     #[serde(default)]
     pub recurrence: Option<Recurrence>,
+    /// Compliance profiles, the business's name and the zone fallback.
+    #[serde(default)]
+    pub compliance: Compliance,
     pub script: Script,
 }
 
@@ -120,6 +125,10 @@ pub struct WindowFile {
     /// Local dates with no calls at all, "2026-12-31".
     #[serde(default)]
     pub holidays: Vec<String>,
+    /// A public-holiday calendar to skip too, computed by rule ("jp": Japan's, with substitute and
+    /// sandwiched holidays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_holidays: Option<HolidayCalendar>,
 }
 
 /// A calling window in local time, checked in each contact's own time zone.
@@ -129,6 +138,8 @@ pub struct CallingWindow {
     pub end: NaiveTime,
     pub days: BTreeSet<u8>, // 0 = Monday
     pub holidays: BTreeSet<NaiveDate>,
+    #[serde(default)]
+    pub public_holidays: Option<HolidayCalendar>,
 }
 
 impl CallingWindow {
@@ -165,7 +176,9 @@ impl CallingWindow {
             }
         }
         match (start, end) {
-            (Some(start), Some(end)) if issues.is_empty() => Ok(Self { start, end, days, holidays }),
+            (Some(start), Some(end)) if issues.is_empty() => {
+                Ok(Self { start, end, days, holidays, public_holidays: w.public_holidays })
+            }
             _ => Err(issues),
         }
     }
@@ -291,8 +304,10 @@ impl CampaignSpec {
             }
         }
         let window = CallingWindow::parse(&file.window).map_err(|w| issues.extend(w)).ok();
-        if let Err(e) = file.script.validate() {
-            issues.push(field("script", e));
+        match file.script.validate() {
+            Err(e) => issues.push(field("script", e)),
+            // Profiles look into the menus, so only a script that is sound otherwise.
+            Ok(()) => issues.extend(file.compliance.check(&file.script)),
         }
         match (caller_id, timezone, window) {
             (Some(caller_id), Some(timezone), Some(window)) if issues.is_empty() => {

@@ -3,6 +3,9 @@
 pub mod apikey;
 mod call;
 pub mod campaign;
+pub mod compliance;
+pub mod holidays;
+pub mod numberzone;
 mod outcome;
 mod phone;
 mod recurrence;

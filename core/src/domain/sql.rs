@@ -42,6 +42,7 @@ macro_rules! text_type {
 }
 pub(crate) use text_type;
 
+use super::compliance::ZoneSource;
 use super::{AmdMode, AnsweredBy, CallSid, CallStatus, Outcome, Scope, Tz, E164};
 
 text_type!(E164, as_str, E164::from_stored);
@@ -56,3 +57,4 @@ text_type!(Scope, as_str, Scope::parse);
 fn amd_mode(s: &str) -> Result<AmdMode, super::ParseError> {
     AmdMode::parse(s).ok_or_else(|| super::ParseError::new("AmdMode", s))
 }
+text_type!(ZoneSource, as_str, ZoneSource::parse);

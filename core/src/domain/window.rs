@@ -23,7 +23,9 @@ fn to_utc(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
 
 impl CallingWindow {
     fn opens_on(&self, day: NaiveDate) -> bool {
-        self.days.contains(&(day.weekday().num_days_from_monday() as u8)) && !self.holidays.contains(&day)
+        self.days.contains(&(day.weekday().num_days_from_monday() as u8))
+            && !self.holidays.contains(&day)
+            && !self.public_holidays.is_some_and(|c| c.is_holiday(day))
     }
 
     /// The window that opens on local `day`, in UTC. A window crossing midnight belongs to the day it opens.
@@ -76,6 +78,7 @@ mod tests {
             end: end.into(),
             days: days.iter().map(|s| s.to_string()).collect(),
             holidays: holidays.iter().map(|s| s.to_string()).collect(),
+            public_holidays: None,
         })
         .unwrap()
     }

@@ -10,6 +10,7 @@ use sqlx::types::Json;
 use super::transitions::cancel_open_in;
 use super::{Result, Store, StoreError};
 use crate::domain::campaign::Limits;
+use crate::domain::compliance::{CallPolicy, Compliance, Zoning};
 use crate::domain::{AmdMode, CallingWindow, CampaignSpec, CampaignStatus, ContactState, RetryPolicy, Tz, E164};
 
 /// A campaign as stored, parsed back into domain types.
@@ -29,6 +30,7 @@ pub struct CampaignRow {
     pub retry_policy: Json<RetryPolicy>,
     pub calling_window: Json<CallingWindow>,
     pub limits: Json<Limits>,
+    pub compliance: Json<Compliance>,
     pub amd_mode: AmdMode,
     pub ring_timeout_s: i32,
     /// The script as stored; the callbacks service parses it into its menu tree.
@@ -39,6 +41,22 @@ pub struct CampaignRow {
     pub recurrence_last_at: Option<DateTime<Utc>>,
     pub spec: Value,
     pub created_at: DateTime<Utc>,
+}
+
+impl CampaignRow {
+    /// The campaign's calling rules: window, profiles and limits.
+    pub fn policy(&self) -> CallPolicy {
+        CallPolicy::new(self.calling_window.0.clone(), self.compliance.0.clone(), self.limits.0.clone())
+    }
+
+    /// How its contacts' zones are resolved at import.
+    pub fn zoning(&self) -> Zoning {
+        Zoning {
+            campaign_tz: self.timezone,
+            fallback: self.compliance.zone_fallback,
+            require_reference: self.policy().requires_reference(),
+        }
+    }
 }
 
 /// `campaign status --json`.
@@ -69,6 +87,7 @@ macro_rules! select_campaigns {
                       timezone AS "timezone: Tz", cps, account_cps_share, max_in_flight, max_attempts,
                       retry_policy AS "retry_policy: Json<RetryPolicy>",
                       calling_window AS "calling_window: Json<CallingWindow>", limits AS "limits: Json<Limits>",
+                      compliance AS "compliance: Json<Compliance>",
                       amd_mode AS "amd_mode: AmdMode", ring_timeout_s, script, recurrence_cron,
                       recurrence_tz AS "recurrence_tz: Tz", recurrence_last_at, spec, created_at
                FROM campaigns "# + $rest $(, $arg)*
@@ -95,8 +114,9 @@ impl Store {
         let f = &spec.file;
         Ok(sqlx::query_scalar!(
             "INSERT INTO campaigns (name, caller_id, timezone, cps, account_cps_share, max_in_flight, max_attempts,
-                retry_policy, calling_window, limits, amd_mode, ring_timeout_s, script, recurrence_cron, recurrence_tz, spec)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                retry_policy, calling_window, limits, amd_mode, ring_timeout_s, script, recurrence_cron, recurrence_tz, spec,
+                compliance)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
              RETURNING id",
             &f.name,
             &spec.caller_id as _,
@@ -114,6 +134,7 @@ impl Store {
             f.recurrence.as_ref().map(|r| r.cron.as_str()),
             f.recurrence.as_ref().map(|r| r.timezone.as_str()),
             Json(f) as _,
+            Json(&f.compliance) as _,
         )
         .fetch_one(&self.pool)
         .await?)

@@ -9,13 +9,28 @@ use serde::Serialize;
 use sqlx::types::Json;
 
 use super::{Result, Store, StoreError};
+use crate::domain::compliance::{ContactZone, ZoneSource};
 use crate::domain::{AnsweredBy, AttemptState, CallSid, CallStatus, CampaignStatus, ContactState, Outcome, Tz, E164};
+
+impl NewContact {
+    /// The `timezone` column: the zone the import gave, if it gave one.
+    fn given_zone(&self) -> Option<&'static str> {
+        (self.zone.source == ZoneSource::Given).then(|| self.zone.zones.first().map(|z| z.name())).flatten()
+    }
+
+    /// The `zones` column as a PostgreSQL array literal (`{Asia/Tokyo,America/Denver}`): zone names never
+    /// hold commas, quotes or braces.
+    fn zones_literal(&self) -> String {
+        format!("{{{}}}", self.zone.zones.iter().map(|z| z.name()).collect::<Vec<_>>().join(","))
+    }
+}
 
 /// A contact ready to insert (already parsed and validated).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewContact {
     pub phone: E164,
-    pub timezone: Option<Tz>,
+    /// Resolved at import ([`crate::domain::compliance::Zoning::resolve`]).
+    pub zone: ContactZone,
     pub external_id: Option<String>,
     pub attributes: BTreeMap<String, String>,
 }
@@ -78,7 +93,7 @@ impl Store {
 
         let mut tx = self.pool.begin().await?;
         let mut copy =
-            tx.copy_in_raw("COPY contacts (campaign_id, phone, timezone, external_id, attributes) FROM STDIN").await?;
+            tx.copy_in_raw("COPY contacts (campaign_id, phone, timezone, zones, zone_source, region, external_id, attributes) FROM STDIN").await?;
         let campaign = campaign_id.to_string();
         let mut buf = Vec::with_capacity(COPY_CHUNK * 128);
         let mut json = Vec::with_capacity(256);
@@ -90,7 +105,13 @@ impl Store {
                 buf.push(b'\t');
                 copy_text_field(&mut buf, c.phone.as_str());
                 buf.push(b'\t');
-                copy_opt_field(&mut buf, c.timezone.as_ref().map(Tz::name));
+                copy_opt_field(&mut buf, c.given_zone());
+                buf.push(b'\t');
+                copy_text_field(&mut buf, &c.zones_literal());
+                buf.push(b'\t');
+                copy_text_field(&mut buf, c.zone.source.as_str());
+                buf.push(b'\t');
+                copy_opt_field(&mut buf, c.zone.region.as_deref());
                 buf.push(b'\t');
                 copy_opt_field(&mut buf, c.external_id.as_deref());
                 buf.push(b'\t');
@@ -150,7 +171,13 @@ pub struct ContactDetail {
     pub id: i64,
     pub campaign_id: i64,
     pub phone: E164,
+    /// The zone the import gave, if any.
     pub timezone: Option<Tz>,
+    /// Every zone the calling rules must be open in (several when the number's prefix spans zones).
+    pub zones: Vec<Tz>,
+    pub zone_source: ZoneSource,
+    /// The US state of the number, when known (state calling rules).
+    pub region: Option<String>,
     pub external_id: Option<String>,
     pub attributes: serde_json::Value,
     pub state: ContactState,
@@ -288,22 +315,29 @@ impl Store {
             return Err(StoreError::Conflict(format!("campaign {campaign_id} is canceled; it takes no new contacts")));
         }
         let phones: Vec<&str> = rows.iter().map(|r| r.phone.as_str()).collect();
-        let zones: Vec<Option<&str>> = rows.iter().map(|r| r.timezone.as_ref().map(Tz::name)).collect();
+        let given: Vec<Option<&str>> = rows.iter().map(NewContact::given_zone).collect();
+        let zones: Vec<String> = rows.iter().map(NewContact::zones_literal).collect();
+        let sources: Vec<&str> = rows.iter().map(|r| r.zone.source.as_str()).collect();
+        let regions: Vec<Option<&str>> = rows.iter().map(|r| r.zone.region.as_deref()).collect();
         let externals: Vec<Option<&str>> = rows.iter().map(|r| r.external_id.as_deref()).collect();
         let attributes: Vec<Json<&BTreeMap<String, String>>> = rows.iter().map(|r| Json(&r.attributes)).collect();
         // No conflict target: a second number or a second external id in the campaign are both skipped.
         let inserted = sqlx::query!(
-            r#"INSERT INTO contacts (campaign_id, phone, timezone, external_id, attributes)
-               SELECT $1, n.phone, n.tz, n.ext, n.attrs
-               FROM unnest($2::text[], $3::text[], $4::text[], $5::jsonb[]) WITH ORDINALITY AS n(phone, tz, ext, attrs, i)
+            r#"INSERT INTO contacts (campaign_id, phone, timezone, zones, zone_source, region, external_id, attributes)
+               SELECT $1, n.phone, n.tz, n.zones::text[], n.src, n.region, n.ext, n.attrs
+               FROM unnest($2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::text[], $8::text[])
+                    WITH ORDINALITY AS n(phone, tz, ext, attrs, zones, src, region, i)
                ORDER BY n.i
                ON CONFLICT DO NOTHING
                RETURNING id, phone, external_id"#,
             campaign_id,
             &phones as _,
-            &zones as _,
+            &given as _,
             &externals as _,
             &attributes as _,
+            &zones,
+            &sources as _,
+            &regions as _,
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -388,10 +422,12 @@ impl Store {
     /// A contact with its attempts, or `None`.
     pub async fn contacts_get(&self, id: i64) -> Result<Option<ContactDetail>> {
         let Some(c) = sqlx::query!(
-            r#"SELECT id, campaign_id, phone AS "phone: E164", timezone AS "timezone: Tz", external_id, attributes,
-                      state AS "state: ContactState", attempts_made, next_attempt_at, final_outcome AS "final_outcome: Outcome",
-                      final_reason, result, last_call_at, finished_at, created_at
-               FROM contacts WHERE id = $1"#,
+            r#"SELECT c.id, c.campaign_id, c.phone AS "phone: E164", c.timezone AS "timezone: Tz",
+                      CASE WHEN cardinality(c.zones) = 0 THEN ARRAY[k.timezone] ELSE c.zones END AS "zones!: Vec<Tz>",
+                      c.zone_source AS "zone_source: ZoneSource", c.region, c.external_id, c.attributes,
+                      c.state AS "state: ContactState", c.attempts_made, c.next_attempt_at, c.final_outcome AS "final_outcome: Outcome",
+                      c.final_reason, c.result, c.last_call_at, c.finished_at, c.created_at
+               FROM contacts c JOIN campaigns k ON k.id = c.campaign_id WHERE c.id = $1"#,
             id
         )
         .fetch_optional(&self.pool)
@@ -416,6 +452,9 @@ impl Store {
             campaign_id: c.campaign_id,
             phone: c.phone,
             timezone: c.timezone,
+            zones: c.zones,
+            zone_source: c.zone_source,
+            region: c.region,
             external_id: c.external_id,
             attributes: c.attributes,
             state: c.state,

@@ -7,6 +7,7 @@
 
 mod api_keys;
 mod attempts;
+mod audit;
 mod campaigns;
 mod console_sessions;
 mod contacts;

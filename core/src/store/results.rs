@@ -12,6 +12,7 @@ use sqlx::PgConnection;
 
 use super::transitions::{finished_many_in, ContactNext, Finish};
 use super::{Result, Store, StoreError};
+use crate::domain::compliance::ZoneSource;
 use crate::domain::{
     settle, AnsweredBy, AttemptState, CallSid, CallStatus, CampaignStatus, ContactState, Next, Outcome, RetryPolicy,
     SettleInput, Tz, E164,
@@ -82,6 +83,9 @@ pub struct ResultRow {
     pub result: Option<String>,
     pub attempts: i32,
     pub last_call_at: Option<DateTime<Utc>>,
+    /// The zones the calling rules were applied in (`America/Denver & America/Los_Angeles` for several).
+    pub zones: String,
+    pub zone_source: ZoneSource,
 }
 
 impl Store {
@@ -109,7 +113,9 @@ impl Store {
             r#"SELECT a.id AS attempt_id, a.state AS "attempt_state: AttemptState",
                       a.call_sid AS "call_sid: CallSid", a.campaign_id, a.contact_id,
                       c.phone AS "phone: E164", c.external_id, c.attributes,
-                      COALESCE(c.timezone, k.timezone) AS "timezone!: Tz",
+                      -- Times are spoken in the callee's zone when it is known to be one.
+                      COALESCE(c.timezone, CASE WHEN cardinality(c.zones) = 1 THEN c.zones[1] END, k.timezone)
+                          AS "timezone!: Tz",
                       k.caller_id AS "caller_id: E164", k.script
                FROM attempts a JOIN contacts c ON c.id = a.contact_id JOIN campaigns k ON k.id = a.campaign_id
                WHERE a.id = $1"#,
@@ -218,8 +224,11 @@ impl Store {
             r#"SELECT c.id AS contact_id, c.external_id, c.phone AS "phone: E164", c.state AS "state: ContactState",
                       COALESCE(c.final_outcome, last.outcome) AS "outcome: Outcome", c.result,
                       c.attempts_made AS attempts,
-                      GREATEST(c.last_call_at, last.requested_at) AS last_call_at
-               FROM contacts c
+                      GREATEST(c.last_call_at, last.requested_at) AS last_call_at,
+                      array_to_string(CASE WHEN cardinality(c.zones) = 0 THEN ARRAY[k.timezone] ELSE c.zones END, ' & ')
+                          AS "zones!",
+                      c.zone_source AS "zone_source: ZoneSource"
+               FROM contacts c JOIN campaigns k ON k.id = c.campaign_id
                LEFT JOIN LATERAL (
                    SELECT a.outcome, a.requested_at FROM attempts a
                    WHERE a.contact_id = c.id AND a.requested_at IS NOT NULL

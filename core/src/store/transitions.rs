@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::{Result, Store};
+use crate::domain::compliance::{ContactZone, ZoneSource};
 use crate::domain::{AttemptState, AttemptTransition as T, CallSid, ContactState, FinalState, Outcome, Tz, E164};
 
 /// A contact claimed for one attempt (the attempt row exists, nothing has been sent).
@@ -27,11 +28,21 @@ pub struct ClaimedAttempt {
     pub campaign_id: i64,
     pub attempt_no: i32,
     pub phone: E164,
-    /// The contact's own zone; `None` means the campaign's.
-    pub timezone: Option<Tz>,
+    /// The callee's zones as resolved at import; empty (rows from before) means the campaign's.
+    pub zones: Vec<Tz>,
+    pub zone_source: ZoneSource,
+    /// The number's US state, when known.
+    pub region: Option<String>,
     pub external_id: Option<String>,
     pub attempts_made: i32,
     pub next_attempt_at: DateTime<Utc>,
+}
+
+impl ClaimedAttempt {
+    /// The callee's zones, for the calling rules.
+    pub fn zone(&self, campaign_tz: Tz) -> ContactZone {
+        ContactZone::from_stored(self.zones.clone(), Some(self.zone_source), self.region.clone(), campaign_tz)
+    }
 }
 
 /// What the pre-POST check found.
@@ -45,6 +56,8 @@ pub enum DialingGate {
     Limit { recent: i64 },
     /// Another contact with the same external reference was already reached.
     AlreadyNotified,
+    /// A call to another contact with the same reference is under way: try again once it has ended.
+    ReferenceInFlight,
     /// The campaign is no longer running (paused or canceled): give the claim back.
     NotRunning,
     /// The lease was lost (rescued by someone else); do nothing.
@@ -104,18 +117,24 @@ impl Store {
     }
 
     /// **dialing**: the last check and the commit before the POST, for many attempts of one campaign in
-    /// one statement (the calls its pacer has just let through). DNC, the rolling 24 h limit and
+    /// one statement (the calls its pacer has just let through). DNC, the rolling 24 h limit
+    /// (`max_calls_24h`, per attempt: a state's rule may be stricter than the campaign's; missing entries mean none) and
     /// one-notification-per-reference are checked again; only if all pass does the attempt become
     /// `dialing` (with `requested_at`) and the contact `calling`. Committed before the POST, so a crash
     /// after this point leaves an attempt that reconciliation must resolve before any redial. One gate
     /// per attempt, in order. A campaign's numbers are unique, so attempts of one batch cannot count
     /// towards each other's 24 h limit.
+    ///
+    /// Limits hold across campaigns running at once: when one applies, the check runs in a transaction
+    /// that first takes an advisory lock per number and per reference (sorted, so two batches never
+    /// deadlock), and the statement after it (a new snapshot) sees every call committed by whoever held
+    /// the lock before. Without a limit there is nothing to race for and no transaction.
     pub async fn attempts_mark_dialing_many(
         &self,
         owner: &str,
         campaign_id: i64,
         attempts: &[ClaimedAttempt],
-        max_calls_24h: Option<i32>,
+        max_calls_24h: &[Option<i32>],
         one_per_external_id: bool,
     ) -> Result<Vec<DialingGate>> {
         let ids: Vec<i64> = attempts.iter().map(|a| a.attempt_id).collect();
@@ -123,13 +142,41 @@ impl Store {
         let phones: Vec<&str> = attempts.iter().map(|a| a.phone.as_str()).collect();
         let refs: Vec<Option<&str>> =
             attempts.iter().map(|a| if one_per_external_id { a.external_id.as_deref() } else { None }).collect();
+        let mut keys: Vec<String> = attempts
+            .iter()
+            .zip(max_calls_24h)
+            .filter(|(_, m)| m.is_some())
+            .map(|(a, _)| format!("phone:{}", a.phone.as_str()))
+            .chain(refs.iter().flatten().map(|r| format!("ref:{r}")))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let (mut tx, mut conn) = if keys.is_empty() {
+            (None, Some(self.pool.acquire().await?))
+        } else {
+            (Some(self.pool.begin().await?), None)
+        };
+        let db: &mut PgConnection = match (&mut tx, &mut conn) {
+            (Some(tx), _) => tx,
+            (None, Some(conn)) => conn,
+            (None, None) => unreachable!("one of the two is set"),
+        };
+        if !keys.is_empty() {
+            sqlx::query!(
+                "SELECT pg_advisory_xact_lock(k) FROM (SELECT hashtextextended(x, 0) AS k FROM unnest($1::text[]) x
+                 GROUP BY 1 ORDER BY 1) s",
+                &keys
+            )
+            .fetch_all(&mut *db)
+            .await?;
+        }
         let rows = sqlx::query!(
             // `mine` locks each attempt and its contact together and requires that the attempt is still the
             // contact's current one under our lease: a claim rescued and re-claimed (even by this same
             // dialer) leaves the stale attempt unable to move either row.
             r#"WITH input AS (
-                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])
-                     AS u(attempt_id, contact_id, phone, external_id)
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $7::int[])
+                     AS u(attempt_id, contact_id, phone, external_id, max_24h)
              ), mine AS (
                  SELECT a.id AS attempt_id, c.id AS contact_id
                  FROM attempts a JOIN contacts c ON c.id = a.contact_id
@@ -144,15 +191,23 @@ impl Store {
                         (SELECT count(*) FROM attempts x
                          WHERE x.phone = u.phone AND x.requested_at > now() - interval '24 hours'
                            AND x.state <> 'not_created') AS recent,
+                        u.max_24h,
+                        -- Reached: any attempt of another contact with the reference got through, even one
+                        -- whose contact is still to be retried for a keypress.
+                        (u.external_id IS NOT NULL AND EXISTS (
+                            SELECT 1 FROM contacts o JOIN attempts oa ON oa.contact_id = o.id
+                            WHERE o.external_id = u.external_id AND o.id <> u.contact_id
+                              AND oa.outcome IN ('answered_result', 'answered_no_result', 'voicemail'))) AS notified,
                         (u.external_id IS NOT NULL AND EXISTS (
                             SELECT 1 FROM contacts o WHERE o.external_id = u.external_id AND o.id <> u.contact_id
-                              AND o.final_outcome IN ('answered_result', 'answered_no_result', 'voicemail'))) AS notified
+                              AND o.state = 'calling')) AS ref_in_flight
                  FROM input u
              ), running AS (
                  SELECT EXISTS (SELECT 1 FROM campaigns WHERE id = $5 AND status = 'running') AS running
              ), go AS (
                  SELECT mine.* FROM mine JOIN chk USING (attempt_id), running
-                 WHERE NOT chk.dnc AND chk.recent < COALESCE($7, 2147483647) AND NOT chk.notified AND running.running
+                 WHERE NOT chk.dnc AND chk.recent < COALESCE(chk.max_24h, 2147483647) AND NOT chk.notified
+                   AND NOT chk.ref_in_flight AND running.running
              ), calling AS (
                  UPDATE contacts SET state = 'calling', attempts_made = attempts_made + 1, last_call_at = now(),
                         updated_at = now()
@@ -164,7 +219,8 @@ impl Store {
                  RETURNING attempts.id
              )
              SELECT chk.attempt_id AS "attempt_id!", mine.attempt_id IS NOT NULL AS "held!", chk.dnc AS "dnc!",
-                    chk.recent AS "recent!", chk.notified AS "notified!", running.running AS "running!",
+                    chk.recent AS "recent!", chk.max_24h, chk.notified AS "notified!",
+                    chk.ref_in_flight AS "ref_in_flight!", running.running AS "running!",
                     dialing.id IS NOT NULL AS "go!"
              FROM chk CROSS JOIN running
              LEFT JOIN mine ON mine.attempt_id = chk.attempt_id
@@ -175,11 +231,14 @@ impl Store {
             &refs as _,
             campaign_id,
             owner,
-            max_calls_24h,
+            max_calls_24h as _,
             T::Dialing.from() as _,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *db)
         .await?;
+        if let Some(tx) = tx {
+            tx.commit().await?;
+        }
         let by_id: HashMap<i64, DialingGate> = rows
             .into_iter()
             .map(|r| {
@@ -191,8 +250,10 @@ impl Store {
                     DialingGate::Dnc
                 } else if r.notified {
                     DialingGate::AlreadyNotified
-                } else if max_calls_24h.is_some_and(|m| r.recent >= m as i64) {
+                } else if r.max_24h.is_some_and(|m| r.recent >= m as i64) {
                     DialingGate::Limit { recent: r.recent }
+                } else if r.ref_in_flight {
+                    DialingGate::ReferenceInFlight
                 } else if !r.running {
                     DialingGate::NotRunning
                 } else {

@@ -34,9 +34,10 @@ pub async fn run(cmd: ContactsCmd) -> CliResult {
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     let store = connect().await?;
     let c = store.campaigns_get(campaign).await.map_err(|e| Failure::InvalidInput(e.to_string()))?;
+    let zoning = c.zoning();
     let script: Script = serde_json::from_value(c.script).context("campaign script")?;
     let required: Vec<&str> = script.required_attributes().collect();
-    let mut parsed = parse_csv(&bytes, region.as_deref(), &required);
+    let mut parsed = parse_csv(&bytes, region.as_deref(), &required, &zoning);
 
     // Numbers and references the campaign already has are duplicates too.
     let phones: Vec<E164> = parsed.rows.iter().map(|r| r.contact.phone.clone()).collect();

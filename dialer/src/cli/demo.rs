@@ -12,6 +12,7 @@ use chrono::Utc;
 use chrono_tz::Tz;
 use clap::Args;
 use dialer_core::config::Config;
+use dialer_core::domain::compliance::ContactZone;
 use dialer_core::domain::{CampaignSpec, CampaignStatus, E164};
 use dialer_core::store::{NewContact, Store};
 use dialer_sim::{self as sim, DigitDist, OutcomeMix, SecsRange, SimConfig};
@@ -220,7 +221,8 @@ fn generate(n: usize, zones: &[Tz]) -> Vec<NewContact> {
                 ("name".to_string(), format!("{} {}", FAMILY[i % FAMILY.len()], GIVEN[(i / 8) % GIVEN.len()])),
                 ("parcel".to_string(), format!("{:04}-{:04}", 1000 + i / 10_000, i % 10_000)),
             ]);
-            NewContact { phone, timezone: Some(tz.into()), external_id: Some(format!("P{:08}", i)), attributes }
+            let zone = ContactZone::given(tz.into());
+            NewContact { phone, zone, external_id: Some(format!("P{:08}", i)), attributes }
         })
         .collect()
 }

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
+use dialer_core::domain::compliance::Zoning;
 use dialer_core::domain::E164;
 use dialer_core::import::parse_csv;
 
@@ -44,7 +45,7 @@ pub async fn run(cmd: DncCmd) -> CliResult {
         }
         DncCmd::Import { file, region, campaign, reason } => {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let parsed = parse_csv(&bytes, region.as_deref(), &[]);
+            let parsed = parse_csv(&bytes, region.as_deref(), &[], &Zoning::any());
             if !parsed.errors.is_empty() {
                 for e in &parsed.errors {
                     eprintln!("{}: {e}", file.display());

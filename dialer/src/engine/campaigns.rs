@@ -3,7 +3,7 @@
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use dialer_core::domain::campaign::Limits;
+use dialer_core::domain::compliance::{CallPolicy, ContactZone};
 use dialer_core::domain::{AmdMode, CallingWindow, Tz, E164};
 use dialer_core::store::CampaignRow;
 
@@ -14,9 +14,9 @@ pub struct LiveCampaign {
     pub label: String,
     pub caller_id: E164,
     pub timezone: Tz,
-    /// Replaced when the campaign's window is changed through the API while it runs ([`Self::set_window`]).
-    window: std::sync::RwLock<CallingWindow>,
-    pub limits: Limits,
+    /// Window, profiles and limits; the window is replaced when changed through the API while the
+    /// campaign runs ([`Self::set_window`]).
+    policy: std::sync::RwLock<CallPolicy>,
     pub amd: AmdMode,
     pub ring_timeout_s: u32,
     pub pacer: Pacer,
@@ -40,8 +40,7 @@ impl LiveCampaign {
             label: row.id.to_string(),
             caller_id: row.caller_id.clone(),
             timezone: row.timezone,
-            window: std::sync::RwLock::new(row.calling_window.0.clone()),
-            limits: row.limits.0.clone(),
+            policy: std::sync::RwLock::new(row.policy()),
             amd: row.amd_mode,
             ring_timeout_s: row.ring_timeout_s.max(5) as u32,
             pacer: Pacer::new(share / live.max(1) as f64, margin),
@@ -49,25 +48,38 @@ impl LiveCampaign {
         }))
     }
 
-    /// When the calling window next opens in `tz` (`now` if it is open).
+    fn policy(&self) -> std::sync::RwLockReadGuard<'_, CallPolicy> {
+        self.policy.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When every calling rule is next open in every zone of the callee (`now` if they are).
     pub fn next_opening(
         &self,
-        tz: chrono_tz::Tz,
+        zone: &ContactZone,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.window.read().unwrap_or_else(|e| e.into_inner()).next_opening(tz, now)
+        self.policy().next_opening(zone, now)
+    }
+
+    /// Calls allowed to the callee's number in 24 h (the campaign's limit or the state's).
+    pub fn max_calls_24h(&self, zone: &ContactZone) -> Option<i32> {
+        self.policy().max_calls_24h(zone)
+    }
+
+    pub fn one_per_reference(&self) -> bool {
+        self.policy().one_per_reference()
     }
 
     /// Takes a window changed while the campaign runs; the next claim and dispatch check use it.
     pub fn set_window(&self, window: &CallingWindow) {
-        let mut w = self.window.write().unwrap_or_else(|e| e.into_inner());
-        if *w != *window {
-            *w = window.clone();
+        let mut p = self.policy.write().unwrap_or_else(|e| e.into_inner());
+        if p.window != *window {
+            p.set_window(window.clone());
         }
     }
 
-    /// The contact's zone, else the campaign's.
-    pub fn zone_of(&self, contact_tz: Option<Tz>) -> chrono_tz::Tz {
-        contact_tz.unwrap_or(self.timezone).get()
+    /// The callee's zones (the campaign's for contacts stored before zones were resolved).
+    pub fn zone_of(&self, a: &dialer_core::store::ClaimedAttempt) -> ContactZone {
+        a.zone(self.timezone)
     }
 }

@@ -29,6 +29,28 @@ use super::{Created, Engine, WRITERS, WRITE_BATCH};
 /// statement for that check.
 const WORKERS: usize = 32;
 
+/// How long a call waits while another call about the same reference is under way.
+const REFERENCE_RETRY: chrono::Duration = chrono::Duration::minutes(5);
+
+/// A call is started only if the rules stay open this much longer: the commit after the check stamps
+/// the call's time a moment later.
+const WINDOW_MARGIN: chrono::Duration = chrono::Duration::seconds(2);
+
+/// `None` while every calling rule is open for the callee (now and for [`WINDOW_MARGIN`]), else when to
+/// try again.
+fn closed_until(
+    c: &LiveCampaign,
+    zone: &dialer_core::domain::compliance::ContactZone,
+) -> Option<chrono::DateTime<Utc>> {
+    let now = Utc::now();
+    let until = now + WINDOW_MARGIN;
+    match (c.next_opening(zone, now), c.next_opening(zone, until)) {
+        (Some(a), Some(b)) if a == now && b == until => None,
+        (_, Some(b)) => Some(b.max(until)),
+        _ => Some(now + chrono::Duration::days(1)),
+    }
+}
+
 /// The campaign's last check before the POST ([`Store::attempts_mark_dialing_many`]), batched: the calls
 /// the pacer has let through while the previous statement ran go in the next one.
 type Gate = Batcher<ClaimedAttempt, DialingGate, StoreError>;
@@ -37,12 +59,13 @@ pub async fn run(engine: Arc<Engine>, campaign: Arc<LiveCampaign>, rx: mpsc::Rec
     let gate: Gate = {
         let store = engine.store.clone();
         let owner = engine.node_id.clone();
-        let (id, max_24h, one_per_ref) =
-            (campaign.id, campaign.limits.max_calls_per_number_24h, campaign.limits.one_per_external_id);
+        let c = campaign.clone();
         Batcher::spawn(WRITE_BATCH, WORKERS, WRITERS, move |batch: Vec<ClaimedAttempt>| {
             let (store, owner) = (store.clone(), owner.clone());
+            let max_24h: Vec<Option<i32>> = batch.iter().map(|a| c.max_calls_24h(&c.zone_of(a))).collect();
+            let (id, one_per_ref) = (c.id, c.one_per_reference());
             async move {
-                match store.attempts_mark_dialing_many(&owner, id, &batch, max_24h, one_per_ref).await {
+                match store.attempts_mark_dialing_many(&owner, id, &batch, &max_24h, one_per_ref).await {
                     Ok(gates) => gates.into_iter().map(Ok).collect(),
                     Err(e) => all_failed(e, batch.len()),
                 }
@@ -125,16 +148,11 @@ async fn dispatch_one(
     a: ClaimedAttempt,
 ) -> anyhow::Result<Dispatched> {
     let m = Metrics::global();
-    let tz = c.zone_of(a.timezone);
-    let now = Utc::now();
-    match c.next_opening(tz, now) {
-        Some(t) if t <= now => {}
-        other => {
-            let at = other.unwrap_or(now + chrono::Duration::days(1));
-            engine.store.attempts_release_many(&engine.node_id, &[a.attempt_id], &[at]).await?;
-            m.deferrals.with_label_values(&[&c.label, "window"]).inc();
-            return Ok(Dispatched::Deferred);
-        }
+    let zone = c.zone_of(&a);
+    if let Some(at) = closed_until(c, &zone) {
+        engine.store.attempts_release_many(&engine.node_id, &[a.attempt_id], &[at]).await?;
+        m.deferrals.with_label_values(&[&c.label, "window"]).inc();
+        return Ok(Dispatched::Deferred);
     }
     // Pacing comes before the commit: an attempt is committed `dialing` only when its slot has come, and
     // is sent at once, so reconciliation never finds a `dialing` attempt whose worker still waits to
@@ -151,6 +169,14 @@ async fn dispatch_one(
             return Ok(Dispatched::Released);
         }
     };
+    // The pacer may have held the call for a while: the window is checked again right before the commit
+    // that stamps `requested_at`, so a call never starts after the window closed.
+    if let Some(at) = closed_until(c, &zone) {
+        drop(permit);
+        engine.store.attempts_release_many(&engine.node_id, &[a.attempt_id], &[at]).await?;
+        m.deferrals.with_label_values(&[&c.label, "window"]).inc();
+        return Ok(Dispatched::Deferred);
+    }
     // Either error leaves the claim to its lease: whether the check committed is not known here.
     let gate = gate.submit(a.clone()).await.context("pre-POST check")?;
     let committed = Instant::now();
@@ -163,8 +189,16 @@ async fn dispatch_one(
             m.deferrals.with_label_values(&[c.label.as_str(), why]).inc();
             return Ok(Dispatched::Blocked);
         }
+        DialingGate::ReferenceInFlight => {
+            // Another contact's call about the same parcel is under way; if it reaches the callee this
+            // one ends `already_notified` on its next try.
+            let at = Utc::now() + REFERENCE_RETRY;
+            engine.store.attempts_release_many(&engine.node_id, &[a.attempt_id], &[at]).await?;
+            m.deferrals.with_label_values(&[&c.label, "limit"]).inc();
+            return Ok(Dispatched::Deferred);
+        }
         DialingGate::Limit { .. } => {
-            let max = c.limits.max_calls_per_number_24h.unwrap_or(i32::MAX);
+            let max = c.max_calls_24h(&zone).unwrap_or(i32::MAX);
             let at = engine
                 .store
                 .attempts_limit_clears_at(&a.phone, max)
@@ -180,6 +214,7 @@ async fn dispatch_one(
         }
         DialingGate::LeaseLost => return Ok(Dispatched::LeaseLost),
     }
+    m.calls_by_zone_source.with_label_values(&[c.label.as_str(), zone.source.as_str()]).inc();
     m.scheduler_lag.observe((Utc::now() - a.next_attempt_at).num_milliseconds().max(0) as f64 / 1000.0);
     // Both levels' one-second windows, at the send time itself (Twilio counts on arrival).
     pacing::admit(&[&c.pacer, &engine.account]).await;

@@ -153,8 +153,7 @@ pub async fn claim_once(
     let mut defer_at = Vec::new();
     let mut ready = Vec::with_capacity(claimed.len());
     for a in claimed {
-        let tz = campaign.zone_of(a.timezone);
-        match campaign.next_opening(tz, now) {
+        match campaign.next_opening(&campaign.zone_of(&a), now) {
             Some(t) if t <= now => ready.push(a),
             other => {
                 defer_ids.push(a.attempt_id);
@@ -272,7 +271,7 @@ say = "Press 1 to confirm."
     fn contact(phone: &str, zone: &str) -> NewContact {
         NewContact {
             phone: E164::parse(phone, None).unwrap(),
-            timezone: Some(Tz::parse(zone).unwrap()),
+            zone: dialer_core::domain::compliance::ContactZone::given(Tz::parse(zone).unwrap()),
             external_id: None,
             attributes: Default::default(),
         }

@@ -217,7 +217,7 @@ async fn numbers_without_geo_permission_end_rejected_and_the_campaign_goes_on() 
             i * 9,
             NewContact {
                 phone: phone.clone(),
-                timezone: Some(dialer_core::domain::Tz::parse(tz.name()).unwrap()),
+                zone: contact_zone(Some(tz.name())),
                 external_id: None,
                 attributes: [("name".to_string(), format!("UK contact {i}"))].into(),
             },

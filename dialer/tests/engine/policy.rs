@@ -18,13 +18,13 @@ async fn calls_start_only_inside_each_contacts_window_and_dnc_numbers_are_never_
     let now = Utc::now();
     // A DNC number in a zone that is open now.
     let open_zone = zones.iter().find(|z| window.is_open(z.parse::<Tz>().unwrap(), now)).expect("one zone is open");
-    let dnc = all.iter().find(|c| c.timezone.map(|t| t.name()) == Some(*open_zone)).unwrap().phone.clone();
+    let dnc = all.iter().find(|c| c.zone.zones.first().map(|t| t.name()) == Some(*open_zone)).unwrap().phone.clone();
     env.store.dnc_add_many(std::slice::from_ref(&dnc), None, "test", "test").await.unwrap();
     let id = env.campaign(&campaign_toml("UTC", 50.0, ""), &all).await;
     env.spawn("all", 50.0, &[]);
 
     // Wait until every contact of an open zone is finished (others wait for their window).
-    let tz_of = |phone: &str| all.iter().find(|c| c.phone.as_str() == phone).unwrap().timezone.unwrap().get();
+    let tz_of = |phone: &str| all.iter().find(|c| c.phone.as_str() == phone).unwrap().zone.zones[0].get();
     let start = std::time::Instant::now();
     loop {
         let open: Vec<(String, ContactState)> =

@@ -24,7 +24,7 @@ WITH turn AS (
     -- expression, guesses 10 % of the table and hash-joins a full scan (3.6 s at 10M rows,
     -- BENCHMARKS.md); as an array it probes the primary key.
     WHERE c.id = ANY (ARRAY(SELECT id FROM due))
-    RETURNING c.id, c.campaign_id, c.phone, c.timezone, c.external_id, c.attempt_seq,
+    RETURNING c.id, c.campaign_id, c.phone, c.zones, c.zone_source, c.region, c.external_id, c.attempt_seq,
               c.attempts_made, c.next_attempt_at
 ), made AS (
     INSERT INTO attempts (contact_id, campaign_id, attempt_no, phone, lease_owner)
@@ -33,7 +33,8 @@ WITH turn AS (
 )
 SELECT made.id AS "attempt_id!", claimed.id AS "contact_id!", claimed.campaign_id AS "campaign_id!",
        claimed.attempt_seq AS "attempt_no!", claimed.phone AS "phone!: E164",
-       claimed.timezone AS "timezone: Tz", claimed.external_id,
+       claimed.zones AS "zones!: Vec<Tz>", claimed.zone_source AS "zone_source!: ZoneSource", claimed.region,
+       claimed.external_id,
        claimed.attempts_made AS "attempts_made!", claimed.next_attempt_at AS "next_attempt_at!"
 FROM made JOIN claimed ON claimed.id = made.contact_id
 ORDER BY claimed.next_attempt_at, claimed.id

@@ -1,0 +1,578 @@
+//! When a callee may be called at all: the callee's own zone (given, derived from the number, or — only
+//! when a campaign allows it — the campaign's), compliance profiles, and the audit that checks calls
+//! after the fact with the very same rules.
+//!
+//! A contact with several candidate zones (a number whose prefix spans zones) is called only while every
+//! rule is open in **every** candidate zone: guessing one zone is how a 06:00 call happens.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::OnceLock;
+
+use chrono::{DateTime, Duration, NaiveTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::campaign::{FieldIssue, Limits, WindowFile};
+use super::numberzone;
+use super::script::{Action, Script};
+use super::{CallingWindow, ParseError, Tz, E164};
+
+/// Where a contact's zone came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ZoneSource {
+    /// The import gave it.
+    Given,
+    /// Derived from the number's country and prefix.
+    Number,
+    /// The campaign's zone, because the campaign allows that fallback (`compliance.zone_fallback`).
+    Campaign,
+}
+
+impl ZoneSource {
+    pub const ALL: [ZoneSource; 3] = [Self::Given, Self::Number, Self::Campaign];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Given => "given",
+            Self::Number => "number",
+            Self::Campaign => "campaign",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        Self::ALL.into_iter().find(|z| z.as_str() == s).ok_or_else(|| ParseError::new("zone source", s))
+    }
+}
+
+impl fmt::Display for ZoneSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A contact's zones, resolved once at import: every zone the rules must be open in, where they came from,
+/// and the number's US state (for state rules) when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactZone {
+    pub zones: Vec<Tz>,
+    pub source: ZoneSource,
+    pub region: Option<String>,
+}
+
+impl ContactZone {
+    /// One zone the import gave (the number's state, if any, is not looked up).
+    pub fn given(zone: Tz) -> Self {
+        Self { zones: vec![zone], source: ZoneSource::Given, region: None }
+    }
+
+    /// No zone: stored empty and read as the campaign's (as a contact from before zones were resolved).
+    pub fn campaigns() -> Self {
+        Self { zones: vec![], source: ZoneSource::Campaign, region: None }
+    }
+
+    /// The zones as stored (`contacts.zones`); a row from before zones were resolved has none and is
+    /// read as the campaign's.
+    pub fn from_stored(zones: Vec<Tz>, source: Option<ZoneSource>, region: Option<String>, campaign: Tz) -> Self {
+        if zones.is_empty() {
+            Self { zones: vec![campaign], source: ZoneSource::Campaign, region }
+        } else {
+            Self { zones, source: source.unwrap_or(ZoneSource::Given), region }
+        }
+    }
+
+    /// The zones for display: `Asia/Tokyo`, or `America/Denver & America/Los_Angeles`.
+    pub fn names(&self) -> String {
+        self.zones.iter().map(|z| z.name()).collect::<Vec<_>>().join(" & ")
+    }
+}
+
+/// How a campaign resolves its contacts' zones, and what it requires of each contact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Zoning {
+    pub campaign_tz: Tz,
+    /// Contacts whose number gives no zone are called in the campaign's zone (off by default).
+    pub fallback: bool,
+    /// Every contact needs an `external_id` (one notification per parcel).
+    pub require_reference: bool,
+}
+
+impl Zoning {
+    /// For a file whose zones do not matter (a do-not-call list): every number resolves.
+    pub fn any() -> Self {
+        Self { campaign_tz: Tz::from(chrono_tz::UTC), fallback: true, require_reference: false }
+    }
+
+    /// The zone of a contact with zone `given` (if any) and number `phone`. The error names the column.
+    pub fn resolve(
+        &self,
+        given: Option<Tz>,
+        phone: &E164,
+        external_id: Option<&str>,
+    ) -> Result<ContactZone, (&'static str, String)> {
+        if self.require_reference && external_id.is_none() {
+            return Err((
+                "external_id",
+                "required: the campaign's profile allows one notification per parcel, so each contact needs its reference".into(),
+            ));
+        }
+        let region = numberzone::us_state(phone).map(str::to_string);
+        if let Some(z) = given {
+            return Ok(ContactZone { zones: vec![z], source: ZoneSource::Given, region });
+        }
+        let zones = numberzone::candidate_zones(phone);
+        if !zones.is_empty() {
+            return Ok(ContactZone { zones, source: ZoneSource::Number, region });
+        }
+        if self.fallback {
+            return Ok(ContactZone { zones: vec![self.campaign_tz], source: ZoneSource::Campaign, region });
+        }
+        Err((
+            "timezone",
+            format!(
+                "no zone given and none is known for the number {}; give the contact's zone, or allow the \
+                 campaign's with compliance.zone_fallback = true",
+                phone.as_str()
+            ),
+        ))
+    }
+}
+
+/// A compliance profile a campaign opts into; each adds rules on top of the campaign's own (the stricter
+/// wins) and refuses a script that breaks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum Profile {
+    /// 47 CFR 64.1200: 08:00–21:00 at the called party's location, the business identified at the start,
+    /// and the stricter state rules of `core/data/us_state_calling_rules.toml` where the state is known.
+    #[serde(rename = "us-tcpa")]
+    UsTcpa,
+    /// The FCC's package-delivery exemption (FCC 14-32, ¶ 138–143): one notification per parcel, at most a
+    /// minute, the company named, an opt-out in every call, no marketing.
+    #[serde(rename = "us-fcc-package-delivery")]
+    UsFccPackageDelivery,
+    /// 特定商取引法 (Act on Specified Commercial Transactions) arts. 16–17: the business named first, a
+    /// refusal ends every call from the business; 08:00–21:00 local.
+    #[serde(rename = "jp-tokushoho")]
+    JpTokushoho,
+}
+
+impl Profile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UsTcpa => "us-tcpa",
+            Self::UsFccPackageDelivery => "us-fcc-package-delivery",
+            Self::JpTokushoho => "jp-tokushoho",
+        }
+    }
+
+    /// The profile's own calling hours, callee-local.
+    fn window(self) -> Option<(NaiveTime, NaiveTime)> {
+        let t = |h| NaiveTime::from_hms_opt(h, 0, 0).expect("valid hour");
+        match self {
+            Self::UsTcpa | Self::JpTokushoho => Some((t(8), t(21))),
+            Self::UsFccPackageDelivery => None,
+        }
+    }
+
+    fn identifies_business(self) -> bool {
+        true
+    }
+    fn needs_opt_out(self) -> bool {
+        matches!(self, Self::UsFccPackageDelivery | Self::JpTokushoho)
+    }
+    fn one_per_reference(self) -> bool {
+        self == Self::UsFccPackageDelivery
+    }
+    fn max_message_s(self) -> Option<f64> {
+        (self == Self::UsFccPackageDelivery).then_some(60.0)
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `[compliance]` table of a campaign file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Compliance {
+    /// Profiles to apply ("us-tcpa", "us-fcc-package-delivery", "jp-tokushoho").
+    pub profiles: Vec<Profile>,
+    /// The business as the callee hears it; profiles require it in the start menu's prompt.
+    pub business_name: Option<String>,
+    /// Call contacts whose number gives no zone in the campaign's zone. Off: such contacts are refused
+    /// at import.
+    pub zone_fallback: bool,
+}
+
+impl Compliance {
+    pub fn has(&self, p: Profile) -> bool {
+        self.profiles.contains(&p)
+    }
+
+    /// Whether one notification per reference holds, by the campaign's limits or a profile.
+    pub fn one_per_reference(&self, limits: &Limits) -> bool {
+        limits.one_per_external_id || self.profiles.iter().any(|p| p.one_per_reference())
+    }
+
+    /// Every way `script` breaks a profile, as field issues.
+    pub fn check(&self, script: &Script) -> Vec<FieldIssue> {
+        let mut issues = Vec::new();
+        let issue = |field: &str, reason: String| FieldIssue { field: field.into(), reason };
+        let mut seen = BTreeSet::new();
+        for p in &self.profiles {
+            if !seen.insert(*p) {
+                issues.push(issue("compliance.profiles", format!("{p} is listed twice")));
+            }
+        }
+        let Some(start) = script.menus.get(&script.start) else { return issues };
+        let start_field = format!("script.menus.{}", script.start);
+        let name = self.business_name.as_deref().map(str::trim).filter(|n| !n.is_empty());
+        if self.profiles.iter().any(|p| p.identifies_business()) {
+            let who: Vec<&str> = self.profiles.iter().filter(|p| p.identifies_business()).map(|p| p.as_str()).collect();
+            match name {
+                None => issues.push(issue(
+                    "compliance.business_name",
+                    format!("required by {}: the callee must hear who is calling", who.join(", ")),
+                )),
+                Some(n) if !start.say.as_deref().unwrap_or("").contains(n) => issues.push(issue(
+                    &format!("{start_field}.say"),
+                    format!("must name the business ({n:?}) at the start of the call, as {} requires", who.join(", ")),
+                )),
+                Some(_) => {}
+            }
+        }
+        let needs_opt_out: Vec<&str> = self.profiles.iter().filter(|p| p.needs_opt_out()).map(|p| p.as_str()).collect();
+        if !needs_opt_out.is_empty() && !start.options.values().any(|o| o.action() == Ok(Action::OptOut)) {
+            issues.push(issue(
+                &format!("{start_field}.options"),
+                format!(
+                    "must offer an opt-out key (an option with opt_out = true) in the first menu, as {} requires",
+                    needs_opt_out.join(", ")
+                ),
+            ));
+        }
+        for p in &self.profiles {
+            if let Some(max) = p.max_message_s() {
+                let s = spoken_seconds(script);
+                if s > max {
+                    issues.push(issue(
+                        "script",
+                        format!(
+                            "the longest message takes about {s:.0} s to speak ({} at its speaking rate); {p} allows {max:.0} s",
+                            script.language
+                        ),
+                    ));
+                }
+            }
+        }
+        issues
+    }
+}
+
+/// A variable's assumed spoken length: a name, a date, a time slot.
+const VARIABLE_CHARS: usize = 12;
+const VARIABLE_WORDS: usize = 4;
+
+/// Seconds to speak `text`: CJK at 5 characters per second (≈ 300 per minute, NHK's news pace), other
+/// languages at 150 words per minute. Variables count as a typical value.
+pub fn speaking_seconds(text: &str, language: &str) -> f64 {
+    let vars = super::script::variables_in(text).map(|v| v.len()).unwrap_or(0);
+    let mut plain = String::with_capacity(text.len());
+    let mut depth = 0;
+    for ch in text.chars() {
+        match ch {
+            '{' => depth += 1,
+            '}' if depth > 0 => depth -= 1,
+            _ if depth == 0 => plain.push(ch),
+            _ => {}
+        }
+    }
+    let cjk = language.starts_with("ja") || language.starts_with("zh") || language.starts_with("ko");
+    if cjk {
+        let chars = plain.chars().filter(|c| !c.is_whitespace() && !"、。，．！？「」".contains(*c)).count();
+        (chars + vars * VARIABLE_CHARS) as f64 / 5.0
+    } else {
+        let words = plain.split_whitespace().count();
+        (words + vars * VARIABLE_WORDS) as f64 / 2.5
+    }
+}
+
+/// The longest message a callee can hear in one call: along the longest path of menus (each menu once),
+/// with the longest option prompt at the end, and the goodbye.
+pub fn spoken_seconds(script: &Script) -> f64 {
+    fn walk(script: &Script, menu: &str, seen: &mut BTreeSet<String>) -> f64 {
+        let Some(m) = script.menus.get(menu) else { return 0.0 };
+        if !seen.insert(menu.to_string()) {
+            return 0.0;
+        }
+        let own = m.say.as_deref().map(|s| speaking_seconds(s, &script.language)).unwrap_or(0.0);
+        let mut best: f64 = 0.0;
+        for o in m.options.values() {
+            let say = o.say.as_deref().map(|s| speaking_seconds(s, &script.language)).unwrap_or(0.0);
+            let next = match o.action() {
+                Ok(Action::Goto(to)) => walk(script, to, seen),
+                _ => 0.0,
+            };
+            best = best.max(say + next);
+        }
+        seen.remove(menu);
+        own + best
+    }
+    let goodbye = script.goodbye.as_deref().map(|s| speaking_seconds(s, &script.language)).unwrap_or(0.0);
+    walk(script, &script.start, &mut BTreeSet::new()) + goodbye
+}
+
+/// A US state's rules, stricter than the TCPA's, from `core/data/us_state_calling_rules.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateRule {
+    /// Calling hours: open while any of them is open.
+    pub windows: Vec<WindowFile>,
+    /// Calls to one number in 24 h.
+    #[serde(default)]
+    pub max_calls_24h: Option<i32>,
+    pub source: String,
+}
+
+#[derive(Debug)]
+struct ParsedStateRule {
+    windows: Vec<CallingWindow>,
+    max_calls_24h: Option<i32>,
+}
+
+const STATE_RULES: &str = include_str!("../../data/us_state_calling_rules.toml");
+
+fn state_rules() -> &'static BTreeMap<String, ParsedStateRule> {
+    static RULES: OnceLock<BTreeMap<String, ParsedStateRule>> = OnceLock::new();
+    RULES.get_or_init(|| {
+        let raw: BTreeMap<String, StateRule> = toml::from_str(STATE_RULES).expect("us_state_calling_rules.toml parses");
+        raw.into_iter()
+            .map(|(state, r)| {
+                let windows = r
+                    .windows
+                    .iter()
+                    .map(|w| CallingWindow::parse(w).unwrap_or_else(|e| panic!("state rule {state}: {e:?}")))
+                    .collect();
+                (state, ParsedStateRule { windows, max_calls_24h: r.max_calls_24h })
+            })
+            .collect()
+    })
+}
+
+/// One rule that must be open: any of `windows`, in `tz`.
+#[derive(Debug, Clone)]
+struct Gate<'a> {
+    windows: Vec<&'a CallingWindow>,
+    tz: Tz,
+}
+
+impl Gate<'_> {
+    fn next_opening(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.windows.iter().filter_map(|w| w.next_opening(self.tz.get(), now)).min()
+    }
+}
+
+/// How far ahead an opening is looked for before a callee counts as never callable.
+const HORIZON_DAYS: i64 = 21;
+
+/// A campaign's calling rules, as the scheduler applies them and the audit re-checks them.
+#[derive(Debug, Clone)]
+pub struct CallPolicy {
+    pub window: CallingWindow,
+    pub compliance: Compliance,
+    pub limits: Limits,
+    profile_window: Option<CallingWindow>,
+}
+
+impl CallPolicy {
+    pub fn new(window: CallingWindow, compliance: Compliance, limits: Limits) -> Self {
+        // The profiles' hours intersect, so the latest start and the earliest end of all of them.
+        let hours: Vec<(NaiveTime, NaiveTime)> = compliance.profiles.iter().filter_map(|p| p.window()).collect();
+        let profile_window = (!hours.is_empty()).then(|| CallingWindow {
+            start: hours.iter().map(|h| h.0).max().expect("non-empty"),
+            end: hours.iter().map(|h| h.1).min().expect("non-empty"),
+            days: (0..7).collect(),
+            holidays: BTreeSet::new(),
+            public_holidays: None,
+        });
+        Self { window, compliance, limits, profile_window }
+    }
+
+    /// The window of the campaign, replaced while it runs.
+    pub fn set_window(&mut self, window: CallingWindow) {
+        self.window = window;
+    }
+
+    fn state_rule(&self, zone: &ContactZone) -> Option<&'static ParsedStateRule> {
+        if !self.compliance.has(Profile::UsTcpa) {
+            return None;
+        }
+        zone.region.as_deref().and_then(|r| state_rules().get(r))
+    }
+
+    fn gates<'a>(&'a self, zone: &'a ContactZone) -> Vec<Gate<'a>> {
+        let state = self.state_rule(zone);
+        let mut gates = Vec::new();
+        for &tz in &zone.zones {
+            gates.push(Gate { windows: vec![&self.window], tz });
+            if let Some(w) = &self.profile_window {
+                gates.push(Gate { windows: vec![w], tz });
+            }
+            if let Some(s) = state {
+                gates.push(Gate { windows: s.windows.iter().collect(), tz });
+            }
+        }
+        gates
+    }
+
+    /// `now` if every rule is open in every zone of the callee, else the first instant they all are
+    /// (`None`: not within three weeks, e.g. candidate zones whose windows never overlap).
+    pub fn next_opening(&self, zone: &ContactZone, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let gates = self.gates(zone);
+        let mut t = now;
+        // Each pass moves `t` to the latest next opening; stable once all are open at `t`.
+        loop {
+            let mut moved = false;
+            for g in &gates {
+                let o = g.next_opening(t)?;
+                if o > t {
+                    t = o;
+                    moved = true;
+                }
+            }
+            if !moved {
+                return Some(t);
+            }
+            if t - now > Duration::days(HORIZON_DAYS) {
+                return None;
+            }
+        }
+    }
+
+    pub fn is_open(&self, zone: &ContactZone, now: DateTime<Utc>) -> bool {
+        self.next_opening(zone, now) == Some(now)
+    }
+
+    /// Calls to this callee's number allowed in any 24 h, across campaigns: the campaign's limit and the
+    /// state's, whichever is lower.
+    pub fn max_calls_24h(&self, zone: &ContactZone) -> Option<i32> {
+        let state = self.state_rule(zone).and_then(|s| s.max_calls_24h);
+        match (self.limits.max_calls_per_number_24h, state) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn one_per_reference(&self) -> bool {
+        self.compliance.one_per_reference(&self.limits)
+    }
+
+    /// Every contact must carry its reference (a profile allows one notification per parcel).
+    pub fn requires_reference(&self) -> bool {
+        self.compliance.profiles.iter().any(|p| p.one_per_reference())
+    }
+
+    /// The rules that apply to this callee, named for the audit.
+    pub fn rules_for(&self, zone: &ContactZone) -> Vec<String> {
+        let w = &self.window;
+        let mut rules = vec![format!("campaign window {}–{}", w.start.format("%H:%M"), w.end.format("%H:%M"))];
+        if let Some(c) = w.public_holidays {
+            rules.push(format!("no calls on {c:?} public holidays").to_lowercase());
+        }
+        for p in &self.compliance.profiles {
+            if let Some((s, e)) = p.window() {
+                rules.push(format!("{p} {}–{}", s.format("%H:%M"), e.format("%H:%M")));
+            }
+        }
+        if let (Some(s), Some(r)) = (self.state_rule(zone), zone.region.as_deref()) {
+            let hours: Vec<String> =
+                s.windows.iter().map(|w| format!("{}–{}", w.start.format("%H:%M"), w.end.format("%H:%M"))).collect();
+            rules.push(format!("us-tcpa state {r} {}", hours.join(" or ")));
+        }
+        if let Some(n) = self.max_calls_24h(zone) {
+            rules.push(format!("at most {n} calls per number in 24 h"));
+        }
+        if self.one_per_reference() {
+            rules.push("one notification per reference".into());
+        }
+        rules
+    }
+}
+
+/// One call as the audit sees it.
+#[derive(Debug, Clone)]
+pub struct CallRecord {
+    pub attempt_id: i64,
+    pub contact_id: i64,
+    pub phone: E164,
+    pub zone: ContactZone,
+    pub requested_at: DateTime<Utc>,
+    /// Calls to this number (any campaign) requested in the 24 h before this one.
+    pub calls_24h_before: i64,
+    /// When the number went on a DNC list that applies, if it did before this call.
+    pub dnc_since: Option<DateTime<Utc>>,
+    /// Another contact with the same reference was reached before this call.
+    pub reference_reached_before: bool,
+}
+
+/// One audited call.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub attempt_id: i64,
+    pub contact_id: i64,
+    pub phone: String,
+    pub requested_at: DateTime<Utc>,
+    /// The callee's local time in each zone, `2026-12-06T09:15:00-08:00 America/Los_Angeles`.
+    pub local_times: Vec<String>,
+    pub zone_source: ZoneSource,
+    pub region: Option<String>,
+    pub rules: Vec<String>,
+    /// Empty when the call broke no rule.
+    pub violations: Vec<String>,
+}
+
+/// Re-checks calls against the campaign's rules, with the same code the scheduler uses.
+pub fn audit(policy: &CallPolicy, calls: &[CallRecord]) -> Vec<AuditEntry> {
+    calls
+        .iter()
+        .map(|c| {
+            let mut violations = Vec::new();
+            if !policy.is_open(&c.zone, c.requested_at) {
+                violations.push(format!("outside the calling window in {}", c.zone.names()));
+            }
+            if let Some(max) = policy.max_calls_24h(&c.zone) {
+                if c.calls_24h_before >= max as i64 {
+                    violations.push(format!(
+                        "over the limit: call {} to this number in 24 h (max {max})",
+                        c.calls_24h_before + 1
+                    ));
+                }
+            }
+            if let Some(at) = c.dnc_since {
+                violations.push(format!("after an opt-out or DNC entry at {}", at.to_rfc3339()));
+            }
+            if policy.one_per_reference() && c.reference_reached_before {
+                violations.push("a second notification for a reference already reached".into());
+            }
+            AuditEntry {
+                attempt_id: c.attempt_id,
+                contact_id: c.contact_id,
+                phone: c.phone.as_str().to_string(),
+                requested_at: c.requested_at,
+                local_times: c
+                    .zone
+                    .zones
+                    .iter()
+                    .map(|z| format!("{} {}", c.requested_at.with_timezone(&z.get()).to_rfc3339(), z.name()))
+                    .collect(),
+                zone_source: c.zone.source,
+                region: c.zone.region.clone(),
+                rules: policy.rules_for(&c.zone),
+                violations,
+            }
+        })
+        .collect()
+}
