@@ -87,7 +87,8 @@ pub fn router(state: ApiState) -> Router {
                 .route("/contacts/{id}", get(contacts::get))
                 .route("/campaigns/{id}/results", get(results::page))
                 .route("/campaigns/{id}/attempts", get(results::recent_attempts))
-                .route("/campaigns/{id}/results/export", get(results::export)),
+                .route("/campaigns/{id}/results/export", get(results::export))
+                .route("/campaigns/{id}/audit", get(results::audit)),
         ))
         .merge(scoped(Scope::DncRead, Router::new().route("/dnc/{phone}", get(dnc::check))))
         .merge(scoped(Scope::CampaignsRead, Router::new().route("/campaigns/{id}/webhook", get(webhooks::get))))

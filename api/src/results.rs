@@ -7,7 +7,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use dialer_core::export::{write_csv_row, CSV_HEADER};
-use dialer_core::store::{RecentAttempt, ResultRow};
+use dialer_core::store::{AuditReport, RecentAttempt, ResultRow};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -30,6 +30,9 @@ pub struct ResultView {
     result: Option<String>,
     attempts: i32,
     last_call_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The zones the calling rules were applied in (`America/Denver & America/Los_Angeles` for several).
+    zones: String,
+    zone_source: dialer_core::domain::compliance::ZoneSource,
 }
 
 #[derive(ToSchema)]
@@ -165,4 +168,15 @@ pub async fn export(State(api): State<Api>, Path(id): Path<i64>, Query(q): Query
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// Every call of the campaign re-checked against its calling rules and compliance profiles: the callee's
+/// local time in each zone, where the zone came from, the rules that applied and any violation (the same
+/// report as `dialer compliance audit`).
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/audit", tag = "results", params(("id" = i64, Path)),
+    security(("api_key" = ["results:read"])),
+    responses((status = 200, body = AuditReport), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn audit(State(api): State<Api>, Path(id): Path<i64>) -> ApiResult<Json<AuditReport>> {
+    api.store.campaigns_get(id).await?;
+    Ok(Json(api.store.compliance_audit(id).await?))
 }

@@ -316,4 +316,44 @@ mod tests {
         let p = parse_csv(b"phone\n+818012345678\n", None, &["parcel"], &tokyo());
         assert!(p.errors[0].reason.contains("`parcel`"));
     }
+
+    #[test]
+    fn each_row_gets_its_zone_or_an_error_naming_the_column() {
+        use crate::domain::compliance::ZoneSource;
+        let csv = "phone,timezone,external_id\n\
+                   +12135550100,,P1\n\
+                   +12125550100,America/Chicago,P2\n\
+                   +80012345678,,P3\n\
+                   +818012345678,,\n";
+        let new_york = Zoning { campaign_tz: Tz::parse("America/New_York").unwrap(), ..tokyo() };
+        let p = parse_csv(csv.as_bytes(), None, &[], &new_york);
+        let zones: Vec<(String, ZoneSource)> =
+            p.rows.iter().map(|r| (r.contact.zone.names(), r.contact.zone.source)).collect();
+        assert_eq!(
+            zones,
+            [
+                ("America/Los_Angeles".to_string(), ZoneSource::Number),
+                ("America/Chicago".to_string(), ZoneSource::Given),
+                ("Asia/Tokyo".to_string(), ZoneSource::Number),
+            ]
+        );
+        assert_eq!(p.rows[0].contact.zone.region.as_deref(), Some("CA"));
+        // International freephone has no zone: refused, never called on a guess.
+        assert_eq!((p.errors.len(), p.errors[0].line, p.errors[0].column.as_deref()), (1, 4, Some("timezone")));
+
+        // With the campaign's zone allowed as the fallback it is called in New York time, and says so.
+        let fallback = Zoning { fallback: true, ..new_york.clone() };
+        let p = parse_csv(csv.as_bytes(), None, &[], &fallback);
+        assert!(p.errors.is_empty());
+        assert_eq!(
+            (p.rows[2].contact.zone.names(), p.rows[2].contact.zone.source),
+            ("America/New_York".into(), ZoneSource::Campaign)
+        );
+
+        // One notification per parcel needs the parcel: a row without its reference is refused.
+        let per_parcel = Zoning { require_reference: true, ..new_york };
+        let p = parse_csv(csv.as_bytes(), None, &[], &per_parcel);
+        let errors: Vec<(usize, Option<&str>)> = p.errors.iter().map(|e| (e.line, e.column.as_deref())).collect();
+        assert_eq!(errors, [(4, Some("timezone")), (5, Some("external_id"))]);
+    }
 }

@@ -480,7 +480,7 @@ impl CallPolicy {
         let w = &self.window;
         let mut rules = vec![format!("campaign window {}–{}", w.start.format("%H:%M"), w.end.format("%H:%M"))];
         if let Some(c) = w.public_holidays {
-            rules.push(format!("no calls on {c:?} public holidays").to_lowercase());
+            rules.push(format!("no calls on {} public holidays", c.as_str()));
         }
         for p in &self.compliance.profiles {
             if let Some((s, e)) = p.window() {
@@ -575,4 +575,296 @@ pub fn audit(policy: &CallPolicy, calls: &[CallRecord]) -> Vec<AuditEntry> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::domain::campaign::{CampaignSpec, SpecError};
+
+    fn tz(name: &str) -> Tz {
+        Tz::parse(name).unwrap()
+    }
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
+    }
+
+    fn window(start: &str, end: &str) -> CallingWindow {
+        let w =
+            WindowFile { start: start.into(), end: end.into(), days: vec![], holidays: vec![], public_holidays: None };
+        CallingWindow::parse(&w).unwrap()
+    }
+
+    fn policy(w: CallingWindow, profiles: &[Profile]) -> CallPolicy {
+        let compliance =
+            Compliance { profiles: profiles.to_vec(), business_name: Some("Example".into()), zone_fallback: false };
+        CallPolicy::new(w, compliance, Limits::default())
+    }
+
+    fn zoning(campaign: &str) -> Zoning {
+        Zoning { campaign_tz: tz(campaign), fallback: false, require_reference: false }
+    }
+
+    fn resolve(z: &Zoning, phone: &str) -> ContactZone {
+        z.resolve(None, &E164::parse(phone, None).unwrap(), None).unwrap()
+    }
+
+    /// The issue's case: at 09:00 in New York it is 06:00 in Los Angeles.
+    #[test]
+    fn a_los_angeles_number_in_a_new_york_campaign_waits_for_los_angeles_morning() {
+        let z = zoning("America/New_York");
+        let la = resolve(&z, "+12135550100");
+        assert_eq!(
+            la,
+            ContactZone {
+                zones: vec![tz("America/Los_Angeles")],
+                source: ZoneSource::Number,
+                region: Some("CA".into())
+            }
+        );
+        let ny = resolve(&z, "+12125550100");
+        assert_eq!(ny.zones, [tz("America/New_York")]);
+
+        let p = policy(window("09:00", "20:00"), &[]);
+        let nine_in_new_york = utc(2026, 12, 7, 14, 0);
+        assert!(p.is_open(&ny, nine_in_new_york));
+        assert!(!p.is_open(&la, nine_in_new_york));
+        assert_eq!(p.next_opening(&la, nine_in_new_york), Some(utc(2026, 12, 7, 17, 0)), "09:00 in Los Angeles");
+
+        // A zone the import gave wins over the number's.
+        let given = z.resolve(Some(tz("America/New_York")), &E164::parse("+12135550100", None).unwrap(), None).unwrap();
+        assert_eq!((given.zones, given.source), (vec![tz("America/New_York")], ZoneSource::Given));
+    }
+
+    #[test]
+    fn a_number_without_prefix_data_in_a_country_of_many_zones_waits_until_every_zone_is_open() {
+        // NANP toll-free numbers have no area: every zone of the plan, Pago Pago (UTC−11) to Guam (UTC+10).
+        let tollfree = resolve(&zoning("America/New_York"), "+18005551234");
+        assert_eq!(tollfree.source, ZoneSource::Number);
+        assert!(tollfree.zones.len() > 20, "{}", tollfree.names());
+        for z in ["America/Adak", "America/St_Johns", "America/Los_Angeles", "America/New_York"] {
+            assert!(tollfree.zones.contains(&tz(z)), "{z} missing");
+        }
+        let p = policy(window("09:00", "20:00"), &[]);
+        let from = utc(2026, 12, 7, 9, 0);
+        let at = p.next_opening(&tollfree, from).unwrap();
+        for z in &tollfree.zones {
+            assert!(p.window.is_open(z.get(), at), "{} closed at {at}", z.name());
+        }
+        let minute = Duration::minutes(1);
+        assert!(tollfree.zones.iter().any(|z| !p.window.is_open(z.get(), at - minute)), "not the first instant");
+        // 09:00 in St John's (UTC−3:30) is already 01:30 in Adak (UTC−10): no instant when both are in
+        // 09:00–12:00, so never callable rather than a guess at one zone.
+        assert_eq!(policy(window("09:00", "12:00"), &[]).next_opening(&tollfree, from), None);
+    }
+
+    #[test]
+    fn a_number_without_any_zone_is_refused_unless_the_campaign_allows_its_own() {
+        // +800: international freephone, no zone at all.
+        let phone = E164::parse("+80012345678", None).unwrap();
+        let z = zoning("Asia/Tokyo");
+        let (column, why) = z.resolve(None, &phone, None).unwrap_err();
+        assert_eq!(column, "timezone");
+        assert!(why.contains("zone_fallback"), "{why}");
+        let with_fallback = Zoning { fallback: true, ..z };
+        let zone = with_fallback.resolve(None, &phone, None).unwrap();
+        assert_eq!((zone.zones, zone.source), (vec![tz("Asia/Tokyo")], ZoneSource::Campaign));
+    }
+
+    #[test]
+    fn dst_moves_the_utc_opening_both_ways_in_the_us_and_europe() {
+        let p = policy(window("09:00", "20:00"), &[]);
+        let ny = ContactZone::given(tz("America/New_York"));
+        let berlin = ContactZone::given(tz("Europe/Berlin"));
+        // US: EST (UTC−5) until 2026-03-08 02:00, EDT (UTC−4) until 2026-11-01 02:00.
+        assert_eq!(p.next_opening(&ny, utc(2026, 3, 7, 2, 0)), Some(utc(2026, 3, 7, 14, 0)));
+        assert_eq!(p.next_opening(&ny, utc(2026, 3, 8, 2, 0)), Some(utc(2026, 3, 8, 13, 0)));
+        assert_eq!(p.next_opening(&ny, utc(2026, 10, 31, 2, 0)), Some(utc(2026, 10, 31, 13, 0)));
+        assert_eq!(p.next_opening(&ny, utc(2026, 11, 1, 2, 0)), Some(utc(2026, 11, 1, 14, 0)));
+        // The closing moves too: 20:00 EDT is 00:00 UTC, 20:00 EST is 01:00 UTC.
+        assert!(!p.is_open(&ny, utc(2026, 10, 31, 0, 30)), "20:30 EDT");
+        assert!(p.is_open(&ny, utc(2026, 11, 2, 0, 30)), "19:30 EST");
+        // Europe: CET (UTC+1) until 2026-03-29 02:00, CEST (UTC+2) until 2026-10-25 03:00.
+        assert_eq!(p.next_opening(&berlin, utc(2026, 3, 28, 20, 0)), Some(utc(2026, 3, 29, 7, 0)));
+        assert_eq!(p.next_opening(&berlin, utc(2026, 10, 24, 20, 0)), Some(utc(2026, 10, 25, 8, 0)));
+        // A window starting in the hour that does not exist on the spring-forward night opens when the
+        // clocks have moved on, never an hour early.
+        let night = policy(window("02:30", "05:00"), &[]);
+        let opened = night.next_opening(&ny, utc(2026, 3, 8, 5, 0)).unwrap();
+        assert!(opened >= utc(2026, 3, 8, 7, 0), "opened at {opened}, before 03:00 EDT");
+        assert!(night.window.is_open(ny.zones[0].get(), opened));
+    }
+
+    #[test]
+    fn an_overnight_window_and_a_profile_intersect() {
+        // 22:00–06:00 Tokyo: open late at night and early morning, closed in between.
+        let p = policy(window("22:00", "06:00"), &[]);
+        let tokyo = ContactZone::given(tz("Asia/Tokyo"));
+        assert!(p.is_open(&tokyo, utc(2026, 12, 7, 14, 30)), "23:30 JST");
+        assert!(p.is_open(&tokyo, utc(2026, 12, 7, 20, 59)), "05:59 JST");
+        assert!(!p.is_open(&tokyo, utc(2026, 12, 7, 21, 0)), "06:00 JST");
+        assert_eq!(p.next_opening(&tokyo, utc(2026, 12, 7, 21, 0)), Some(utc(2026, 12, 8, 13, 0)));
+        // With jp-tokushoho (08:00–21:00) nothing of it is left: never callable.
+        let strict = policy(window("22:00", "06:00"), &[Profile::JpTokushoho]);
+        assert_eq!(strict.next_opening(&tokyo, utc(2026, 12, 7, 21, 0)), None);
+        // 07:00–22:00 with us-tcpa: the stricter 08:00–21:00 wins.
+        let tcpa = policy(window("07:00", "22:00"), &[Profile::UsTcpa]);
+        let ny = ContactZone::given(tz("America/New_York"));
+        assert_eq!(tcpa.next_opening(&ny, utc(2026, 12, 7, 12, 0)), Some(utc(2026, 12, 7, 13, 0)), "08:00 EST");
+        assert!(!tcpa.is_open(&ny, utc(2026, 12, 8, 2, 0)), "21:00 EST");
+    }
+
+    #[test]
+    fn japanese_public_holidays_are_skipped_when_the_campaign_asks() {
+        let mut w = window("09:00", "18:00");
+        let tokyo = ContactZone::given(tz("Asia/Tokyo"));
+        // Monday 2026-09-21 08:00 JST: Respect for the Aged Day, then a citizens' holiday, then the equinox.
+        let monday = utc(2026, 9, 20, 23, 0);
+        assert_eq!(policy(w.clone(), &[]).next_opening(&tokyo, monday), Some(utc(2026, 9, 21, 0, 0)));
+        w.public_holidays = Some(super::super::holidays::HolidayCalendar::Jp);
+        let p = policy(w, &[Profile::JpTokushoho]);
+        assert_eq!(p.next_opening(&tokyo, monday), Some(utc(2026, 9, 24, 0, 0)), "Thursday 09:00 JST");
+        assert!(p.rules_for(&tokyo).iter().any(|r| r == "no calls on jp public holidays"));
+    }
+
+    #[test]
+    fn us_state_rules_apply_where_the_number_gives_the_state() {
+        let z = zoning("America/New_York");
+        let florida = resolve(&z, "+13055550100");
+        let texas = resolve(&z, "+12145550100");
+        assert_eq!((florida.region.as_deref(), texas.region.as_deref()), (Some("FL"), Some("TX")));
+        let tcpa = policy(window("08:00", "21:00"), &[Profile::UsTcpa]);
+        // 20:30 in Miami: open under the TCPA, closed under Florida's 08:00–20:00.
+        assert!(!tcpa.is_open(&florida, utc(2026, 12, 8, 1, 30)));
+        assert!(policy(window("08:00", "21:00"), &[]).is_open(&florida, utc(2026, 12, 8, 1, 30)));
+        assert_eq!(tcpa.max_calls_24h(&florida), Some(3));
+        let limited = CallPolicy::new(
+            window("08:00", "21:00"),
+            tcpa.compliance.clone(),
+            Limits { max_calls_per_number_24h: Some(5), ..Limits::default() },
+        );
+        assert_eq!(limited.max_calls_24h(&florida), Some(3), "the state's limit is stricter");
+        assert_eq!(limited.max_calls_24h(&texas), Some(5));
+        // Texas: Sunday calls only from 12:00 (Dallas is UTC−6 in December).
+        let sunday_ten = utc(2026, 12, 6, 16, 0);
+        assert_eq!(tcpa.next_opening(&texas, sunday_ten), Some(utc(2026, 12, 6, 18, 0)));
+        assert!(tcpa.rules_for(&florida).iter().any(|r| r.starts_with("us-tcpa state FL")));
+    }
+
+    fn campaign(compliance: &str, menu: &str, options: &str) -> Result<CampaignSpec, SpecError> {
+        let text = format!(
+            r#"
+name = "c"
+caller_id = "+14155550199"
+timezone = "America/New_York"
+cps = 1.0
+[window]
+start = "09:00"
+end = "20:00"
+[compliance]
+{compliance}
+[script]
+language = "en-US"
+variables = ["name"]
+[script.menus.main]
+say = "{menu}"
+[script.menus.main.options]
+{options}
+"#
+        );
+        CampaignSpec::parse(&text, "c.toml")
+    }
+
+    fn reasons(r: Result<CampaignSpec, SpecError>) -> Vec<String> {
+        match r {
+            Err(SpecError::Invalid(issues)) => issues.iter().map(|i| format!("{}: {}", i.field, i.reason)).collect(),
+            Err(e) => panic!("not a validation error: {e}"),
+            Ok(_) => vec![],
+        }
+    }
+
+    const OPTIONS: &str = r#""1" = { result = "confirmed" }
+"9" = { opt_out = true, say = "You will not be called again." }"#;
+
+    #[test]
+    fn a_script_that_breaks_its_profile_is_refused_with_the_reason() {
+        let ok = campaign(
+            r#"profiles = ["us-fcc-package-delivery", "us-tcpa"]
+business_name = "Acme Parcels""#,
+            "Hi {name}, this is Acme Parcels about your parcel. Press 1 to confirm, 9 to stop these calls.",
+            OPTIONS,
+        );
+        assert!(ok.is_ok(), "{:?}", reasons(ok));
+
+        let no_name = reasons(campaign(r#"profiles = ["us-tcpa"]"#, "Hi {name}.", OPTIONS));
+        assert_eq!(no_name.len(), 1);
+        assert!(no_name[0].starts_with("compliance.business_name: required by us-tcpa"), "{no_name:?}");
+
+        let unnamed = reasons(campaign(
+            "profiles = [\"jp-tokushoho\"]\nbusiness_name = \"Acme\"",
+            "Hi {name}, press 1.",
+            OPTIONS,
+        ));
+        assert!(unnamed[0].starts_with("script.menus.main.say: must name the business (\"Acme\")"), "{unnamed:?}");
+
+        let no_opt_out = reasons(campaign(
+            "profiles = [\"us-fcc-package-delivery\"]\nbusiness_name = \"Acme\"",
+            "Acme: press 1.",
+            r#""1" = { result = "confirmed" }"#,
+        ));
+        assert!(no_opt_out[0].starts_with("script.menus.main.options: must offer an opt-out key"), "{no_opt_out:?}");
+
+        let long = ["word"; 160].join(" ");
+        let too_long = reasons(campaign(
+            "profiles = [\"us-fcc-package-delivery\"]\nbusiness_name = \"Acme\"",
+            &format!("Acme: {long}. Press 9 to stop."),
+            OPTIONS,
+        ));
+        assert_eq!(too_long.len(), 1, "{too_long:?}");
+        assert!(too_long[0].contains("allows 60 s") && too_long[0].starts_with("script:"), "{too_long:?}");
+
+        let unknown = campaign("profiles = [\"gdpr\"]", "x", OPTIONS).unwrap_err().to_string();
+        assert!(unknown.contains("gdpr"), "{unknown}");
+    }
+
+    #[test]
+    fn speaking_time_counts_words_or_japanese_characters() {
+        assert_eq!(speaking_seconds(&["w"; 150].join(" "), "en-US"), 60.0);
+        // 10 characters and one variable (12) at 5 per second.
+        assert_eq!(speaking_seconds("お荷物のお届けです。{name}様", "ja-JP"), (9.0 + 1.0 + 12.0) / 5.0);
+    }
+
+    #[test]
+    fn the_audit_names_each_broken_rule() {
+        let mut p = policy(window("09:00", "20:00"), &[Profile::UsFccPackageDelivery]);
+        p.limits.max_calls_per_number_24h = Some(2);
+        let la = ContactZone {
+            zones: vec![tz("America/Los_Angeles")],
+            source: ZoneSource::Number,
+            region: Some("CA".into()),
+        };
+        let call = |at, before, dnc, reached| CallRecord {
+            attempt_id: 1,
+            contact_id: 1,
+            phone: E164::parse("+12135550100", None).unwrap(),
+            zone: la.clone(),
+            requested_at: at,
+            calls_24h_before: before,
+            dnc_since: dnc,
+            reference_reached_before: reached,
+        };
+        let six_am = utc(2026, 12, 7, 14, 0);
+        let ten_am = utc(2026, 12, 7, 18, 0);
+        let entries = audit(&p, &[call(ten_am, 1, None, false), call(six_am, 2, Some(ten_am), true)]);
+        assert!(entries[0].violations.is_empty(), "{:?}", entries[0].violations);
+        assert_eq!(entries[0].local_times, ["2026-12-07T10:00:00-08:00 America/Los_Angeles"]);
+        assert_eq!(entries[1].violations.len(), 4, "{:?}", entries[1].violations);
+        assert!(entries[1].violations[0].starts_with("outside the calling window in America/Los_Angeles"));
+        assert!(entries[1].violations[1].starts_with("over the limit: call 3"));
+        assert!(entries[1].violations[2].starts_with("after an opt-out"));
+        assert!(entries[1].violations[3].starts_with("a second notification"));
+    }
 }

@@ -19,6 +19,7 @@ pub mod transitions;
 mod webhooks;
 
 pub use attempts::{OpenAttempt, OpenCall};
+pub use audit::AuditReport;
 pub use transitions::{Binding, Block, ClaimedAttempt, DialingGate, ATTEMPTS_CLAIM_DUE_SQL};
 
 use std::time::Duration;

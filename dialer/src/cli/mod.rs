@@ -2,6 +2,7 @@
 
 mod apikey;
 mod campaign;
+mod compliance;
 mod contacts;
 mod db;
 mod demo;
@@ -39,6 +40,9 @@ enum Command {
     /// Manage the do-not-call list.
     #[command(subcommand)]
     Dnc(dnc::DncCmd),
+    /// Audit a campaign's calls against its calling rules and compliance profiles.
+    #[command(subcommand)]
+    Compliance(compliance::ComplianceCmd),
     /// Export campaign results.
     #[command(subcommand)]
     Results(results::ResultsCmd),
@@ -74,6 +78,9 @@ pub enum Failure {
     /// PostgreSQL could not be found, started or connected to (exit code 4).
     #[error("PostgreSQL unavailable: {0}")]
     NoDatabase(String),
+    /// An audit found calls that broke a rule (exit code 1, like a failed check).
+    #[error("{0} call(s) broke a calling rule")]
+    Violations(usize),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -83,7 +90,7 @@ impl Failure {
         match self {
             Failure::InvalidInput(_) => 3,
             Failure::NoDatabase(_) => 4,
-            Failure::Other(_) => 1,
+            Failure::Violations(_) | Failure::Other(_) => 1,
         }
     }
 }
@@ -121,6 +128,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Campaign(c) => campaign::run(c).await,
         Command::Contacts(c) => contacts::run(c).await,
         Command::Dnc(c) => dnc::run(c).await,
+        Command::Compliance(c) => compliance::run(c).await,
         Command::Db(c) => db::run(c).await,
         Command::Apikey(c) => apikey::run(c).await,
         Command::Serve { role } => serve::run(role).await,
