@@ -337,3 +337,115 @@ async fn a_contact_back_to_pending_in_a_canceled_campaign_is_swept_to_canceled()
     assert_eq!(state_of(canceled).await, ContactState::Canceled);
     assert_eq!(state_of(running).await, ContactState::Pending, "a running campaign's contacts are not touched");
 }
+
+/// Guarantee: the 24 h limit and one-notification-per-reference hold across campaigns running at once.
+/// Four campaigns share every number (limit 1 a day) or every parcel reference (one notification each);
+/// sixteen claimers race through them. Each number is dialled once and each reference is in one call.
+mod cross_campaign_limits {
+    use std::collections::HashMap;
+
+    use super::*;
+    use dialer_core::domain::compliance::ContactZone;
+    use dialer_core::store::{DialingGate, Store};
+
+    const CAMPAIGNS: usize = 4;
+    const CLAIMERS_PER_CAMPAIGN: usize = 4;
+    const CONTACTS: usize = 60;
+
+    async fn campaign(store: &Store, limits: &str, phone_base: usize) -> i64 {
+        let text = CAMPAIGN
+            .replace("max_in_flight = 50", "max_in_flight = 1000")
+            .replace("max_calls_per_number_24h = 3", limits);
+        let id = store.campaigns_insert(&CampaignSpec::parse(&text, "c.toml").unwrap()).await.unwrap();
+        let contacts: Vec<NewContact> = (0..CONTACTS)
+            .map(|i| NewContact {
+                phone: E164::parse(&format!("+1415555{:04}", phone_base + i), None).unwrap(),
+                zone: ContactZone::campaigns(),
+                external_id: Some(format!("PARCEL-{i}")),
+                attributes: [("name".to_string(), "x".into()), ("appointment_at".to_string(), "x".into())].into(),
+            })
+            .collect();
+        store.contacts_insert_many(id, &contacts, |_| {}).await.unwrap();
+        store.campaigns_set_status(id, Running, None).await.unwrap();
+        id
+    }
+
+    /// Every claimer claims small batches and checks them like the dispatcher, until nothing is left.
+    async fn race(store: &Store, campaigns: &[i64], limit: Option<i32>, one_per_reference: bool) -> Vec<DialingGate> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (c, &id) in campaigns.iter().enumerate() {
+            for k in 0..CLAIMERS_PER_CAMPAIGN {
+                let store = store.clone();
+                tasks.spawn(async move {
+                    let owner = format!("claimer-{c}-{k}");
+                    let mut gates = Vec::new();
+                    loop {
+                        let claimed = store.attempts_claim_due(id, 3, &owner, 60.0).await.unwrap();
+                        if claimed.is_empty() {
+                            return gates;
+                        }
+                        let limits = vec![limit; claimed.len()];
+                        gates.extend(
+                            store
+                                .attempts_mark_dialing_many(&owner, id, &claimed, &limits, one_per_reference)
+                                .await
+                                .unwrap(),
+                        );
+                    }
+                });
+            }
+        }
+        let mut all = Vec::new();
+        while let Some(gates) = tasks.join_next().await {
+            all.extend(gates.unwrap());
+        }
+        all
+    }
+
+    async fn count_by(store: &Store, column: &str, campaigns: &[i64]) -> HashMap<String, i64> {
+        let sql = format!(
+            "SELECT c.{column}, count(*) FROM attempts a JOIN contacts c ON c.id = a.contact_id
+             WHERE a.campaign_id = ANY($1) AND a.state = 'dialing' GROUP BY 1"
+        );
+        sqlx::query_as::<_, (String, i64)>(&sql)
+            .bind(campaigns)
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+            .into_iter()
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn one_call_a_day_per_number_however_many_campaigns_dial_it() {
+        let store = fresh_store().await;
+        let mut ids = Vec::new();
+        for _ in 0..CAMPAIGNS {
+            ids.push(campaign(&store, "max_calls_per_number_24h = 1", 3000).await);
+        }
+        let gates = race(&store, &ids, Some(1), false).await;
+        let go = gates.iter().filter(|g| **g == DialingGate::Go).count();
+        let limited = gates.iter().filter(|g| matches!(g, DialingGate::Limit { .. })).count();
+        assert_eq!((go, limited), (CONTACTS, CONTACTS * (CAMPAIGNS - 1)), "{gates:?}");
+        let per_phone = count_by(&store, "phone", &ids).await;
+        assert_eq!(per_phone.len(), CONTACTS);
+        assert!(per_phone.values().all(|&n| n == 1), "{per_phone:?}");
+    }
+
+    #[tokio::test]
+    async fn one_call_per_parcel_reference_across_campaigns() {
+        let store = fresh_store().await;
+        let mut ids = Vec::new();
+        for c in 0..CAMPAIGNS {
+            // Different numbers, the same parcels: a parcel re-imported into another campaign.
+            ids.push(campaign(&store, "one_per_external_id = true", 4000 + c * 100).await);
+        }
+        let gates = race(&store, &ids, None, true).await;
+        let go = gates.iter().filter(|g| **g == DialingGate::Go).count();
+        let waiting = gates.iter().filter(|g| **g == DialingGate::ReferenceInFlight).count();
+        assert_eq!((go, waiting), (CONTACTS, CONTACTS * (CAMPAIGNS - 1)), "{gates:?}");
+        let per_ref = count_by(&store, "external_id", &ids).await;
+        assert_eq!(per_ref.len(), CONTACTS);
+        assert!(per_ref.values().all(|&n| n == 1), "{per_ref:?}");
+    }
+}
