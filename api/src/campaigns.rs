@@ -228,6 +228,9 @@ pub struct Progress {
     pub by_outcome: BTreeMap<String, i64>,
     /// Contacts by keypress result.
     pub by_result: BTreeMap<String, i64>,
+    /// Contacts by where their time zone came from: `given` at import, derived from the `number`, or the
+    /// `campaign`'s (only when the campaign allows that fallback).
+    pub by_zone_source: BTreeMap<String, i64>,
     /// Share of finished contacts (0–1).
     pub percent_done: f64,
     pub attempts: i64,
@@ -262,6 +265,7 @@ pub async fn progress(State(api): State<Api>, Path(id): Path<i64>) -> ApiResult<
         by_state: r.by_state.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         by_outcome: r.by_outcome,
         by_result: r.by_result,
+        by_zone_source: r.by_zone_source.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         percent_done: if r.contacts == 0 { 0.0 } else { (r.contacts - open) as f64 / r.contacts as f64 },
         attempts: r.attempts,
         calls_requested: r.calls_requested,

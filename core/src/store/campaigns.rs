@@ -10,7 +10,7 @@ use sqlx::types::Json;
 use super::transitions::cancel_open_in;
 use super::{Result, Store, StoreError};
 use crate::domain::campaign::Limits;
-use crate::domain::compliance::{CallPolicy, Compliance, Zoning};
+use crate::domain::compliance::{CallPolicy, Compliance, ZoneSource, Zoning};
 use crate::domain::{AmdMode, CallingWindow, CampaignSpec, CampaignStatus, ContactState, RetryPolicy, Tz, E164};
 
 /// A campaign as stored, parsed back into domain types.
@@ -70,6 +70,8 @@ pub struct CampaignReport {
     pub by_state: BTreeMap<ContactState, i64>,
     pub by_outcome: BTreeMap<String, i64>,
     pub by_result: BTreeMap<String, i64>,
+    /// Contacts by where their zone came from (`given`, `number`, `campaign`).
+    pub by_zone_source: BTreeMap<ZoneSource, i64>,
     pub attempts: i64,
     pub calls_requested: i64,
     pub in_flight: i64,
@@ -297,22 +299,25 @@ impl Store {
 
     pub async fn campaigns_report(&self, id: i64) -> Result<CampaignReport> {
         let c = self.campaigns_get(id).await?;
-        // Contacts by state, by final outcome and by result in one round trip (one grouping set each).
+        // Contacts by state, by final outcome, by result and by zone source in one round trip (one
+        // grouping set each; GROUPING() tells a set's own NULL group from the other sets' rows).
         let (mut by_state, mut by_outcome, mut by_result) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        let mut by_zone_source = BTreeMap::new();
         for r in sqlx::query!(
             r#"SELECT state AS "state?: ContactState", final_outcome AS "outcome?", result AS "result?",
-                      count(*) AS "n!"
+                      zone_source AS "zone_source?: ZoneSource", count(*) AS "n!"
                FROM contacts WHERE campaign_id = $1
-               GROUP BY GROUPING SETS ((state), (final_outcome), (result))"#,
+               GROUP BY GROUPING SETS ((state), (final_outcome), (result), (zone_source))"#,
             id
         )
         .fetch_all(&self.pool)
         .await?
         {
-            match (r.state, r.outcome, r.result) {
-                (Some(state), None, None) => _ = by_state.insert(state, r.n),
-                (None, Some(outcome), None) => _ = by_outcome.insert(outcome, r.n),
-                (None, None, Some(result)) => _ = by_result.insert(result, r.n),
+            match (r.state, r.outcome, r.result, r.zone_source) {
+                (Some(state), None, None, None) => _ = by_state.insert(state, r.n),
+                (None, Some(outcome), None, None) => _ = by_outcome.insert(outcome, r.n),
+                (None, None, Some(result), None) => _ = by_result.insert(result, r.n),
+                (None, None, None, Some(source)) => _ = by_zone_source.insert(source, r.n),
                 _ => {} // the NULL group of outcome or result: contacts without one
             }
         }
@@ -341,6 +346,7 @@ impl Store {
             by_state,
             by_outcome,
             by_result,
+            by_zone_source,
             attempts: a.attempts,
             calls_requested: a.requested,
             in_flight: a.in_flight,

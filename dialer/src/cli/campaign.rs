@@ -82,6 +82,9 @@ pub async fn run(cmd: CampaignCmd) -> CliResult {
                 for (k, v) in &r.by_result {
                     println!("  result  {k:<20} {v}");
                 }
+                for (k, v) in &r.by_zone_source {
+                    println!("  zone    {:<20} {v}", format!("from {k}"));
+                }
             }
             Ok(())
         }

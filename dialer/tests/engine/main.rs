@@ -11,3 +11,4 @@ mod metrics;
 mod pacing;
 mod policy;
 mod reconcile;
+mod zones;
