@@ -376,7 +376,15 @@ pub struct ContactView {
     id: i64,
     campaign_id: i64,
     phone: String,
+    /// The zone the import gave, if any.
     timezone: Option<String>,
+    /// Every zone the calling rules must be open in: several when the number's prefix spans zones (the
+    /// contact is then called only while all are open); empty for the campaign's own zone.
+    zones: Vec<String>,
+    /// Where the zone came from: `given`, `number` or `campaign`.
+    zone_source: dialer_core::domain::compliance::ZoneSource,
+    /// The US state of the number's area code (for state calling rules), when known.
+    region: Option<String>,
     external_id: Option<String>,
     #[schema(value_type = Object)]
     attributes: serde_json::Value,

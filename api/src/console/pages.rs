@@ -185,6 +185,8 @@ pub async fn campaign(State(api): State<ApiState>, s: Session, Path(id): Path<i6
         )
         .raw("<dt>Next opening</dt>")
         .el("dd", "id=\"next-opening\"", &time(p.estimate.next_window_opening))
+        .raw("<dt>Callee zones</dt>")
+        .el("dd", "id=\"zone-sources\"", &zone_sources_text(&p.by_zone_source))
         .raw("</dl></section>")
         .raw("<section aria-labelledby=\"outcomes-h\"><h2 id=\"outcomes-h\">Outcomes</h2>")
         .raw(&bar_chart("outcomes-chart", "Contacts by outcome", &sorted(&p.by_outcome)))
@@ -293,7 +295,7 @@ pub async fn contact(State(api): State<ApiState>, s: Session, Path(id): Path<i64
         .raw("<dt>Phone</dt>")
         .el("dd", "", c.phone.as_str())
         .raw("<dt>Time zone</dt>")
-        .el("dd", "", c.timezone.map_or("the campaign's", |z| z.name()))
+        .el("dd", "id=\"contact-zone\"", &zone_text(&c))
         .raw("<dt>State</dt>")
         .el("dd", "id=\"contact-state\"", &c.state.to_string())
         .raw("<dt>Outcome</dt>")
@@ -654,4 +656,39 @@ pub async fn dnc_remove(State(api): State<ApiState>, s: Session, headers: Header
     };
     let (status, body) = dnc_status_html(&api, &s, &phone).await;
     Ok(dnc_page(&s, status, &phone, &(msg.0 + &body)))
+}
+
+/// `America/Los_Angeles (from the number; CA)`: the zones the rules are applied in and where they came from.
+fn zone_text(c: &dialer_core::store::ContactDetail) -> String {
+    use dialer_core::domain::compliance::ZoneSource;
+    let zones = if c.zones.is_empty() {
+        "the campaign's".to_string()
+    } else {
+        c.zones.iter().map(|z| z.name()).collect::<Vec<_>>().join(" & ")
+    };
+    let source = match c.zone_source {
+        ZoneSource::Given => "given at import",
+        ZoneSource::Number => "from the number",
+        ZoneSource::Campaign => "the campaign's zone, as its fallback",
+    };
+    match &c.region {
+        Some(r) => format!("{zones} ({source}; {r})"),
+        None => format!("{zones} ({source})"),
+    }
+}
+
+/// `120 from the number, 30 given`: how the campaign's contacts got their zones.
+fn zone_sources_text(by: &std::collections::BTreeMap<String, i64>) -> String {
+    if by.is_empty() {
+        return "—".into();
+    }
+    fn name(k: &str) -> &str {
+        match k {
+            "given" => "given at import",
+            "number" => "from the number",
+            "campaign" => "the campaign's (fallback)",
+            other => other,
+        }
+    }
+    by.iter().map(|(k, n)| format!("{n} {}", name(k))).collect::<Vec<_>>().join(", ")
 }
