@@ -10,6 +10,7 @@
 
 mod api_push;
 mod common;
+mod compliance;
 mod db;
 mod dial;
 mod import;
@@ -39,6 +40,8 @@ enum Cmd {
     Scale(scale::Args),
     /// Contacts/s pushed through the management API (`dialer serve --role api`), sequential and concurrent.
     ApiPush(api_push::Args),
+    /// Issue 14's simulated audit: a million contacts over a simulated week across DST, zero violations.
+    Compliance(compliance::Args),
     /// Result webhook deliveries/s from the outbox to a local receiver (`dialer serve --role all`).
     Webhooks(webhooks::Args),
 }
@@ -52,5 +55,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Scale(args) => scale::run(args).await,
         Cmd::ApiPush(args) => api_push::run(args).await,
         Cmd::Webhooks(args) => webhooks::run(args).await,
+        Cmd::Compliance(args) => compliance::run(args).await,
     }
 }

@@ -375,6 +375,10 @@ impl Gate<'_> {
     }
 }
 
+/// A call is started only if the rules stay open this much longer: the commit after the check stamps
+/// the call's time a moment later.
+pub const WINDOW_MARGIN: Duration = Duration::seconds(2);
+
 /// How far ahead an opening is looked for before a callee counts as never callable.
 const HORIZON_DAYS: i64 = 21;
 
@@ -454,6 +458,17 @@ impl CallPolicy {
 
     pub fn is_open(&self, zone: &ContactZone, now: DateTime<Utc>) -> bool {
         self.next_opening(zone, now) == Some(now)
+    }
+
+    /// The dispatcher's last look before it commits a call: `None` while every rule is open for the
+    /// callee now and still [`WINDOW_MARGIN`] later, else when to try again.
+    pub fn closed_until(&self, zone: &ContactZone, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let until = now + WINDOW_MARGIN;
+        match (self.next_opening(zone, now), self.next_opening(zone, until)) {
+            (Some(a), Some(b)) if a == now && b == until => None,
+            (_, Some(b)) => Some(b.max(until)),
+            _ => Some(now + Duration::days(1)),
+        }
     }
 
     /// Calls to this callee's number allowed in any 24 h, across campaigns: the campaign's limit and the

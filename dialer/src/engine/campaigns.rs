@@ -61,6 +61,15 @@ impl LiveCampaign {
         self.policy().next_opening(zone, now)
     }
 
+    /// The dispatcher's check before the commit ([`CallPolicy::closed_until`]).
+    pub fn closed_until(
+        &self,
+        zone: &ContactZone,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.policy().closed_until(zone, now)
+    }
+
     /// Calls allowed to the callee's number in 24 h (the campaign's limit or the state's).
     pub fn max_calls_24h(&self, zone: &ContactZone) -> Option<i32> {
         self.policy().max_calls_24h(zone)

@@ -32,23 +32,12 @@ const WORKERS: usize = 32;
 /// How long a call waits while another call about the same reference is under way.
 const REFERENCE_RETRY: chrono::Duration = chrono::Duration::minutes(5);
 
-/// A call is started only if the rules stay open this much longer: the commit after the check stamps
-/// the call's time a moment later.
-const WINDOW_MARGIN: chrono::Duration = chrono::Duration::seconds(2);
-
-/// `None` while every calling rule is open for the callee (now and for [`WINDOW_MARGIN`]), else when to
-/// try again.
+/// `None` while every calling rule is open for the callee now and a moment later, else when to try again.
 fn closed_until(
     c: &LiveCampaign,
     zone: &dialer_core::domain::compliance::ContactZone,
 ) -> Option<chrono::DateTime<Utc>> {
-    let now = Utc::now();
-    let until = now + WINDOW_MARGIN;
-    match (c.next_opening(zone, now), c.next_opening(zone, until)) {
-        (Some(a), Some(b)) if a == now && b == until => None,
-        (_, Some(b)) => Some(b.max(until)),
-        _ => Some(now + chrono::Duration::days(1)),
-    }
+    c.closed_until(zone, Utc::now())
 }
 
 /// The campaign's last check before the POST ([`Store::attempts_mark_dialing_many`]), batched: the calls
