@@ -285,6 +285,12 @@ struct Run {
     reached: HashMap<usize, (DateTime<Utc>, usize)>,
     deferred: u64,
     blocked: u64,
+    /// Of those: held back by the 24 h limit, by a call about the same parcel, stopped by an opt-out, and
+    /// ended because another number of the parcel had been reached.
+    limit_waits: u64,
+    reference_waits: u64,
+    dnc_blocks: u64,
+    reference_blocks: u64,
     left_pending: usize,
 }
 
@@ -332,6 +338,7 @@ fn simulate(
         }
         if run.dnc.get(&c.phone).is_some_and(|d| *d <= now) {
             run.blocked += 1;
+            run.dnc_blocks += 1;
             continue;
         }
         // Dispatcher: pacing, then the window again right before the commit.
@@ -345,6 +352,7 @@ fn simulate(
         // The pre-POST gate (kept in memory here; its SQL is `attempts_mark_dialing_many`).
         if run.dnc.get(&c.phone).is_some_and(|d| *d <= t) {
             run.blocked += 1;
+            run.dnc_blocks += 1;
             continue;
         }
         if let Some(max) = p.max_calls_24h(&zone) {
@@ -352,6 +360,7 @@ fn simulate(
             let recent: Vec<&DateTime<Utc>> = calls.iter().filter(|x| **x > t - Duration::hours(24)).collect();
             if recent.len() >= max as usize {
                 run.deferred += 1;
+                run.limit_waits += 1;
                 heap.push(Reverse((
                     *recent[recent.len() - max as usize] + Duration::hours(24) + Duration::seconds(1),
                     i,
@@ -362,10 +371,12 @@ fn simulate(
         if let (true, Some(r)) = (p.one_per_reference(), c.reference) {
             if run.reached.get(&r).is_some_and(|(at, by)| *at <= t && *by != i) {
                 run.blocked += 1;
+                run.reference_blocks += 1;
                 continue;
             }
             if ref_busy_until.get(&r).is_some_and(|(until, by)| *until > t && *by != i) {
                 run.deferred += 1;
+                run.reference_waits += 1;
                 heap.push(Reverse((t + Duration::minutes(5), i)));
                 continue;
             }
@@ -565,6 +576,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         real.left_pending,
         sim.as_secs_f64(),
         audit_time.as_secs_f64()
+    );
+    println!(
+        "gates: {} waits for the 24 h limit, {} for a call about the same parcel; {} stopped by an opt-out, {} \
+         already notified",
+        real.limit_waits, real.reference_waits, real.dnc_blocks, real.reference_blocks
     );
     println!("violations: audit {} (by kind {:?}), oracle {}", checked.audit, checked.audit_by_kind, checked.oracle);
 
