@@ -2,6 +2,7 @@
 
 mod auth;
 mod campaigns;
+mod compliance;
 mod console;
 mod contacts;
 mod fuzz;

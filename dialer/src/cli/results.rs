@@ -12,7 +12,7 @@ pub enum Format {
 #[derive(Debug, Subcommand)]
 pub enum ResultsCmd {
     /// Export every contact of a campaign: id, external id, number, final state, outcome, keypress result,
-    /// attempts, last call time.
+    /// attempts, last call time, and the zones the calling rules were applied in with their source.
     Export {
         #[arg(long)]
         campaign: i64,

@@ -112,6 +112,15 @@ async fn results_export_lists_every_contact_with_its_outcome_and_result() {
     assert_eq!(rows[2]["outcome"], Value::Null);
 
     let csv = export("csv");
-    assert!(csv.starts_with("contact_id,external_id,phone,state,outcome,result,attempts,last_call_at\n"), "{csv}");
+    assert!(
+        csv.starts_with("contact_id,external_id,phone,state,outcome,result,attempts,last_call_at,zones,zone_source\n"),
+        "{csv}"
+    );
+    // Imported without a zone: San Francisco's, from the number.
+    assert!(csv.contains(",America/Los_Angeles,number\n"), "{csv}");
+    assert_eq!(
+        (&rows[0]["zones"], &rows[0]["zone_source"]),
+        (&Value::from("America/Los_Angeles"), &Value::from("number"))
+    );
     assert!(csv.contains(",ext-+14155550121,+14155550121,done,answered_result,confirmed,1,"), "{csv}");
 }

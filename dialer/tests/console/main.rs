@@ -102,7 +102,9 @@ async fn an_operator_runs_a_delivery_campaign_from_the_console_in_a_browser() {
     let mut bad = Vec::new();
     for i in 0..10 {
         line += 1;
-        csv.push_str(&format!("090-4200-{i:04},P-{i},,<script>alert('attr')</script>山田{i},P-{i}\n"));
+        // In the open zone: without it, the numbers would say Asia/Tokyo.
+        let zone = open_zone().name();
+        csv.push_str(&format!("090-4200-{i:04},P-{i},{zone},<script>alert('attr')</script>山田{i},P-{i}\n"));
         if i == 2 {
             line += 1;
             bad.push(line);

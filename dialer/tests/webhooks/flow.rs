@@ -100,7 +100,9 @@ async fn the_delivery_reschedule_flow_runs_through_the_api_alone() {
     let n = 12;
     let contacts: Vec<Value> = (0..n)
         .map(|i| {
+            // Japanese mobiles, in the open zone (given, or their number would say Asia/Tokyo).
             json!({"phone": format!("+8190{:08}", 41_000_000 + i), "external_id": format!("PARCEL-{i}"),
+                   "timezone": open_zone().name(),
                    "attributes": {"name": format!("山田{i}"), "parcel": format!("PARCEL-{i}")}})
         })
         .collect();
