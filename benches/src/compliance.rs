@@ -552,7 +552,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     sources.sort();
     println!("zone sources: {sources:?}");
     let mut zones: Vec<_> = pop.by_zone.iter().map(|(z, n)| (z.split(" & ").count(), z.clone(), *n)).collect();
-    zones.sort_by(|a, b| b.2.cmp(&a.2));
+    zones.sort_by_key(|z| Reverse(z.2));
     for (count, z, n) in &zones {
         let z = if *count > 1 { format!("{count} candidate zones ({}…)", &z[..40.min(z.len())]) } else { z.clone() };
         println!("  {n:>8}  {z}");

@@ -192,6 +192,8 @@ try {
   const attrs = await page.locator("#attributes td").allTextContents();
   assert(attrs.some((v) => /^<script>alert\('attr'\)<\/script>山田\d$/.test(v)), "the attribute is shown literally: " + attrs);
   assert(await page.locator("#contact-attempts tbody tr").count() === 1, "one attempt");
+  const zone = await page.locator("#contact-zone").textContent();
+  assert(zone.endsWith("(given at import)"), "the contact's zone and where it came from: " + zone);
   await axe(page, "contact page");
   assert(xss.length === 0, "no script ran from stored data: " + xss);
 
@@ -228,11 +230,12 @@ try {
     page.getByRole("link", { name: "Download all (CSV)" }).click(),
   ]);
   const csv = readFileSync(await download.path(), "utf8").trim().split("\n");
-  assert(csv[0] === "contact_id,external_id,phone,state,outcome,result,attempts,last_call_at", "CSV header: " + csv[0]);
+  assert(csv[0] === "contact_id,external_id,phone,state,outcome,result,attempts,last_call_at,zones,zone_source", "CSV header: " + csv[0]);
   assert(csv.length === 11, "10 rows: " + csv.length);
   for (const row of csv.slice(1)) {
     const f = row.split(",");
     assert(f[1].startsWith("P-") && f[3] === "done" && f[5] === "reschedule:afternoon", "row: " + row);
+    assert(f[9] === "given", "the upload gave each row its zone: " + row);
   }
 
   step("the campaigns list at phone width");
