@@ -267,6 +267,7 @@ fn csv(c: &mut Criterion) {
         campaign_tz: dialer_core::domain::Tz::parse("Asia/Tokyo").unwrap(),
         fallback: false,
         require_reference: false,
+        rules: None,
     };
     assert_eq!(parse_csv(&data, Some("JP"), &["name", "parcel"], &zoning).rows.len(), 10_000);
     let mut g = c.benchmark_group("import");

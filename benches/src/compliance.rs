@@ -183,7 +183,7 @@ struct Population {
 
 /// Writes each campaign's CSV (40 % of rows with their zone, the rest without; some numbers shared
 /// across campaigns, some parcels with two numbers) and imports it with the real parser.
-fn populate(args: &Args, specs: &[CampaignSpec]) -> anyhow::Result<Population> {
+fn populate(args: &Args, specs: &[CampaignSpec], policies: &[CallPolicy]) -> anyhow::Result<Population> {
     let mut rng = Rng(args.seed);
     let mut csv: Vec<String> = vec!["phone,timezone,external_id,name\n".to_string(); specs.len()];
     let mut used: Vec<std::collections::HashSet<String>> = vec![Default::default(); specs.len()];
@@ -246,6 +246,7 @@ fn populate(args: &Args, specs: &[CampaignSpec]) -> anyhow::Result<Population> {
             campaign_tz: spec.timezone.into(),
             fallback: spec.file.compliance.zone_fallback,
             require_reference: false,
+            rules: Some(policies[c].clone()),
         };
         let parsed = parse_csv(csv[c].as_bytes(), None, &["name"], &zoning);
         for e in &parsed.errors {
@@ -539,7 +540,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .collect();
 
     let t = Instant::now();
-    let mut pop = populate(&args, &specs)?;
+    let mut pop = populate(&args, &specs, &policies)?;
     let import = t.elapsed();
     println!(
         "imported {} contacts in {:.1} s ({} numbers; {} refused at import: no zone known)",

@@ -276,7 +276,7 @@ mod tests {
     use super::*;
 
     fn tokyo() -> Zoning {
-        Zoning { campaign_tz: Tz::parse("Asia/Tokyo").unwrap(), fallback: false, require_reference: false }
+        Zoning { campaign_tz: Tz::parse("Asia/Tokyo").unwrap(), fallback: false, require_reference: false, rules: None }
     }
 
     #[test]

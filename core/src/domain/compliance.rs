@@ -88,19 +88,22 @@ impl ContactZone {
 }
 
 /// How a campaign resolves its contacts' zones, and what it requires of each contact.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Zoning {
     pub campaign_tz: Tz,
     /// Contacts whose number gives no zone are called in the campaign's zone (off by default).
     pub fallback: bool,
     /// Every contact needs an `external_id` (one notification per parcel).
     pub require_reference: bool,
+    /// The campaign's rules: a number spanning zones in which they are never all open at once is refused
+    /// (it could never be called, and would keep the campaign from ending).
+    pub rules: Option<CallPolicy>,
 }
 
 impl Zoning {
     /// For a file whose zones do not matter (a do-not-call list): every number resolves.
     pub fn any() -> Self {
-        Self { campaign_tz: Tz::from(chrono_tz::UTC), fallback: true, require_reference: false }
+        Self { campaign_tz: Tz::from(chrono_tz::UTC), fallback: true, require_reference: false, rules: None }
     }
 
     /// The zone of a contact with zone `given` (if any) and number `phone`. The error names the column.
@@ -122,7 +125,21 @@ impl Zoning {
         }
         let zones = numberzone::candidate_zones(phone);
         if !zones.is_empty() {
-            return Ok(ContactZone { zones, source: ZoneSource::Number, region });
+            let zone = ContactZone { zones, source: ZoneSource::Number, region };
+            let never = zone.zones.len() > 1
+                && self.rules.as_ref().is_some_and(|r| r.next_opening(&zone, Utc::now()).is_none());
+            if never {
+                return Err((
+                    "timezone",
+                    format!(
+                        "the number {} may be in any of {} zones ({}…) and the campaign's calling hours are never open in all of them at once; give the contact's zone",
+                        phone.as_str(),
+                        zone.zones.len(),
+                        zone.zones.iter().take(3).map(|z| z.name()).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            return Ok(zone);
         }
         if self.fallback {
             return Ok(ContactZone { zones: vec![self.campaign_tz], source: ZoneSource::Campaign, region });
@@ -620,7 +637,7 @@ mod tests {
     }
 
     fn zoning(campaign: &str) -> Zoning {
-        Zoning { campaign_tz: tz(campaign), fallback: false, require_reference: false }
+        Zoning { campaign_tz: tz(campaign), fallback: false, require_reference: false, rules: None }
     }
 
     fn resolve(z: &Zoning, phone: &str) -> ContactZone {
@@ -674,6 +691,14 @@ mod tests {
         // 09:00 in St John's (UTC−3:30) is already 01:30 in Adak (UTC−10): no instant when both are in
         // 09:00–12:00, so never callable rather than a guess at one zone.
         assert_eq!(policy(window("09:00", "12:00"), &[]).next_opening(&tollfree, from), None);
+        // …so the import refuses it, naming the column, rather than keep a contact that cannot end.
+        let strict = Zoning { rules: Some(policy(window("09:00", "12:00"), &[])), ..zoning("America/New_York") };
+        let (column, why) = strict.resolve(None, &E164::parse("+18005551234", None).unwrap(), None).unwrap_err();
+        assert_eq!(column, "timezone");
+        assert!(why.contains("never open in all of them"), "{why}");
+        // (Resolved as of now: 14 hours fit the NANP's spread in any season; 11 do only in winter.)
+        let open = Zoning { rules: Some(policy(window("08:00", "22:00"), &[])), ..zoning("America/New_York") };
+        assert!(open.resolve(None, &E164::parse("+18005551234", None).unwrap(), None).is_ok());
     }
 
     #[test]

@@ -51,10 +51,12 @@ impl CampaignRow {
 
     /// How its contacts' zones are resolved at import.
     pub fn zoning(&self) -> Zoning {
+        let rules = self.policy();
         Zoning {
             campaign_tz: self.timezone,
             fallback: self.compliance.zone_fallback,
-            require_reference: self.policy().requires_reference(),
+            require_reference: rules.requires_reference(),
+            rules: Some(rules),
         }
     }
 }
