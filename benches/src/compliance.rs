@@ -176,7 +176,10 @@ struct Contact {
 struct Population {
     contacts: Vec<Contact>,
     phones: Vec<E164>,
+    /// Rows refused at import: no zone known for the number, and numbers whose candidate zones are never
+    /// all open at once under their campaign's rules.
     refused: usize,
+    refused_never_open: usize,
     by_source: HashMap<ZoneSource, usize>,
     by_zone: HashMap<String, usize>,
 }
@@ -236,6 +239,7 @@ fn populate(args: &Args, specs: &[CampaignSpec], policies: &[CallPolicy]) -> any
         contacts: Vec::new(),
         phones: Vec::new(),
         refused: 0,
+        refused_never_open: 0,
         by_source: HashMap::new(),
         by_zone: HashMap::new(),
     };
@@ -253,6 +257,7 @@ fn populate(args: &Args, specs: &[CampaignSpec], policies: &[CallPolicy]) -> any
             ensure!(e.column.as_deref() == Some("timezone"), "campaign {c}: unexpected import error {e}");
         }
         pop.refused += parsed.errors.len();
+        pop.refused_never_open += parsed.errors.iter().filter(|e| e.reason.contains("never open")).count();
         for row in parsed.rows {
             let n = phone_ids.len();
             let phone = *phone_ids.entry(row.contact.phone.clone()).or_insert(n);
@@ -543,11 +548,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut pop = populate(&args, &specs, &policies)?;
     let import = t.elapsed();
     println!(
-        "imported {} contacts in {:.1} s ({} numbers; {} refused at import: no zone known)",
+        "imported {} contacts in {:.1} s ({} numbers); refused at import: {} with no zone known, {} never open in all \
+         their candidate zones",
         pop.contacts.len(),
         import.as_secs_f64(),
         pop.phones.len(),
-        pop.refused
+        pop.refused - pop.refused_never_open,
+        pop.refused_never_open
     );
     let mut sources: Vec<_> = pop.by_source.iter().collect();
     sources.sort();
