@@ -379,7 +379,7 @@ pub struct ContactView {
     /// The zone the import gave, if any.
     timezone: Option<String>,
     /// Every zone the calling rules must be open in: several when the number's prefix spans zones (the
-    /// contact is then called only while all are open); empty for the campaign's own zone.
+    /// contact is then called only while all are open); the campaign's own for a contact stored without one.
     zones: Vec<String>,
     /// Where the zone came from: `given`, `number` or `campaign`.
     zone_source: dialer_core::domain::compliance::ZoneSource,

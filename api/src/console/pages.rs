@@ -11,6 +11,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use chrono::{DateTime, Utc};
+use dialer_core::domain::compliance::ZoneSource;
 use dialer_core::domain::Scope;
 use serde::Deserialize;
 
@@ -658,37 +659,30 @@ pub async fn dnc_remove(State(api): State<ApiState>, s: Session, headers: Header
     Ok(dnc_page(&s, status, &phone, &(msg.0 + &body)))
 }
 
-/// `America/Los_Angeles (from the number; CA)`: the zones the rules are applied in and where they came from.
-fn zone_text(c: &dialer_core::store::ContactDetail) -> String {
-    use dialer_core::domain::compliance::ZoneSource;
-    let zones = if c.zones.is_empty() {
-        "the campaign's".to_string()
-    } else {
-        c.zones.iter().map(|z| z.name()).collect::<Vec<_>>().join(" & ")
-    };
-    let source = match c.zone_source {
+/// How a zone source reads on a page.
+fn zone_source_text(source: ZoneSource) -> &'static str {
+    match source {
         ZoneSource::Given => "given at import",
         ZoneSource::Number => "from the number",
-        ZoneSource::Campaign => "the campaign's zone, as its fallback",
-    };
+        ZoneSource::Campaign => "the campaign's, as its fallback",
+    }
+}
+
+/// `America/Los_Angeles (from the number; CA)`: the zones the rules are applied in and where they came from.
+fn zone_text(c: &dialer_core::store::ContactDetail) -> String {
+    let zones = c.zones.iter().map(|z| z.name()).collect::<Vec<_>>().join(" & ");
+    let source = zone_source_text(c.zone_source);
     match &c.region {
         Some(r) => format!("{zones} ({source}; {r})"),
         None => format!("{zones} ({source})"),
     }
 }
 
-/// `120 from the number, 30 given`: how the campaign's contacts got their zones.
+/// `120 from the number, 30 given at import`: how the campaign's contacts got their zones.
 fn zone_sources_text(by: &std::collections::BTreeMap<String, i64>) -> String {
     if by.is_empty() {
         return "—".into();
     }
-    fn name(k: &str) -> &str {
-        match k {
-            "given" => "given at import",
-            "number" => "from the number",
-            "campaign" => "the campaign's (fallback)",
-            other => other,
-        }
-    }
+    let name = |k: &str| ZoneSource::parse(k).map_or(k.to_string(), |s| zone_source_text(s).to_string());
     by.iter().map(|(k, n)| format!("{n} {}", name(k))).collect::<Vec<_>>().join(", ")
 }

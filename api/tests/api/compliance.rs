@@ -30,34 +30,20 @@ async fn pushed_contacts_get_their_zone_from_the_number_and_a_zoneless_number_is
     let good = json!({"contacts": [with_phone(1, "+12135550101"), with_phone(2, "+77005550102"), given]});
     let r: Value = api.req(Method::POST, &path, &key).json(&good).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["created"], 3, "{r}");
-    let detail = |i: usize| {
-        let contact_id = r["contacts"][i]["id"].as_i64().unwrap();
-        let (api, key) = (&api, &key);
-        async move {
-            let r = api.req(Method::GET, &format!("/api/v1/contacts/{contact_id}"), key).send().await.unwrap();
-            r.json::<Value>().await.unwrap()
-        }
-    };
-    let la = detail(0).await;
+    let path_of = |i: usize| format!("/api/v1/contacts/{}", r["contacts"][i]["id"]);
+    let la = api.get_json(&path_of(0), &key).await;
     assert_eq!(
         (&la["zones"], &la["zone_source"], &la["region"]),
         (&json!(["America/Los_Angeles"]), &json!("number"), &json!("CA"))
     );
     assert_eq!(la["timezone"], Value::Null);
     // A Kazakh mobile: no region in the prefix data, the country's two zones.
-    let kazakh = detail(1).await;
+    let kazakh = api.get_json(&path_of(1), &key).await;
     assert_eq!(kazakh["zones"], json!(["Asia/Almaty", "Asia/Aqtobe"]), "{kazakh}");
-    let chicago = detail(2).await;
+    let chicago = api.get_json(&path_of(2), &key).await;
     assert_eq!((&chicago["zones"], &chicago["zone_source"]), (&json!(["America/Chicago"]), &json!("given")));
 
-    let progress: Value = api
-        .req(Method::GET, &format!("/api/v1/campaigns/{id}/progress"), &key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let progress: Value = api.get_json(&format!("/api/v1/campaigns/{id}/progress"), &key).await;
     assert_eq!(progress["by_zone_source"], json!({"given": 1, "number": 2}), "{progress}");
     let export = api.req(Method::GET, &format!("/api/v1/campaigns/{id}/results/export"), &key).send().await.unwrap();
     let csv = export.text().await.unwrap();
@@ -91,7 +77,7 @@ async fn the_audit_is_read_with_results_read_and_lists_every_call() {
     let reader = api.key(&[Scope::ResultsRead]).await;
     let outsider = api.key(&[Scope::CampaignsRead]).await;
     let path = format!("/api/v1/campaigns/{id}/audit");
-    let r: Value = api.req(Method::GET, &path, &reader).send().await.unwrap().json().await.unwrap();
+    let r = api.get_json(&path, &reader).await;
     assert_eq!((r["campaign_id"].as_i64(), &r["calls"], &r["violations"]), (Some(id), &json!(0), &json!(0)), "{r}");
     problem(api.req(Method::GET, &path, &outsider).send().await.unwrap(), 403).await;
     problem(api.req(Method::GET, "/api/v1/campaigns/999999/audit", &reader).send().await.unwrap(), 404).await;

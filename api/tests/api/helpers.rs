@@ -40,6 +40,13 @@ impl Api {
         self.http.request(method, format!("{}{path}", self.base)).bearer_auth(key)
     }
 
+    /// GET `path` with `key`, expecting 200 and a JSON body.
+    pub async fn get_json(&self, path: &str, key: &str) -> Value {
+        let r = self.req(Method::GET, path, key).send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.unwrap()
+    }
+
     /// Creates the delivery campaign (the example file, as JSON) and returns its id.
     pub async fn delivery_campaign(&self, key: &str) -> i64 {
         let r = self.req(Method::POST, "/api/v1/campaigns", key).json(&delivery_campaign_json()).send().await.unwrap();

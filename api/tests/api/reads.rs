@@ -34,14 +34,7 @@ async fn results_page_by_cursor_and_stream_whole_as_csv_and_ndjson() {
             Some(c) => format!("?limit=1000&cursor={c}"),
             None => "?limit=1000".into(),
         };
-        let page: Value = api
-            .req(Method::GET, &format!("/api/v1/campaigns/{id}/results{q}"), &key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = api.get_json(&format!("/api/v1/campaigns/{id}/results{q}"), &key).await;
         seen.extend(page["items"].as_array().unwrap().iter().map(|r| r["contact_id"].as_i64().unwrap()));
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
@@ -89,14 +82,7 @@ async fn progress_counts_and_estimates_from_backlog_rate_and_window() {
     let api = Api::start().await;
     let key = api.admin().await;
     let id = campaign_with(&api, &key, 120).await;
-    let p: Value = api
-        .req(Method::GET, &format!("/api/v1/campaigns/{id}/progress"), &key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let p: Value = api.get_json(&format!("/api/v1/campaigns/{id}/progress"), &key).await;
     assert_eq!(p["contacts"], 120);
     assert_eq!(p["by_state"]["pending"], 120);
     assert_eq!(p["backlog"], 120);
@@ -113,35 +99,14 @@ async fn progress_counts_and_estimates_from_backlog_rate_and_window() {
     api.req(Method::POST, &format!("/api/v1/campaigns/{id}/pause"), &key).send().await.unwrap();
     api.req(Method::POST, &format!("/api/v1/campaigns/{id}/start"), &key).send().await.unwrap();
     api.req(Method::POST, &format!("/api/v1/campaigns/{id}/pause"), &key).send().await.unwrap();
-    let p: Value = api
-        .req(Method::GET, &format!("/api/v1/campaigns/{id}/progress"), &key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let p: Value = api.get_json(&format!("/api/v1/campaigns/{id}/progress"), &key).await;
     assert_eq!(p["estimate"]["eta_seconds"], Value::Null);
     assert!(p["estimate"]["basis"].as_str().unwrap().contains("paused"), "{p}");
 
     let c = p["campaign_id"].as_i64().unwrap();
-    let page: Value = api
-        .req(Method::GET, &format!("/api/v1/campaigns/{c}/results?limit=1"), &key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = api.get_json(&format!("/api/v1/campaigns/{c}/results?limit=1"), &key).await;
     let contact_id = page["items"][0]["contact_id"].as_i64().unwrap();
-    let detail: Value = api
-        .req(Method::GET, &format!("/api/v1/contacts/{contact_id}"), &key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail: Value = api.get_json(&format!("/api/v1/contacts/{contact_id}"), &key).await;
     assert_eq!(detail["external_id"], "P-0");
     assert_eq!(detail["attributes"]["name"], "お客様0");
     assert_eq!(detail["attempts"], json!([]));

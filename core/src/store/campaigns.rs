@@ -302,7 +302,7 @@ impl Store {
     pub async fn campaigns_report(&self, id: i64) -> Result<CampaignReport> {
         let c = self.campaigns_get(id).await?;
         // Contacts by state, by final outcome, by result and by zone source in one round trip (one
-        // grouping set each; GROUPING() tells a set's own NULL group from the other sets' rows).
+        // grouping set each).
         let (mut by_state, mut by_outcome, mut by_result) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
         let mut by_zone_source = BTreeMap::new();
         for r in sqlx::query!(

@@ -2,7 +2,7 @@ use std::io::Write;
 
 use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
-use dialer_core::store::AuditReport;
+use dialer_core::store::{AuditReport, StoreError};
 
 use super::{connect, CliResult, Failure};
 
@@ -31,8 +31,10 @@ pub enum ComplianceCmd {
 pub async fn run(cmd: ComplianceCmd) -> CliResult {
     let ComplianceCmd::Audit { campaign, format, violations_only } = cmd;
     let store = connect().await?;
-    store.campaigns_get(campaign).await.map_err(|e| Failure::InvalidInput(e.to_string()))?;
-    let mut report = store.compliance_audit(campaign).await.context("auditing the campaign's calls")?;
+    let mut report = match store.compliance_audit(campaign).await {
+        Err(e @ StoreError::NotFound(_)) => return Err(Failure::InvalidInput(e.to_string())),
+        r => r.context("auditing the campaign's calls")?,
+    };
     if violations_only {
         report.entries.retain(|e| !e.violations.is_empty());
     }

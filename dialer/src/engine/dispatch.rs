@@ -32,14 +32,6 @@ const WORKERS: usize = 32;
 /// How long a call waits while another call about the same reference is under way.
 const REFERENCE_RETRY: chrono::Duration = chrono::Duration::minutes(5);
 
-/// `None` while every calling rule is open for the callee now and a moment later, else when to try again.
-fn closed_until(
-    c: &LiveCampaign,
-    zone: &dialer_core::domain::compliance::ContactZone,
-) -> Option<chrono::DateTime<Utc>> {
-    c.closed_until(zone, Utc::now())
-}
-
 /// The campaign's last check before the POST ([`Store::attempts_mark_dialing_many`]), batched: the calls
 /// the pacer has let through while the previous statement ran go in the next one.
 type Gate = Batcher<ClaimedAttempt, DialingGate, StoreError>;
@@ -138,7 +130,7 @@ async fn dispatch_one(
 ) -> anyhow::Result<Dispatched> {
     let m = Metrics::global();
     let zone = c.zone_of(&a);
-    if let Some(at) = closed_until(c, &zone) {
+    if let Some(at) = c.closed_until(&zone, Utc::now()) {
         engine.store.attempts_release_many(&engine.node_id, &[a.attempt_id], &[at]).await?;
         m.deferrals.with_label_values(&[&c.label, "window"]).inc();
         return Ok(Dispatched::Deferred);
@@ -160,7 +152,7 @@ async fn dispatch_one(
     };
     // The pacer may have held the call for a while: the window is checked again right before the commit
     // that stamps `requested_at`, so a call never starts after the window closed.
-    if let Some(at) = closed_until(c, &zone) {
+    if let Some(at) = c.closed_until(&zone, Utc::now()) {
         drop(permit);
         engine.store.attempts_release_many(&engine.node_id, &[a.attempt_id], &[at]).await?;
         m.deferrals.with_label_values(&[&c.label, "window"]).inc();
