@@ -9,13 +9,19 @@
 //! - `/gather/{token}?menu=NAME&n=REPEATS`: a keypress (`Digits`) or no input → result and the next TwiML.
 //! - `/status/{token}`: StatusCallback → stored once → attempt advanced → outcome and retry ([`ingest`]).
 //! - `/amd/{token}`: the async answering-machine result.
+//! - `/voice/inbound`: a customer calls a caller ID back ([`inbound`]); their menu then runs on
+//!   `/gather/{token}` like ours.
+//! - `/sms/status/{token}`: an SMS fallback's delivery status; `/sms/inbound`: a customer's text (stop
+//!   word, reply code) ([`sms`]).
 
 mod amd;
 mod error;
 mod gather;
+mod inbound;
 pub mod ingest;
 pub mod script;
 pub mod signature;
+mod sms;
 mod status;
 mod twiml;
 
@@ -23,6 +29,7 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
+use dialer_core::config::InboundSettings;
 use dialer_core::domain::TokenKey;
 use dialer_core::store::Store;
 use secrecy::SecretString;
@@ -44,6 +51,8 @@ pub struct AppState {
     pub public_base_url: String,
     /// Signs and verifies attempt tokens.
     pub token_key: TokenKey,
+    /// Calls and texts from customers.
+    pub inbound: InboundSettings,
 }
 
 /// Shared by the handlers: the state plus the batched status writer.
@@ -60,12 +69,18 @@ pub fn router(mut state: AppState) -> Router {
     state.public_base_url = state.public_base_url.trim_end_matches('/').to_string();
     let ingest = Ingest::spawn(state.store.clone());
     let app: App = Arc::new(Shared { state, ingest });
-    Router::new()
+    let attempts = Router::new()
         .route("/twiml/{token}", get(twiml::twiml).post(twiml::twiml))
         .route("/gather/{token}", get(gather::gather).post(gather::gather))
         .route("/status/{token}", post(status::status))
         .route("/amd/{token}", post(amd::amd))
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), signature::verify_twilio))
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
-        .with_state(app)
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), signature::verify_twilio));
+    let messages = Router::new()
+        .route("/sms/status/{token}", post(sms::status))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), signature::verify_twilio_message));
+    let inbound = Router::new()
+        .route("/voice/inbound", post(inbound::inbound_call))
+        .route("/sms/inbound", post(sms::inbound))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), signature::verify_twilio_inbound));
+    attempts.merge(messages).merge(inbound).layer(RequestBodyLimitLayer::new(BODY_LIMIT)).with_state(app)
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono_tz::Tz;
-use dialer_core::domain::script::{render_text, Menu, MenuOption, Script};
+use dialer_core::domain::script::{contact_attributes, render_text, Menu, MenuOption, Script};
 use dialer_core::store::CallContext;
 use dialer_core::twilio::twiml::{Dial, Gather, GatherInput, Play, Redirect, Response, Say, Verb};
 
@@ -28,15 +28,7 @@ impl CallScript {
         let script: Script = serde_json::from_value(ctx.script.clone())
             .map_err(|e| format!("campaign {}: script: {e}", ctx.campaign_id))?;
         let tz: Tz = ctx.timezone.get();
-        let mut attrs: BTreeMap<String, String> = match &ctx.attributes {
-            serde_json::Value::Object(m) => m
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
-                .collect(),
-            _ => BTreeMap::new(),
-        };
-        attrs.insert("phone".into(), ctx.phone.to_string());
-        attrs.insert("external_id".into(), ctx.external_id.clone().unwrap_or_default());
+        let attrs = contact_attributes(&ctx.attributes, &ctx.phone, ctx.external_id.as_deref());
         Ok(Self {
             script,
             attrs,
@@ -74,6 +66,15 @@ impl CallScript {
     /// The start of the call: the start menu.
     pub fn start(&self) -> Response {
         self.menu(&self.script.start.clone(), 0, Vec::new())
+    }
+
+    /// A contact calling back: greeted by name, then the start menu, as in our call.
+    pub fn callback_start(&self) -> Response {
+        let greeting = match &self.script.callback_greeting {
+            Some(t) => t.clone(),
+            None => default_callback_greeting(&self.script),
+        };
+        self.menu(&self.script.start.clone(), 0, vec![self.say(&greeting)])
     }
 
     /// A menu after `n` repeats (`prefix` is said first): `<Gather>` with the prompt, then — if no key is
@@ -135,6 +136,36 @@ impl CallScript {
 
     pub fn hangup() -> Response {
         Response::new().verb(Verb::Hangup)
+    }
+}
+
+/// The greeting when a script has none: by name when the script knows the callee's name.
+fn default_callback_greeting(script: &Script) -> String {
+    let named = script.variables.iter().any(|v| v == "name");
+    match (script.language.starts_with("ja"), named) {
+        (true, true) => "{name}様、お電話ありがとうございます。".into(),
+        (true, false) => "お電話ありがとうございます。".into(),
+        (false, true) => "Hello {name}, thank you for calling back.".into(),
+        (false, false) => "Hello, thank you for calling back.".into(),
+    }
+}
+
+/// What a caller who is no contact hears: the campaign's message in its language and voice when the
+/// dialled number is a campaign's caller ID, else the service's; then a transfer or the end of the call.
+pub fn unknown_caller(script: Option<&Script>, default_message: &str, default_transfer: Option<&str>, caller_id: &str) -> Response {
+    let text = script.and_then(|s| s.unknown_caller.as_deref()).unwrap_or(default_message);
+    let mut say = Say::new(text);
+    if let Some(s) = script {
+        say = say.language(&s.language);
+        if let Some(v) = &s.voice {
+            say = say.voice(v);
+        }
+    }
+    let transfer = script.and_then(|s| s.unknown_caller_transfer.as_deref()).or(default_transfer);
+    let r = Response::new().verb(say);
+    match transfer {
+        Some(n) => r.verb(Dial::new().number(n).caller_id(caller_id)),
+        None => r.verb(Verb::Hangup),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The one gate every Twilio request passes before any handler or database read: `X-Twilio-Signature`
-//! over `PUBLIC_BASE_URL` + the request's path and query + the form parameters, then the attempt token in
-//! the path. Either failing is a 403, counted in `dialer_signature_rejections_total{route}`.
+//! over `PUBLIC_BASE_URL` + the request's path and query + the form parameters, then the token in the
+//! path (an attempt's, or an SMS's; the inbound routes have none). Either failing is a 403, counted in
+//! `dialer_signature_rejections_total{route}`.
 
 use std::time::Instant;
 
@@ -9,7 +10,7 @@ use axum::extract::{OriginalUri, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use dialer_core::domain::AttemptToken;
+use dialer_core::domain::{AttemptToken, MessageToken};
 use dialer_core::metrics::Metrics;
 use dialer_core::twilio::signature;
 use secrecy::ExposeSecret;
@@ -36,18 +37,59 @@ impl TwilioRequest {
     }
 }
 
-/// The route label for metrics: the first path segment, from a closed set.
+/// A signed request to a route without an attempt: the inbound webhooks and SMS delivery callbacks.
+#[derive(Debug, Clone)]
+pub struct SignedRequest {
+    /// The SMS a delivery callback is about (`/sms/status/{token}`).
+    pub message: Option<MessageToken>,
+    pub params: Vec<(String, String)>,
+}
+
+impl SignedRequest {
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// The route label for metrics, from a closed set ([`dialer_core::metrics::SIGNATURE_ROUTES`]).
 pub fn route_label(path: &str) -> &'static str {
-    match path.trim_start_matches('/').split('/').next().unwrap_or_default() {
-        "twiml" => "twiml",
-        "gather" => "gather",
-        "status" => "status",
-        "amd" => "amd",
+    let mut seg = path.trim_start_matches('/').split('/');
+    match (seg.next().unwrap_or_default(), seg.next().unwrap_or_default()) {
+        ("twiml", _) => "twiml",
+        ("gather", _) => "gather",
+        ("status", _) => "status",
+        ("amd", _) => "amd",
+        ("voice", "inbound") => "voice_inbound",
+        ("sms", "status") => "sms_status",
+        ("sms", "inbound") => "sms_inbound",
         _ => "other",
     }
 }
 
+/// What the path's last segment must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    Attempt,
+    Message,
+    NoToken,
+}
+
+/// The gate of the attempt routes: inserts a [`TwilioRequest`].
 pub(crate) async fn verify_twilio(State(app): State<App>, req: Request, next: Next) -> Response {
+    gate(app, req, next, Gate::Attempt).await
+}
+
+/// The gate of `/sms/status/{token}`: inserts a [`SignedRequest`] naming the message.
+pub(crate) async fn verify_twilio_message(State(app): State<App>, req: Request, next: Next) -> Response {
+    gate(app, req, next, Gate::Message).await
+}
+
+/// The gate of the inbound webhooks (no token): inserts a [`SignedRequest`].
+pub(crate) async fn verify_twilio_inbound(State(app): State<App>, req: Request, next: Next) -> Response {
+    gate(app, req, next, Gate::NoToken).await
+}
+
+async fn gate(app: App, req: Request, next: Next, gate: Gate) -> Response {
     let started = Instant::now();
     let metrics = Metrics::global();
     let (parts, body) = req.into_parts();
@@ -74,15 +116,30 @@ pub(crate) async fn verify_twilio(State(app): State<App>, req: Request, next: Ne
         return reject("X-Twilio-Signature mismatch");
     }
     let token_text = uri.path().rsplit('/').next().unwrap_or_default().to_string();
-    let Ok(token) = AttemptToken::verify(&token_text, &app.state.token_key) else {
-        return reject("bad attempt token");
-    };
     let idempotency_token =
         parts.headers.get("i-twilio-idempotency-token").and_then(|v| v.to_str().ok()).map(str::to_owned);
-
     let mut req = Request::from_parts(parts, Body::from(bytes));
-    req.extensions_mut().insert(TwilioRequest { token, token_text, params, idempotency_token });
-    let span = tracing::info_span!("callback", route, attempt_id = token.attempt_id());
+    let span = match gate {
+        Gate::Attempt => {
+            let Ok(token) = AttemptToken::verify(&token_text, &app.state.token_key) else {
+                return reject("bad attempt token");
+            };
+            req.extensions_mut().insert(TwilioRequest { token, token_text, params, idempotency_token });
+            tracing::info_span!("callback", route, attempt_id = token.attempt_id())
+        }
+        Gate::Message => {
+            let Ok(token) = MessageToken::verify(&token_text, &app.state.token_key) else {
+                return reject("bad message token");
+            };
+            req.extensions_mut().insert(SignedRequest { message: Some(token), params });
+            tracing::info_span!("callback", route, message_id = token.message_id())
+        }
+        Gate::NoToken => {
+            let call_sid = params.iter().find(|(k, _)| k == "CallSid" || k == "MessageSid").map(|(_, v)| v.clone());
+            req.extensions_mut().insert(SignedRequest { message: None, params });
+            tracing::info_span!("callback", route, sid = call_sid.as_deref().unwrap_or_default())
+        }
+    };
     let resp = next.run(req).instrument(span).await;
     if resp.status() == StatusCode::FORBIDDEN {
         // A handler found the CallSid is not the attempt's (a swapped token).

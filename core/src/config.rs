@@ -37,6 +37,8 @@ pub const DEFAULT_WEBHOOK_BACKOFF_MAX: Duration = Duration::from_secs(3_600);
 pub const DEFAULT_WEBHOOK_LEASE: Duration = Duration::from_secs(60);
 /// How often an idle deliverer looks for new events: a result reaches the receiver within about this.
 pub const DEFAULT_WEBHOOK_POLL: Duration = Duration::from_millis(200);
+/// How far back a caller (or an SMS reply) is matched to a contact.
+pub const DEFAULT_INBOUND_LOOKBACK_DAYS: f64 = 30.0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -107,6 +109,49 @@ pub struct Config {
     /// they stop accepting. Keep delay + grace + the dialer's drain within Kubernetes'
     /// `terminationGracePeriodSeconds` (the chart derives it from that).
     pub shutdown_grace: Duration,
+    /// What the callbacks service does with calls and texts to our caller IDs.
+    pub inbound: InboundSettings,
+}
+
+/// Calls and texts from customers to the campaigns' caller IDs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundSettings {
+    /// `INBOUND_LOOKBACK_DAYS` (default 30): a caller or an SMS reply is matched to the newest contact
+    /// (or text) with its number created within this many days.
+    pub lookback: Duration,
+    /// `INBOUND_UNKNOWN_MESSAGE`: said to a caller who is no contact, when the dialled number's campaign
+    /// has no `unknown_caller` text of its own.
+    pub unknown_message: String,
+    /// `INBOUND_TRANSFER_NUMBER` (E.164): where such a caller is transferred after the message; none: the
+    /// call ends.
+    pub transfer_to: Option<crate::domain::E164>,
+}
+
+impl Default for InboundSettings {
+    fn default() -> Self {
+        Self {
+            lookback: Duration::from_secs_f64(DEFAULT_INBOUND_LOOKBACK_DAYS * 86_400.0),
+            unknown_message: "Thank you for calling. We could not find a delivery or appointment for this number."
+                .into(),
+            transfer_to: None,
+        }
+    }
+}
+
+impl InboundSettings {
+    fn from_env() -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let days: f64 = parse_var("INBOUND_LOOKBACK_DAYS", DEFAULT_INBOUND_LOOKBACK_DAYS)?;
+        let lookback = Duration::try_from_secs_f64(days * 86_400.0)
+            .map_err(|e| ConfigError::Invalid { var: "INBOUND_LOOKBACK_DAYS", reason: format!("{days}: {e}") })?;
+        let transfer_to = var("INBOUND_TRANSFER_NUMBER")
+            .map(|n| {
+                crate::domain::E164::parse(&n, None)
+                    .map_err(|e| ConfigError::Invalid { var: "INBOUND_TRANSFER_NUMBER", reason: e.to_string() })
+            })
+            .transpose()?;
+        Ok(Self { lookback, unknown_message: var("INBOUND_UNKNOWN_MESSAGE").unwrap_or(d.unknown_message), transfer_to })
+    }
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -172,6 +217,7 @@ impl Config {
             )?),
             webhook_lease: Duration::from_secs(parse_var("WEBHOOK_LEASE_SECONDS", DEFAULT_WEBHOOK_LEASE.as_secs())?),
             webhook_poll: Duration::from_millis(parse_var("WEBHOOK_POLL_MS", DEFAULT_WEBHOOK_POLL.as_millis() as u64)?),
+            inbound: InboundSettings::from_env()?,
         };
         c.validate()?;
         Ok(c)

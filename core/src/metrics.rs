@@ -37,7 +37,8 @@ pub const WEBHOOK_DELIVERY_RESULTS: &[&str] = &["delivered", "failed", "dead"];
 /// The `route` values of `dialer_signature_rejections_total` (`callbacks::signature::route_label`), exported
 /// from the start at 0 so the dashboard's rejection panels and the alert read 0, not "no data", in a healthy
 /// run.
-pub const SIGNATURE_ROUTES: &[&str] = &["twiml", "gather", "status", "amd", "other"];
+pub const SIGNATURE_ROUTES: &[&str] =
+    &["twiml", "gather", "status", "amd", "voice_inbound", "sms_status", "sms_inbound", "other"];
 
 /// All metrics, registered in their own [`Registry`].
 ///
@@ -93,6 +94,17 @@ pub struct Metrics {
     pub calls_by_zone_source: IntCounterVec,
     /// `dialer_keypress_results_total{campaign, result}`: keypad results collected by `<Gather>`.
     pub keypress_results: IntCounterVec,
+    /// `dialer_inbound_calls_total{campaign, caller}`: calls to our caller IDs, by whether the caller is a
+    /// contact (`contact`, campaign = the contact's) or not (`unknown`, campaign = the dialled number's
+    /// newest campaign, or empty).
+    pub inbound_calls: IntCounterVec,
+    /// `dialer_sms_sent_total{campaign, result}`: SMS fallback sends by what came of the request
+    /// (`accepted` | `rejected` | `unknown` | `skipped`).
+    pub sms_sent: IntCounterVec,
+    /// `dialer_sms_status_total{status}`: SMS delivery callbacks by `MessageStatus`, each stored once.
+    pub sms_status: IntCounterVec,
+    /// `dialer_sms_replies_total{kind}`: inbound texts by what they meant (`stop` | `code` | `other`).
+    pub sms_replies: IntCounterVec,
     /// `dialer_account_cps_limit`: the account-wide calls-per-second limit in force.
     pub account_cps_limit: Gauge,
     /// `dialer_campaign_cps_limit{campaign}`: each campaign's calls-per-second limit.
@@ -127,7 +139,7 @@ pub struct Metrics {
 /// The `component` values of `dialer_internal_errors_total`, each exported from the start at 0 so a rate
 /// or an alert sees the series before the first error.
 pub const INTERNAL_ERROR_COMPONENTS: &[&str] =
-    &["scheduler", "dispatch", "reconcile", "housekeeping", "callbacks", "webhooks"];
+    &["scheduler", "dispatch", "reconcile", "housekeeping", "callbacks", "webhooks", "sms"];
 
 fn reg<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
     registry.register(Box::new(c.clone())).expect("metric registered twice or with a bad name");
@@ -233,6 +245,30 @@ impl Metrics {
                 "dialer_scheduler_lag_seconds",
                 "Delay between a contact's next_attempt_at and the moment it is dialled, in seconds.",
                 WAIT_BUCKETS,
+            ),
+            inbound_calls: counter_vec(
+                &r,
+                "dialer_inbound_calls_total",
+                "Calls to the campaigns' caller IDs, by campaign and whether the caller is a contact.",
+                &["campaign", "caller"],
+            ),
+            sms_sent: counter_vec(
+                &r,
+                "dialer_sms_sent_total",
+                "SMS fallback sends by campaign and what came of the request.",
+                &["campaign", "result"],
+            ),
+            sms_status: counter_vec(
+                &r,
+                "dialer_sms_status_total",
+                "SMS delivery status callbacks by MessageStatus, each counted once.",
+                &["status"],
+            ),
+            sms_replies: counter_vec(
+                &r,
+                "dialer_sms_replies_total",
+                "Inbound SMS by meaning: stop word, reply code, or other.",
+                &["kind"],
             ),
             callbacks_received: counter_vec(
                 &r,
@@ -403,6 +439,9 @@ impl Metrics {
         }
         for route in SIGNATURE_ROUTES {
             m.signature_rejections.with_label_values(&[route]);
+        }
+        for kind in ["stop", "code", "other"] {
+            m.sms_replies.with_label_values(&[kind]);
         }
         m
     }

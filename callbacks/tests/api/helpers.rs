@@ -38,6 +38,7 @@ impl TestApp {
             auth_token: SecretString::from(AUTH_TOKEN),
             public_base_url: base.clone(),
             token_key: key.clone(),
+            inbound: Default::default(),
         };
         let app = router(state);
         tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });

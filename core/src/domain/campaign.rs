@@ -64,6 +64,74 @@ pub struct CampaignFile {
     #[serde(default)]
     pub compliance: Compliance,
     pub script: Script,
+    /// A text after the last attempt, for contacts that ended with one of the listed outcomes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sms: Option<SmsFallback>,
+}
+
+/// `[sms]`: one SMS per contact when its calls end with one of `after` (e.g. no answer on the last
+/// attempt), sent inside the callee's calling window and never to a number on a DNC list. Replies:
+/// a stop word puts the number on the DNC list; a reply code records a result like a keypress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmsFallback {
+    /// Final outcomes that trigger the text: any of no_answer, busy, machine, voicemail, failed,
+    /// answered_no_result.
+    #[schema(value_type = Vec<String>)]
+    pub after: Vec<super::Outcome>,
+    /// The text, with `{variable}`s like the voice script's.
+    pub body: String,
+    /// The sender (E.164); the campaign's `caller_id` when absent.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Reply code → result ("1" = "reschedule:morning").
+    #[serde(default)]
+    pub reply_codes: BTreeMap<String, String>,
+}
+
+impl SmsFallback {
+    /// Outcomes a text may follow: the callee was not reached, or was reached without an answer.
+    pub const ALLOWED_AFTER: [super::Outcome; 6] = [
+        super::Outcome::NoAnswer,
+        super::Outcome::Busy,
+        super::Outcome::Machine,
+        super::Outcome::Voicemail,
+        super::Outcome::Failed,
+        super::Outcome::AnsweredNoResult,
+    ];
+
+    fn check(&self, script: &Script) -> Vec<FieldIssue> {
+        let mut issues = Vec::new();
+        if self.after.is_empty() {
+            issues.push(field("sms.after", "name at least one outcome"));
+        }
+        for o in &self.after {
+            if !Self::ALLOWED_AFTER.contains(o) {
+                issues.push(field("sms.after", format!("{o} cannot be followed by a text (allowed: no_answer, busy, machine, voicemail, failed, answered_no_result)")));
+            }
+        }
+        if self.body.trim().is_empty() {
+            issues.push(field("sms.body", "must not be empty"));
+        } else if let Err(e) = script.check_text("sms.body", &self.body) {
+            issues.push(field("sms.body", e));
+        }
+        if let Some(from) = &self.from {
+            if let Err(e) = E164::parse(from, None) {
+                issues.push(field("sms.from", e.to_string()));
+            }
+        }
+        for (code, result) in &self.reply_codes {
+            if code.trim().is_empty() || code.chars().any(char::is_whitespace) {
+                issues.push(field("sms.reply_codes", format!("{code:?} must be one word")));
+            } else if crate::domain::sms::is_stop_word(code) {
+                issues.push(field("sms.reply_codes", format!("{code:?} is a stop word (it opts the number out)")));
+            }
+            if result.trim().is_empty() {
+                issues.push(field("sms.reply_codes", format!("{code:?} has an empty result")));
+            }
+        }
+        issues
+    }
 }
 
 fn default_cps() -> f64 {
@@ -309,6 +377,9 @@ impl CampaignSpec {
             // Profiles look into the menus, so only a script that is sound otherwise.
             Ok(()) => issues.extend(file.compliance.check(&file.script)),
         }
+        if let Some(sms) = &file.sms {
+            issues.extend(sms.check(&file.script));
+        }
         match (caller_id, timezone, window) {
             (Some(caller_id), Some(timezone), Some(window)) if issues.is_empty() => {
                 Ok(Self { caller_id, timezone, window, file })
@@ -354,8 +425,20 @@ mod tests {
             .replace("{name}様のお荷物", "{nom}様のお荷物");
         let Err(SpecError::Invalid(issues)) = CampaignSpec::parse(&text, "c.toml") else { panic!("refused") };
         let fields: Vec<&str> = issues.iter().map(|i| i.field.as_str()).collect();
-        assert_eq!(fields, ["name", "timezone", "window.start", "window.days", "script"]);
+        // The SMS body shares the misspelt variable: it is reported too.
+        assert_eq!(fields, ["name", "timezone", "window.start", "window.days", "script", "sms.body"]);
         assert!(issues[4].reason.contains("unknown variable `{nom}`"), "{issues:?}");
         assert!(CampaignSpec::parse(EXAMPLE, "c.toml").is_ok());
+    }
+
+    #[test]
+    fn an_sms_section_is_checked_field_by_field() {
+        let text = EXAMPLE
+            .replace(r#"after = ["no_answer", "busy", "machine", "voicemail"]"#, r#"after = ["answered_result"]"#)
+            .replace(r#""1" = "reschedule:morning", "2""#, r#""STOP" = "reschedule:morning", "2""#);
+        let Err(SpecError::Invalid(issues)) = CampaignSpec::parse(&text, "c.toml") else { panic!("refused") };
+        let fields: Vec<&str> = issues.iter().map(|i| i.field.as_str()).collect();
+        assert_eq!(fields, ["sms.after", "sms.reply_codes"], "{issues:?}");
+        assert!(issues[1].reason.contains("stop word"), "{issues:?}");
     }
 }

@@ -56,6 +56,16 @@ pub struct Script {
     /// How many times a menu repeats after no input before goodbye.
     #[serde(default = "default_repeats")]
     pub no_input_repeats: u32,
+    /// Said to a contact who calls the caller ID back, before the start menu ("{name}様、お電話ありがとう
+    /// ございます。"); a greeting in the script's language when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_greeting: Option<String>,
+    /// Said to a caller who is none of this campaign's contacts (the service's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_caller: Option<String>,
+    /// Where an unknown caller is transferred after the message (E.164); none: the call ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_caller_transfer: Option<String>,
 }
 
 fn default_start() -> String {
@@ -147,6 +157,21 @@ impl MenuOption {
     }
 }
 
+/// A contact's attributes as a script speaks them: the stored JSON object (non-strings as JSON text) plus
+/// the built-ins `phone` and `external_id`.
+pub fn contact_attributes(attributes: &serde_json::Value, phone: &E164, external_id: Option<&str>) -> BTreeMap<String, String> {
+    let mut attrs: BTreeMap<String, String> = match attributes {
+        serde_json::Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    attrs.insert("phone".into(), phone.to_string());
+    attrs.insert("external_id".into(), external_id.unwrap_or_default().to_string());
+    attrs
+}
+
 /// The `{variable}` names used in a text; an unclosed brace is an error.
 pub fn variables_in(text: &str) -> Result<Vec<&str>, String> {
     let mut out = Vec::new();
@@ -165,6 +190,16 @@ pub fn variables_in(text: &str) -> Result<Vec<&str>, String> {
 }
 
 impl Script {
+    /// Checks that a text outside the script (an SMS body) uses only the script's variables.
+    pub fn check_text(&self, where_: &str, text: &str) -> Result<(), String> {
+        for v in variables_in(text).map_err(|e| format!("{where_}: {e}"))? {
+            if !self.variables.iter().any(|k| k == v) && !BUILTIN_VARIABLES.contains(&v) {
+                return Err(format!("unknown variable `{{{v}}}` (declare it in script.variables)"));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks menus, actions and variables; the error names the menu, key or variable.
     pub fn validate(&self) -> Result<(), String> {
         if self.language.trim().is_empty() {
@@ -185,6 +220,16 @@ impl Script {
         check_text("voicemail", &self.voicemail)?;
         check_text("goodbye", &self.goodbye)?;
         check_text("retry_prompt", &self.retry_prompt)?;
+        check_text("callback_greeting", &self.callback_greeting)?;
+        // Nothing is known of an unknown caller: no variables.
+        if let Some(t) = &self.unknown_caller {
+            if !variables_in(t).map_err(|e| format!("unknown_caller: {e}"))?.is_empty() {
+                return Err("unknown_caller: cannot use variables (the caller is not a contact)".into());
+            }
+        }
+        if let Some(n) = &self.unknown_caller_transfer {
+            E164::parse(n, None).map_err(|e| format!("unknown_caller_transfer {n:?}: {e}"))?;
+        }
         if !self.menus.contains_key(&self.start) {
             return Err(format!("start menu `{}` does not exist", self.start));
         }

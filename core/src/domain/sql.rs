@@ -58,3 +58,4 @@ fn amd_mode(s: &str) -> Result<AmdMode, super::ParseError> {
     AmdMode::parse(s).ok_or_else(|| super::ParseError::new("AmdMode", s))
 }
 text_type!(ZoneSource, as_str, ZoneSource::parse);
+text_type!(super::sms::MessageStatus, as_str, super::sms::MessageStatus::parse);

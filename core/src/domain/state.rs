@@ -46,6 +46,45 @@ macro_rules! text_enum {
     };
 }
 
+/// Where an SMS fallback stands on our side (`messages.state`). Created `pending` by the trigger that
+/// ends its contact; moved by the store's `messages` module only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageState {
+    /// Waits for its send time (the callee's calling window).
+    Pending,
+    /// Leased by a sender and committed just before the POST.
+    Sending,
+    /// Twilio answered with a MessageSid; delivery status follows in callbacks.
+    Accepted,
+    /// The POST's fate is unknown: never sent again (at most one text per contact); a delivery callback
+    /// may still bind it.
+    Unknown,
+    /// Never sent: the number went on a DNC list, or the campaign was canceled.
+    Skipped,
+    /// Twilio refused it (invalid number, no permission for the country…).
+    Rejected,
+}
+
+text_enum!(MessageState {
+    Pending => "pending",
+    Sending => "sending",
+    Accepted => "accepted",
+    Unknown => "unknown",
+    Skipped => "skipped",
+    Rejected => "rejected",
+});
+
+/// Who placed a call: us, or the contact calling our caller ID back (`attempts.direction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+text_enum!(Direction { Outbound => "outbound", Inbound => "inbound" });
+
 /// Where an attempt is in its life. Kept apart from its *outcome* (busy, no-answer, machine…).
 ///
 /// ```text
@@ -131,10 +170,13 @@ pub enum AttemptTransition {
     Blocked,
     /// Housekeeping: a claim whose dialer died before sending: row deleted.
     Rescued,
+    /// Callbacks: a contact calls our caller ID back. The row is born `finished` (nothing of ours awaits
+    /// its end) and carries the CallSid and results like our own calls.
+    Inbound,
 }
 
 impl AttemptTransition {
-    pub const ALL: [AttemptTransition; 10] = [
+    pub const ALL: [AttemptTransition; 11] = [
         Self::Claim,
         Self::Dialing,
         Self::Created,
@@ -145,13 +187,14 @@ impl AttemptTransition {
         Self::Released,
         Self::Blocked,
         Self::Rescued,
+        Self::Inbound,
     ];
 
     /// The states this move may leave (written once; the store binds it into each guard).
     pub const fn from(self) -> &'static [AttemptState] {
         use AttemptState::*;
         match self {
-            Self::Claim => &[],
+            Self::Claim | Self::Inbound => &[],
             Self::Dialing | Self::Released | Self::Blocked | Self::Rescued => &[Claimed],
             Self::Created => &[Dialing, Parked],
             Self::Parked => &[Dialing],
@@ -168,7 +211,7 @@ impl AttemptTransition {
             Self::Dialing => Some(AttemptState::Dialing),
             Self::Created | Self::Answered => Some(AttemptState::Created),
             Self::Parked => Some(AttemptState::Parked),
-            Self::Finished => Some(AttemptState::Finished),
+            Self::Finished | Self::Inbound => Some(AttemptState::Finished),
             Self::NotCreated => Some(AttemptState::NotCreated),
             Self::Released | Self::Blocked | Self::Rescued => None,
         }

@@ -50,37 +50,64 @@ impl AttemptToken {
         self.attempt_id
     }
 
-    fn mac(key: &TokenKey, id: i64) -> [u8; MAC_LEN] {
-        let mut m = HmacSha256::new_from_slice(&key.0).expect("HMAC takes any key length");
-        m.update(b"attempt:");
-        m.update(&id.to_be_bytes());
-        let full = m.finalize().into_bytes();
-        let mut out = [0u8; MAC_LEN];
-        out.copy_from_slice(&full[..MAC_LEN]);
-        out
-    }
-
     /// The URL-safe text form.
     pub fn encode(self, key: &TokenKey) -> String {
-        let mut raw = Vec::with_capacity(8 + MAC_LEN);
-        raw.extend_from_slice(&self.attempt_id.to_be_bytes());
-        raw.extend_from_slice(&Self::mac(key, self.attempt_id));
-        URL_SAFE_NO_PAD.encode(raw)
+        encode(key, b"attempt:", self.attempt_id)
     }
 
     /// Checks the signature in constant time and returns the attempt it names.
     pub fn verify(text: &str, key: &TokenKey) -> Result<Self, TokenError> {
-        let raw = URL_SAFE_NO_PAD.decode(text).map_err(|_| TokenError::Malformed)?;
-        if raw.len() != 8 + MAC_LEN {
-            return Err(TokenError::Malformed);
-        }
-        let id = i64::from_be_bytes(raw[..8].try_into().expect("8 bytes"));
-        let mut m = HmacSha256::new_from_slice(&key.0).expect("HMAC takes any key length");
-        m.update(b"attempt:");
-        m.update(&id.to_be_bytes());
-        m.verify_truncated_left(&raw[8..]).map_err(|_| TokenError::BadSignature)?;
-        Ok(Self { attempt_id: id })
+        verify(text, key, b"attempt:").map(|attempt_id| Self { attempt_id })
     }
+}
+
+/// The same kind of reference to one SMS (`/sms/status/{token}`). Signed under another label, so an
+/// attempt's token never passes as a message's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MessageToken {
+    message_id: i64,
+}
+
+impl MessageToken {
+    pub fn new(message_id: i64) -> Self {
+        Self { message_id }
+    }
+
+    pub fn message_id(self) -> i64 {
+        self.message_id
+    }
+
+    pub fn encode(self, key: &TokenKey) -> String {
+        encode(key, b"message:", self.message_id)
+    }
+
+    pub fn verify(text: &str, key: &TokenKey) -> Result<Self, TokenError> {
+        verify(text, key, b"message:").map(|message_id| Self { message_id })
+    }
+}
+
+fn mac(key: &TokenKey, label: &[u8], id: i64) -> HmacSha256 {
+    let mut m = HmacSha256::new_from_slice(&key.0).expect("HMAC takes any key length");
+    m.update(label);
+    m.update(&id.to_be_bytes());
+    m
+}
+
+fn encode(key: &TokenKey, label: &[u8], id: i64) -> String {
+    let mut raw = Vec::with_capacity(8 + MAC_LEN);
+    raw.extend_from_slice(&id.to_be_bytes());
+    raw.extend_from_slice(&mac(key, label, id).finalize().into_bytes()[..MAC_LEN]);
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn verify(text: &str, key: &TokenKey, label: &[u8]) -> Result<i64, TokenError> {
+    let raw = URL_SAFE_NO_PAD.decode(text).map_err(|_| TokenError::Malformed)?;
+    if raw.len() != 8 + MAC_LEN {
+        return Err(TokenError::Malformed);
+    }
+    let id = i64::from_be_bytes(raw[..8].try_into().expect("8 bytes"));
+    mac(key, label, id).verify_truncated_left(&raw[8..]).map_err(|_| TokenError::BadSignature)?;
+    Ok(id)
 }
 
 #[cfg(test)]
@@ -99,5 +126,10 @@ mod tests {
         let forged = format!("{}{}", &other[..8], &t[8..]);
         assert!(AttemptToken::verify(&forged, &key).is_err());
         assert_eq!(AttemptToken::verify("not-a-token", &key), Err(TokenError::Malformed));
+        // A message's token is not an attempt's, nor the other way round.
+        let m = MessageToken::new(42).encode(&key);
+        assert_eq!(MessageToken::verify(&m, &key).unwrap().message_id(), 42);
+        assert_eq!(AttemptToken::verify(&m, &key), Err(TokenError::BadSignature));
+        assert_eq!(MessageToken::verify(&t, &key), Err(TokenError::BadSignature));
     }
 }

@@ -12,7 +12,9 @@ mod campaigns;
 mod console_sessions;
 mod contacts;
 mod dnc;
+pub mod estimate;
 mod events;
+mod messages;
 mod nodes;
 mod results;
 pub mod transitions;
@@ -20,7 +22,7 @@ mod webhooks;
 
 pub use attempts::{OpenAttempt, OpenCall};
 pub use audit::AuditReport;
-pub use transitions::{Binding, Block, ClaimedAttempt, DialingGate, ATTEMPTS_CLAIM_DUE_SQL};
+pub use transitions::{Binding, Block, ClaimedAttempt, DialingGate, InboundCall, ATTEMPTS_CLAIM_DUE_SQL};
 
 use std::time::Duration;
 
@@ -33,6 +35,7 @@ pub use console_sessions::ConsoleSession;
 pub use contacts::*;
 pub use dnc::DncEntry;
 pub use events::{AmdApplied, EventApplied, StatusEvent};
+pub use messages::{DueMessage, MessageCounts, MessageEventApplied, RepliedMessage};
 pub use results::*;
 pub use webhooks::*;
 

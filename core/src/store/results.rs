@@ -13,7 +13,7 @@ use sqlx::PgConnection;
 use super::transitions::{finished_many_in, ContactNext, Finish};
 use super::{Result, Store, StoreError};
 use crate::domain::compliance::ZoneSource;
-use crate::domain::{
+use crate::domain::{Direction, 
     settle, AnsweredBy, AttemptState, CallSid, CallStatus, CampaignStatus, ContactState, Next, Outcome, RetryPolicy,
     SettleInput, Tz, E164,
 };
@@ -158,8 +158,19 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         // The attempt first, then (the webhook trigger on `results`) its contact: the order settling locks
         // them in, so a keypress and a settle of the same call wait for each other rather than deadlock.
-        sqlx::query!("UPDATE attempts SET result = $2 WHERE id = $1", attempt_id, result).execute(&mut *tx).await?;
+        let a = sqlx::query!(
+            r#"UPDATE attempts SET result = $2 WHERE id = $1 RETURNING contact_id, direction AS "direction: Direction""#,
+            attempt_id,
+            result
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
         let new = insert_result(&mut tx, attempt_id, menu, digits, result).await?;
+        // A contact calling back is reached now: no call of ours will settle it.
+        if let Some(a) = a.filter(|a| a.direction == Direction::Inbound) {
+            super::transitions::contact_result_outside_call_in(&mut tx, a.contact_id, result, "result from a call back")
+                .await?;
+        }
         tx.commit().await?;
         Ok(new)
     }

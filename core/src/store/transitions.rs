@@ -506,6 +506,116 @@ impl Store {
     }
 }
 
+/// What an inbound call found ([`Store::attempts_inbound_begin`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundCall {
+    /// The caller is a contact (the newest within the look-back): the call is this attempt.
+    Contact { attempt_id: i64, campaign_id: i64, contact_id: i64 },
+    /// No contact has this number; the newest campaign calling from the dialled number, if any, for its
+    /// language and unknown-caller message.
+    Unknown { campaign_id: Option<i64> },
+}
+
+impl Store {
+    /// **inbound**: a call to our caller ID. The caller's newest contact within `lookback` (any campaign
+    /// not canceled) gets an attempt of direction `inbound`, born `finished` and numbered apart from our
+    /// attempts, carrying the CallSid so its menus and results work as in our calls. Idempotent per
+    /// CallSid (Twilio retries a webhook that timed out).
+    pub async fn attempts_inbound_begin(
+        &self,
+        call_sid: &CallSid,
+        from: &E164,
+        to: Option<&E164>,
+        lookback: std::time::Duration,
+    ) -> Result<InboundCall> {
+        let mut tx = self.pool.begin().await?;
+        let known = sqlx::query!(
+            "SELECT id, campaign_id, contact_id FROM attempts WHERE call_sid = $1 AND direction = 'inbound'",
+            call_sid as _
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(a) = known {
+            return Ok(InboundCall::Contact { attempt_id: a.id, campaign_id: a.campaign_id, contact_id: a.contact_id });
+        }
+        // Locks the contact, so two calls from one number number their attempts one after the other.
+        let contact = sqlx::query!(
+            "SELECT c.id, c.campaign_id FROM contacts c JOIN campaigns k ON k.id = c.campaign_id
+             WHERE c.phone = $1 AND c.created_at > now() - make_interval(secs => $2) AND k.status <> 'canceled'
+             ORDER BY c.created_at DESC, c.id DESC LIMIT 1 FOR UPDATE OF c",
+            from as _,
+            lookback.as_secs_f64(),
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(c) = contact else {
+            let campaign_id = match to {
+                Some(to) => sqlx::query_scalar!(
+                    "SELECT id FROM campaigns WHERE caller_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
+                    to as _
+                )
+                .fetch_optional(&mut *tx)
+                .await?,
+                None => None,
+            };
+            return Ok(InboundCall::Unknown { campaign_id });
+        };
+        let attempt_id = sqlx::query_scalar!(
+            "INSERT INTO attempts (contact_id, campaign_id, attempt_no, phone, direction, state, call_sid,
+                                   call_status, status_rank, outcome, answered_at, finished_at)
+             SELECT $1, $2, COALESCE(max(attempt_no), 0) + 1, $3, 'inbound', $4, $5, 'in-progress', 3,
+                    'answered_no_result', now(), now()
+             FROM attempts WHERE contact_id = $1 AND direction = 'inbound'
+             RETURNING id",
+            c.id,
+            c.campaign_id,
+            from as _,
+            T::Inbound.to().map(|s| s.as_str()),
+            call_sid as _,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(InboundCall::Contact { attempt_id, campaign_id: c.campaign_id, contact_id: c.id })
+    }
+}
+
+/// **a result outside a call** (the contact called back, or replied to the SMS): the contact is reached.
+/// Waiting or claimed (its unsent attempt row goes, as a cancel does: the dispatcher finds its claim gone
+/// and sends nothing): `done` now. Calling: the result waits on the row and settling ends it `done`
+/// instead of retrying. Already ended unreached (`exhausted`): `done` with the result. Callers lock
+/// what they came through (attempt or message) first, then this contact.
+pub(super) async fn contact_result_outside_call_in(
+    conn: &mut PgConnection,
+    contact_id: i64,
+    result: &str,
+    reason: &str,
+) -> Result<()> {
+    sqlx::query!(
+        "DELETE FROM attempts WHERE contact_id = $1 AND state = 'claimed' AND direction = 'outbound'",
+        contact_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE contacts SET result = $2, updated_at = now(),
+             state = CASE WHEN state IN ('pending', 'claimed', 'exhausted') THEN 'done' ELSE state END,
+             final_outcome = CASE WHEN state IN ('pending', 'claimed', 'exhausted') THEN 'answered_result'
+                                  ELSE final_outcome END,
+             final_reason = CASE WHEN state IN ('pending', 'claimed', 'exhausted') THEN $3 ELSE final_reason END,
+             finished_at = CASE WHEN state IN ('pending', 'claimed', 'exhausted') THEN now() ELSE finished_at END,
+             lease_owner = CASE WHEN state = 'calling' THEN lease_owner END,
+             lease_expires_at = CASE WHEN state = 'calling' THEN lease_expires_at END
+         WHERE id = $1 AND state IN ('pending', 'claimed', 'calling', 'exhausted', 'done')",
+        contact_id,
+        result,
+        reason,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Whether a request's CallSid may act on the attempt its token names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Binding {
@@ -711,7 +821,13 @@ pub(super) async fn finished_many_in(conn: &mut PgConnection, items: &[Finish<'_
     if !r_cid.is_empty() {
         contacts.extend(
             sqlx::query_scalar!(
-                "UPDATE contacts c SET state = 'pending', next_attempt_at = u.at, lease_owner = NULL,
+                // A result the contact gave while this call was under way (calling back, an SMS
+                // reply) ends it `done` instead of retrying.
+                "UPDATE contacts c SET state = CASE WHEN c.result IS NULL THEN 'pending' ELSE 'done' END,
+                     final_outcome = CASE WHEN c.result IS NULL THEN c.final_outcome ELSE 'answered_result' END,
+                     final_reason = CASE WHEN c.result IS NULL THEN c.final_reason ELSE 'result given outside a call' END,
+                     finished_at = CASE WHEN c.result IS NULL THEN NULL ELSE now() END,
+                     next_attempt_at = u.at, lease_owner = NULL,
                      lease_expires_at = NULL, last_call_at = GREATEST(c.last_call_at, u.requested_at),
                      updated_at = now()
                  FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::timestamptz[])

@@ -329,6 +329,38 @@ struct CallPage {
     next_page_uri: Option<String>,
 }
 
+/// `POST Messages.json`: one SMS with a delivery StatusCallback.
+#[derive(Debug, Clone)]
+pub struct CreateMessage {
+    pub to: E164,
+    pub from: E164,
+    pub body: String,
+    pub status_callback: Option<String>,
+}
+
+impl CreateMessage {
+    pub fn to_form(&self) -> Vec<(String, String)> {
+        let mut f = vec![
+            ("To".to_string(), self.to.as_str().to_string()),
+            ("From".to_string(), self.from.as_str().to_string()),
+            ("Body".to_string(), self.body.clone()),
+        ];
+        if let Some(cb) = &self.status_callback {
+            f.push(("StatusCallback".to_string(), cb.clone()));
+        }
+        f
+    }
+}
+
+/// The fields of Twilio's message resource the dialer reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MessageResource {
+    pub sid: String,
+    pub status: String,
+    #[serde(default)]
+    pub error_code: Option<i64>,
+}
+
 /// Client for Twilio's Calls API. Cheap to clone (shares one connection pool).
 #[derive(Clone)]
 pub struct TwilioClient {
@@ -409,6 +441,13 @@ impl TwilioClient {
     pub async fn create_call(&self, req: &CreateCall) -> Result<CallResource, TwilioError> {
         let rb = self.authed(self.http.post(self.calls_url())).form(&req.to_form());
         self.send_json(rb).await
+    }
+
+    /// `POST Messages.json`. Sent once (Twilio has no idempotency key for messages): on an error whose
+    /// class is [`RetryClass::FateUnknown`], never send it again.
+    pub async fn create_message(&self, req: &CreateMessage) -> Result<MessageResource, TwilioError> {
+        let url = format!("{}/{API}/Accounts/{}/Messages.json", self.base_url, self.account_sid);
+        self.send_json(self.authed(self.http.post(url)).form(&req.to_form())).await
     }
 
     /// `GET Calls/{Sid}.json`.

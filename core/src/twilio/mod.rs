@@ -6,7 +6,7 @@ pub mod error;
 pub mod signature;
 pub mod twiml;
 
-pub use client::{
+pub use client::{CreateMessage, MessageResource, 
     CallResource, CreateCall, HttpMethod, ListCalls, MachineDetection, StartTimeAfter, StatusCallbackEvent,
     TwilioClient, UpdateStatus,
 };

@@ -432,6 +432,39 @@ impl Reject {
     }
 }
 
+/// Messaging TwiML: the answer to an inbound SMS, `<Response>` with zero or more `<Message>` replies.
+/// Kept apart from the voice [`Response`]: `<Message>` is not a voice verb.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MessagingResponse {
+    pub messages: Vec<String>,
+}
+
+impl MessagingResponse {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn message(mut self, body: impl Into<String>) -> Self {
+        self.messages.push(body.into());
+        self
+    }
+
+    pub fn render(&self) -> String {
+        let mut w = Writer::default();
+        w.out.push_str(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+        if self.messages.is_empty() {
+            w.empty("Response", &[]);
+        } else {
+            w.open("Response", &[]);
+            for m in &self.messages {
+                w.text_element("Message", &[], m);
+            }
+            w.close("Response");
+        }
+        w.out
+    }
+}
+
 macro_rules! into_verb {
     ($($ty:ident),*) => { $(
         impl From<$ty> for Verb {

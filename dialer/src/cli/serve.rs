@@ -185,6 +185,7 @@ fn callbacks_router(config: &Config, store: &dialer_core::store::Store) -> anyho
         auth_token: secrecy::SecretString::from(config.auth_token()?.to_string()),
         public_base_url: config.public_base_url()?.to_string(),
         token_key: config.token_key()?,
+        inbound: config.inbound.clone(),
     };
     Ok(callbacks::router(state))
 }

@@ -7,6 +7,7 @@ pub mod housekeeping;
 pub mod pacing;
 pub mod reconcile;
 pub mod scheduler;
+pub mod sms;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,6 +131,7 @@ impl Engine {
         }
         let hb = tokio::spawn(housekeeping::heartbeat(self.clone()));
         let hk = tokio::spawn(housekeeping::run(self.clone()));
+        let texts = tokio::spawn(sms::run(self.clone()));
         let result = scheduler::run(self.clone()).await;
         self.shutdown.cancel();
         // Drain: POSTs already sent finish (bounded by the Twilio timeout), so their CallSids are recorded
@@ -143,6 +145,7 @@ impl Engine {
         // Joins at shutdown: a task that panicked has already reported it.
         let _ = hb.await;
         let _ = hk.await;
+        let _ = texts.await;
         if let Err(e) = self.store.nodes_leave(&self.node_id).await {
             // The others stop counting this replica after LIVE_AFTER anyway.
             tracing::warn!(error = %e, "leaving the replica set failed");

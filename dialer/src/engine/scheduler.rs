@@ -258,6 +258,7 @@ say = "Press 1 to confirm."
             webhook_backoff_base: dialer_core::config::DEFAULT_WEBHOOK_BACKOFF_BASE,
             webhook_backoff_max: dialer_core::config::DEFAULT_WEBHOOK_BACKOFF_MAX,
             webhook_lease: dialer_core::config::DEFAULT_WEBHOOK_LEASE,
+            inbound: Default::default(),
             webhook_poll: dialer_core::config::DEFAULT_WEBHOOK_POLL,
             api_listen_addr: "127.0.0.1:0".parse().unwrap(),
             api_rate_limit: dialer_core::config::DEFAULT_API_RATE_LIMIT,

@@ -31,6 +31,7 @@ impl Callbacks {
             auth_token: SecretString::from(AUTH_TOKEN),
             public_base_url: base.clone(),
             token_key: key.clone(),
+            inbound: Default::default(),
         });
         tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
         Self { base, store, key, client: reqwest::Client::new() }
