@@ -242,6 +242,10 @@ pub struct Progress {
     pub answer_rate: Option<f64>,
     pub backlog: i64,
     pub estimate: Estimate,
+    /// Calls contacts made to the campaign's caller ID.
+    pub inbound_calls: i64,
+    /// The SMS fallback's texts by state and delivery status, and the replies that gave a result.
+    pub sms: dialer_core::store::MessageCounts,
 }
 
 /// Live progress: counts, calls in flight, answer rate, and an ETA from the backlog, CPS and calling window.
@@ -274,5 +278,7 @@ pub async fn progress(State(api): State<Api>, Path(id): Path<i64>) -> ApiResult<
         calls_per_second: stats.calls_per_second,
         backlog,
         estimate,
+        inbound_calls: r.inbound_calls,
+        sms: r.sms,
     }))
 }

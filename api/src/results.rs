@@ -33,6 +33,11 @@ pub struct ResultView {
     /// The zones the calling rules were applied in (`America/Denver & America/Los_Angeles` for several).
     zones: String,
     zone_source: dialer_core::domain::compliance::ZoneSource,
+    /// Calls the contact made to our caller ID.
+    inbound_calls: i64,
+    /// The SMS fallback's delivery status (`delivered`, `undelivered`, `failed`…) once sent, else where it
+    /// stands (`pending`, `skipped`, `rejected`, `unknown`); null when no text was due.
+    sms: Option<String>,
 }
 
 #[derive(ToSchema)]

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use crate::store::ResultRow;
 
-pub const CSV_HEADER: [&str; 10] = [
+pub const CSV_HEADER: [&str; 12] = [
     "contact_id",
     "external_id",
     "phone",
@@ -15,10 +15,13 @@ pub const CSV_HEADER: [&str; 10] = [
     "last_call_at",
     "zones",
     "zone_source",
+    "inbound_calls",
+    "sms",
 ];
 
 /// CSV with a header: contact_id, external_id, phone, state, outcome, result, attempts, last_call_at
-/// (RFC 3339, UTC), zones (the callee's, `&`-separated) and where they came from (given, number, campaign). Empty fields for missing values. Free-text cells (the external reference, the
+/// (RFC 3339, UTC), zones (the callee's, `&`-separated) and where they came from (given, number, campaign),
+/// calls the contact made to us, and the SMS fallback's status. Empty fields for missing values. Free-text cells (the external reference, the
 /// result) that a spreadsheet would run as a formula are neutralized ([`spreadsheet_safe`]).
 pub fn write_csv<W: Write>(rows: &[ResultRow], writer: W) -> Result<(), csv::Error> {
     let mut w = csv::Writer::from_writer(writer);
@@ -43,6 +46,8 @@ pub fn write_csv_row<W: Write>(w: &mut csv::Writer<W>, r: &ResultRow) -> Result<
         r.last_call_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
         r.zones.clone(),
         r.zone_source.to_string(),
+        r.inbound_calls.to_string(),
+        r.sms.clone().unwrap_or_default(),
     ])
 }
 

@@ -79,6 +79,10 @@ pub struct CampaignReport {
     pub in_flight: i64,
     pub parked: i64,
     pub next_due_at: Option<DateTime<Utc>>,
+    /// Calls contacts made to our caller ID (not counted in `attempts`).
+    pub inbound_calls: i64,
+    /// The SMS fallback's texts.
+    pub sms: super::MessageCounts,
 }
 
 /// Every column of `campaigns`, typed, for `query_as!(CampaignRow, …)`, followed by `$rest` (WHERE …) and
@@ -324,7 +328,8 @@ impl Store {
             }
         }
         let a = sqlx::query!(
-            r#"SELECT count(*) AS "attempts!",
+            r#"SELECT count(*) FILTER (WHERE direction = 'outbound') AS "attempts!",
+                      count(*) FILTER (WHERE direction = 'inbound') AS "inbound!",
                       count(*) FILTER (WHERE requested_at IS NOT NULL AND state <> 'not_created') AS "requested!",
                       count(*) FILTER (WHERE state IN ('dialing', 'created', 'parked')) AS "in_flight!",
                       count(*) FILTER (WHERE state = 'parked') AS "parked!"
@@ -354,6 +359,8 @@ impl Store {
             in_flight: a.in_flight,
             parked: a.parked,
             next_due_at,
+            inbound_calls: a.inbound,
+            sms: self.messages_counts(id).await?,
         })
     }
 }

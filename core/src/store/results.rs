@@ -86,6 +86,11 @@ pub struct ResultRow {
     /// The zones the calling rules were applied in (`America/Denver & America/Los_Angeles` for several).
     pub zones: String,
     pub zone_source: ZoneSource,
+    /// Calls the contact made to our caller ID.
+    pub inbound_calls: i64,
+    /// The SMS fallback: Twilio's delivery status once sent, else where it stands (`pending`, `skipped`,
+    /// `rejected`, `unknown`); none when no text was due.
+    pub sms: Option<String>,
 }
 
 impl Store {
@@ -238,7 +243,10 @@ impl Store {
                       GREATEST(c.last_call_at, last.requested_at) AS last_call_at,
                       array_to_string(CASE WHEN cardinality(c.zones) = 0 THEN ARRAY[k.timezone] ELSE c.zones END, ' & ')
                           AS "zones!",
-                      c.zone_source AS "zone_source: ZoneSource"
+                      c.zone_source AS "zone_source: ZoneSource",
+                      (SELECT count(*) FROM attempts i WHERE i.contact_id = c.id AND i.direction = 'inbound')
+                          AS "inbound_calls!",
+                      (SELECT COALESCE(m.status, m.state) FROM messages m WHERE m.contact_id = c.id) AS sms
                FROM contacts c JOIN campaigns k ON k.id = c.campaign_id
                LEFT JOIN LATERAL (
                    SELECT a.outcome, a.requested_at FROM attempts a

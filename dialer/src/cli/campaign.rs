@@ -33,6 +33,9 @@ pub enum CampaignCmd {
         #[arg(long)]
         hang_up: bool,
     },
+    /// Price a campaign before it spends money: its contacts through the scheduler and a simulator in
+    /// virtual time (finish time, calls and minutes by outcome, answer curve, cost). Dials nothing.
+    Estimate(super::estimate::EstimateArgs),
     /// Show a campaign's contacts by state and outcome.
     Status {
         id: i64,
@@ -62,6 +65,7 @@ pub async fn run(cmd: CampaignCmd) -> CliResult {
             }
             Ok(())
         }
+        CampaignCmd::Estimate(args) => super::estimate::run(args).await,
         CampaignCmd::Status { id, json } => {
             let store = connect().await?;
             let r = store.campaigns_report(id).await.map_err(|e| Failure::InvalidInput(e.to_string()))?;
@@ -84,6 +88,18 @@ pub async fn run(cmd: CampaignCmd) -> CliResult {
                 }
                 for (k, v) in &r.by_zone_source {
                     println!("  zone    {:<20} {v}", format!("from {k}"));
+                }
+                if r.inbound_calls > 0 {
+                    println!("  calls back from contacts: {}", r.inbound_calls);
+                }
+                let m = &r.sms;
+                if m != &Default::default() {
+                    println!(
+                        "  sms: {} queued, {} sent ({} delivered, {} undelivered, {} failed), {} skipped, {} rejected, \
+                         {} unknown; {} replies with a result",
+                        m.queued, m.accepted, m.delivered, m.undelivered, m.failed, m.skipped, m.rejected, m.unknown,
+                        m.replies
+                    );
                 }
             }
             Ok(())

@@ -114,7 +114,7 @@ async fn results_export_lists_every_contact_with_its_outcome_and_result() {
 
     let csv = export("csv");
     assert!(
-        csv.starts_with("contact_id,external_id,phone,state,outcome,result,attempts,last_call_at,zones,zone_source\n"),
+        csv.starts_with("contact_id,external_id,phone,state,outcome,result,attempts,last_call_at,zones,zone_source,inbound_calls,sms\n"),
         "{csv}"
     );
     // Imported without a zone: San Francisco's, from the number.

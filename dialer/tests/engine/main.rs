@@ -7,6 +7,7 @@ mod cancel;
 mod contention;
 mod crash;
 mod faults;
+mod inbound;
 mod metrics;
 mod pacing;
 mod policy;
