@@ -15,6 +15,7 @@ pub mod console;
 mod contacts;
 mod dnc;
 mod drain;
+mod estimate;
 mod eta;
 mod extract;
 mod keys;
@@ -60,7 +61,8 @@ pub fn router(state: ApiState) -> Router {
             Router::new()
                 .route("/campaigns", get(campaigns::list))
                 .route("/campaigns/{id}", get(campaigns::get))
-                .route("/campaigns/{id}/progress", get(campaigns::progress)),
+                .route("/campaigns/{id}/progress", get(campaigns::progress))
+                .route("/campaigns/{id}/estimate", post(estimate::estimate)),
         ))
         .merge(scoped(
             Scope::CampaignsWrite,

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{campaigns, contacts, dnc, eta, keys, problem, results, webhooks};
+use crate::{campaigns, contacts, dnc, estimate, eta, keys, problem, results, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,7 @@ RFC 9457 problem details (`application/problem+json`) naming the field and, for 
     paths(
         campaigns::create, campaigns::list, campaigns::get, campaigns::update,
         campaigns::start, campaigns::pause, campaigns::resume, campaigns::cancel, campaigns::progress,
+        estimate::estimate,
         contacts::push, contacts::get, contacts::remove,
         results::page, results::export, results::recent_attempts, results::audit,
         dnc::check, dnc::add, dnc::remove,
@@ -34,6 +35,9 @@ RFC 9457 problem details (`application/problem+json`) naming the field and, for 
         webhooks::EndpointSet, webhooks::EndpointCreated, webhooks::Endpoint, webhooks::DeliveryState,
         webhooks::DeliveryView, webhooks::DeliveryPage, webhooks::Replayed,
         keys::KeyCreate, keys::KeyView, keys::KeyCreated,
+        estimate::EstimateRequest, dialer_core::estimate::EstimateReport, dialer_core::estimate::EstimateMix,
+        dialer_core::estimate::SecsRange, dialer_core::estimate::MixSource, dialer_core::estimate::CurveHour,
+        dialer_core::estimate::CostBreakdown,
     )),
     modifiers(&BearerAuth),
     tags(

@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod config;
 pub mod domain;
+pub mod estimate;
 pub mod export;
 pub mod import;
 pub mod metrics;

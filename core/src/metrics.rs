@@ -440,9 +440,7 @@ impl Metrics {
         for route in SIGNATURE_ROUTES {
             m.signature_rejections.with_label_values(&[route]);
         }
-        for kind in ["stop", "code", "other"] {
-            m.sms_replies.with_label_values(&[kind]);
-        }
+
         m
     }
 

@@ -1,6 +1,7 @@
 //! One call's life, as a tokio task: CPS queue → initiated → ringing → outcome → (answered: TwiML walk)
 //! → terminal status, with the StatusCallbacks the call asked for.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +13,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::config::Outcome;
-use super::state::{lock, rfc2822, stable_hash, CallEntry, MachineDetection, Sim};
+use super::state::{lock, rfc2822, stable_hash, CallDirection, CallEntry, MachineDetection, Sim};
 use super::twiml_walk::WalkEnd;
 use super::webhook::{deliver_callback, Params};
-use dialer_core::domain::{AnsweredBy, CallStatus};
+use dialer_core::domain::{AnsweredBy, CallStatus, E164};
 
 /// Why a call task stopped waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +63,7 @@ pub(crate) fn finish_with(sim: &Sim, entry: &CallEntry, status: CallStatus, sip:
 
 /// The events a StatusCallback can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Event {
+pub(crate) enum Event {
     Initiated,
     Ringing,
     Answered,
@@ -75,51 +76,39 @@ struct Pending {
     duplicate: bool,
 }
 
-/// Sends one call's StatusCallbacks in order (one delivery task per call), applying the fault injection.
-struct CallbackSink {
+/// Where one resource's callbacks go.
+struct Target {
+    url: String,
+    method: String,
+}
+
+/// Sends one resource's callbacks (a call's StatusCallbacks, a message's status callbacks) to one URL in
+/// order, through one delivery task, applying the callback faults: lost, duplicated (same idempotency
+/// token), delayed, and reordered (held back and shuffled until [`FaultySink::finish`]).
+pub(crate) struct FaultySink {
     sim: Arc<Sim>,
-    entry: Arc<CallEntry>,
-    seq: u32,
+    target: Arc<Target>,
     rng: ChaCha8Rng,
     reorder: bool,
     held: Vec<Pending>,
     tx: Option<mpsc::UnboundedSender<Pending>>,
 }
 
-impl CallbackSink {
-    fn new(sim: &Arc<Sim>, entry: &Arc<CallEntry>, fault_seed: u64) -> Self {
+impl FaultySink {
+    pub fn new(sim: &Arc<Sim>, url: String, method: String, fault_seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(fault_seed);
         let reorder = sim.config.faults.reorder > 0.0 && rng.gen_bool(sim.config.faults.reorder);
-        Self { sim: sim.clone(), entry: entry.clone(), seq: 0, rng, reorder, held: Vec::new(), tx: None }
+        let target = Arc::new(Target { url, method });
+        Self { sim: sim.clone(), target, rng, reorder, held: Vec::new(), tx: None }
     }
 
-    fn wanted(&self, e: Event) -> bool {
-        let ev = &self.entry.req.events;
-        self.entry.req.status_callback.is_some()
-            && match e {
-                Event::Initiated => ev.initiated,
-                Event::Ringing => ev.ringing,
-                Event::Answered => ev.answered,
-                Event::Completed => ev.completed,
-            }
-    }
-
-    fn emit(&mut self, e: Event, call_status: CallStatus, mut params: Params) {
-        if !self.wanted(e) {
-            return;
-        }
-        let seq = self.seq;
-        self.seq += 1;
-        params.push(("CallStatus".into(), call_status.as_str().into()));
-        params.push(("SequenceNumber".into(), seq.to_string()));
-        params.push(("Timestamp".into(), rfc2822(self.sim.clock.now())));
-        params.push(("CallbackSource".into(), "call-progress-events".into()));
+    /// Queues one callback. False when the lost-callback fault dropped it (already counted).
+    pub fn push(&mut self, params: Params) -> bool {
         let f = &self.sim.config.faults;
         if f.lost > 0.0 && self.rng.gen_bool(f.lost) {
-            lock(&self.entry.state).lost_callbacks.push(call_status);
             self.sim.counters.callbacks_lost.fetch_add(1, Ordering::Relaxed);
             self.sim.metrics.callbacks_lost.inc();
-            return;
+            return false;
         }
         let duplicate = f.duplicate > 0.0 && self.rng.gen_bool(f.duplicate);
         let p = Pending { params, token: uuid::Uuid::new_v4().simple().to_string(), duplicate };
@@ -128,27 +117,28 @@ impl CallbackSink {
         } else if f.delay > 0.0 && self.rng.gen_bool(f.delay) {
             let max = f.delay_max.as_millis().max(1) as u64;
             let extra = Duration::from_millis(self.rng.gen_range(0..=max));
-            let (sim, entry) = (self.sim.clone(), self.entry.clone());
+            let (sim, target) = (self.sim.clone(), self.target.clone());
             tokio::spawn(async move {
                 tokio::select! {
-                    _ = tokio::time::sleep(extra) => deliver(&sim, &entry, p).await,
+                    _ = tokio::time::sleep(extra) => deliver(&sim, &target, p).await,
                     _ = sim.shutdown.cancelled() => {}
                 }
             });
         } else {
             self.send(p);
         }
+        true
     }
 
     fn send(&mut self, p: Pending) {
         let tx = self.tx.get_or_insert_with(|| {
             let (tx, mut rx) = mpsc::unbounded_channel::<Pending>();
-            let (sim, entry) = (self.sim.clone(), self.entry.clone());
+            let (sim, target) = (self.sim.clone(), self.target.clone());
             tokio::spawn(async move {
                 loop {
                     tokio::select! {
                         next = rx.recv() => match next {
-                            Some(p) => deliver(&sim, &entry, p).await,
+                            Some(p) => deliver(&sim, &target, p).await,
                             None => break,
                         },
                         _ = sim.shutdown.cancelled() => break,
@@ -161,7 +151,7 @@ impl CallbackSink {
     }
 
     /// Delivers what the reorder fault held back, shuffled (never in the original order).
-    fn finish(mut self) {
+    pub fn finish(mut self) {
         let mut held = std::mem::take(&mut self.held);
         if held.len() > 1 {
             let original: Vec<String> = held.iter().map(|p| p.token.clone()).collect();
@@ -176,13 +166,64 @@ impl CallbackSink {
     }
 }
 
-async fn deliver(sim: &Sim, entry: &CallEntry, p: Pending) {
-    let Some(url) = entry.req.status_callback.as_deref() else { return };
-    let method = &entry.req.status_callback_method;
-    deliver_callback(sim, url, method, &p.params, &p.token).await;
+async fn deliver(sim: &Sim, target: &Target, p: Pending) {
+    deliver_callback(sim, &target.url, &target.method, &p.params, &p.token).await;
     if p.duplicate {
         sim.counters.callbacks_duplicated.fetch_add(1, Ordering::Relaxed);
-        deliver_callback(sim, url, method, &p.params, &p.token).await;
+        deliver_callback(sim, &target.url, &target.method, &p.params, &p.token).await;
+    }
+}
+
+/// One call's StatusCallbacks: the events it asked for, numbered, through a [`FaultySink`].
+pub(crate) struct CallbackSink {
+    sim: Arc<Sim>,
+    entry: Arc<CallEntry>,
+    seq: u32,
+    sink: Option<FaultySink>,
+}
+
+impl CallbackSink {
+    pub(crate) fn new(sim: &Arc<Sim>, entry: &Arc<CallEntry>, fault_seed: u64) -> Self {
+        let sink = entry
+            .req
+            .status_callback
+            .clone()
+            .map(|url| FaultySink::new(sim, url, entry.req.status_callback_method.clone(), fault_seed));
+        Self { sim: sim.clone(), entry: entry.clone(), seq: 0, sink }
+    }
+
+    fn wanted(&self, e: Event) -> bool {
+        let ev = &self.entry.req.events;
+        self.sink.is_some()
+            && match e {
+                Event::Initiated => ev.initiated,
+                Event::Ringing => ev.ringing,
+                Event::Answered => ev.answered,
+                Event::Completed => ev.completed,
+            }
+    }
+
+    pub(crate) fn emit(&mut self, e: Event, call_status: CallStatus, mut params: Params) {
+        if !self.wanted(e) {
+            return;
+        }
+        let seq = self.seq;
+        self.seq += 1;
+        params.push(("CallStatus".into(), call_status.as_str().into()));
+        params.push(("SequenceNumber".into(), seq.to_string()));
+        params.push(("Timestamp".into(), rfc2822(self.sim.clock.now())));
+        params.push(("CallbackSource".into(), "call-progress-events".into()));
+        if let Some(sink) = &mut self.sink {
+            if !sink.push(params) {
+                lock(&self.entry.state).lost_callbacks.push(call_status);
+            }
+        }
+    }
+
+    pub(crate) fn finish(self) {
+        if let Some(sink) = self.sink {
+            sink.finish();
+        }
     }
 }
 
@@ -194,6 +235,9 @@ pub(crate) struct CallCtx {
     pub rng: ChaCha8Rng,
     /// `AnsweredBy` sent with TwiML requests (synchronous AMD only).
     pub sync_answered_by: Option<AnsweredBy>,
+    /// The keys an inbound caller presses, in order (`POST /sim/calls/inbound`); `None`: each `<Gather>`
+    /// draws from the configured keypress distribution.
+    pub keyed: Option<VecDeque<char>>,
 }
 
 impl CallCtx {
@@ -229,24 +273,45 @@ impl CallCtx {
 
     fn base_params(&self) -> Params {
         let e = &self.entry;
-        vec![
+        let mut p: Params = vec![
             ("CallSid".into(), e.sid.to_string()),
             ("AccountSid".into(), self.sim.config.account_sid.clone()),
             ("From".into(), e.req.from.to_string()),
             ("To".into(), e.req.to.to_string()),
-            ("Direction".into(), "outbound-api".into()),
+            ("Direction".into(), e.req.direction.as_str().into()),
             ("ApiVersion".into(), "2010-04-01".into()),
-        ]
+        ];
+        if e.req.direction == CallDirection::Inbound {
+            // What an inbound voice request carries besides: the legacy aliases and the geo fields.
+            p.push(("Caller".into(), e.req.from.to_string()));
+            p.push(("Called".into(), e.req.to.to_string()));
+            p.push(("FromCountry".into(), country_of(&e.req.from)));
+            p.push(("ToCountry".into(), country_of(&e.req.to)));
+        }
+        p
     }
 
-    /// Parameters of a TwiML request (Url, Gather action, Redirect ...).
+    /// Parameters of a TwiML request (Url, Gather action, Redirect ...): `ringing` for the first request of
+    /// an inbound call (Twilio answers it once it has TwiML), `in-progress` otherwise.
     pub(crate) fn twiml_params(&self) -> Params {
         let mut p = self.base_params();
-        p.push(("CallStatus".into(), CallStatus::InProgress.as_str().into()));
+        let status = match lock(&self.entry.state).status {
+            CallStatus::Ringing => CallStatus::Ringing,
+            _ => CallStatus::InProgress,
+        };
+        p.push(("CallStatus".into(), status.as_str().into()));
         if let Some(a) = self.sync_answered_by {
             p.push(("AnsweredBy".into(), a.as_str().into()));
         }
         p
+    }
+
+    /// Answers a ringing (inbound) call; a call that is already answered is left alone.
+    pub(crate) fn answer_if_ringing(&self) -> Result<(), Stop> {
+        if lock(&self.entry.state).status == CallStatus::Ringing {
+            self.set_status(CallStatus::InProgress, true)?;
+        }
+        Ok(())
     }
 
     /// Moves a live call to `status`; fails if it was ended from outside meanwhile.
@@ -421,7 +486,7 @@ pub(crate) async fn run_call(sim: Arc<Sim>, entry: Arc<CallEntry>, slot: Instant
         None => ChaCha8Rng::from_entropy(),
     };
     let mut cb = CallbackSink::new(&sim, &entry, fault_seed);
-    let mut ctx = CallCtx { sim: sim.clone(), entry: entry.clone(), rng, sync_answered_by: None };
+    let mut ctx = CallCtx { sim: sim.clone(), entry: entry.clone(), rng, sync_answered_by: None, keyed: None };
     let mut started = false;
     let result = ctx.lifecycle(&mut cb, slot, &mut started).await;
     if started {
@@ -436,17 +501,39 @@ pub(crate) async fn run_call(sim: Arc<Sim>, entry: Arc<CallEntry>, slot: Instant
         // Cannot happen (lifecycle ends every call it does not hand back); be safe anyway.
         finish(&sim, &entry, CallStatus::Completed, 200);
     }
-    let s = entry.snapshot();
-    let mut params = ctx.base_params();
-    let duration = s.duration_secs.unwrap_or(0);
-    params.push(("CallDuration".into(), duration.to_string()));
-    params.push(("Duration".into(), duration.div_ceil(60).to_string()));
-    params.push(("SipResponseCode".into(), s.sip_response_code.unwrap_or(487).to_string()));
-    if entry.req.machine_detection.is_some() {
-        if let Some(by) = s.answered_by {
-            params.push(("AnsweredBy".into(), by.as_str().into()));
+    ctx.send_completed(cb);
+}
+
+impl CallCtx {
+    /// The `completed` StatusCallback of an ended call (with its duration), then whatever the reorder
+    /// fault held back.
+    pub(crate) fn send_completed(&self, mut cb: CallbackSink) {
+        let entry = &self.entry;
+        let s = entry.snapshot();
+        let mut params = self.base_params();
+        let duration = s.duration_secs.unwrap_or(0);
+        params.push(("CallDuration".into(), duration.to_string()));
+        params.push(("Duration".into(), duration.div_ceil(60).to_string()));
+        params.push(("SipResponseCode".into(), s.sip_response_code.unwrap_or(487).to_string()));
+        if entry.req.machine_detection.is_some() {
+            if let Some(by) = s.answered_by {
+                params.push(("AnsweredBy".into(), by.as_str().into()));
+            }
         }
+        cb.emit(Event::Completed, s.status, params);
+        cb.finish();
     }
-    cb.emit(Event::Completed, s.status, params);
-    cb.finish();
+}
+
+/// The ISO country of a number (`JP` for `+81…`), as Twilio's geo fields: the region the number belongs to,
+/// else the main region of its country code (fictional test numbers such as +1 500 belong to none), else "".
+pub(crate) fn country_of(n: &E164) -> String {
+    let Ok(p) = phonenumber::parse(None, n.as_str()) else { return String::new() };
+    if let Some(id) = p.country().id() {
+        return id.as_ref().to_string();
+    }
+    phonenumber::metadata::DATABASE
+        .region(&p.country().code())
+        .and_then(|r| r.first().map(|s| s.to_string()))
+        .unwrap_or_default()
 }

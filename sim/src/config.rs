@@ -143,6 +143,18 @@ pub struct SimArgs {
     /// How long the simulator waits for a webhook response (Twilio: 15 s), milliseconds.
     #[arg(long, default_value_t = 15_000)]
     pub webhook_timeout_ms: u64,
+
+    /// SMS outcome mix, percent delivered (the three SMS weights are normalised to their sum).
+    #[arg(long, default_value_t = 94.0)]
+    pub sms_delivered: f64,
+
+    /// SMS outcome mix, percent undelivered (sent, then refused by the carrier: 30003/30005/30006).
+    #[arg(long, default_value_t = 4.0)]
+    pub sms_undelivered: f64,
+
+    /// SMS outcome mix, percent failed before sending (30008).
+    #[arg(long, default_value_t = 2.0)]
+    pub sms_failed: f64,
 }
 
 impl SimArgs {
@@ -185,6 +197,7 @@ impl SimArgs {
                 geo_blocked: self.geo_blocked,
             },
             webhook_timeout: Duration::from_millis(self.webhook_timeout_ms),
+            sms: SmsMix { delivered: self.sms_delivered, undelivered: self.sms_undelivered, failed: self.sms_failed },
         };
         config.validate()?;
         Ok(config)
@@ -209,6 +222,8 @@ pub struct SimConfig {
     pub play_secs: f64,
     pub faults: Faults,
     pub webhook_timeout: Duration,
+    /// How outbound messages end.
+    pub sms: SmsMix,
 }
 
 impl Default for SimConfig {
@@ -228,6 +243,7 @@ impl Default for SimConfig {
             play_secs: 5.0,
             faults: Faults::default(),
             webhook_timeout: Duration::from_secs(15),
+            sms: SmsMix::default(),
         }
     }
 }
@@ -245,6 +261,7 @@ impl SimConfig {
         ensure!(self.say_chars_per_second > 0.0, "--say-chars-per-second must be > 0");
         ensure!(self.play_secs >= 0.0, "--play-secs must be >= 0");
         self.outcomes.validate()?;
+        self.sms.validate()?;
         let f = &self.faults;
         for (name, v) in [
             ("--fault-429", f.rate_429),
@@ -346,6 +363,66 @@ impl OutcomeMix {
             x -= weight;
         }
         w.iter().rev().find(|(_, w)| *w > 0.0).map(|(o, _)| *o).unwrap_or(Outcome::Human)
+    }
+}
+
+/// Outbound message outcome weights in percent (normalised to their sum).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SmsMix {
+    pub delivered: f64,
+    pub undelivered: f64,
+    pub failed: f64,
+}
+
+impl Default for SmsMix {
+    fn default() -> Self {
+        Self { delivered: 94.0, undelivered: 4.0, failed: 2.0 }
+    }
+}
+
+/// How an outbound message ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SmsOutcome {
+    Delivered,
+    Undelivered,
+    Failed,
+}
+
+impl SmsMix {
+    /// Every message is delivered.
+    pub fn all_delivered() -> Self {
+        Self { delivered: 100.0, undelivered: 0.0, failed: 0.0 }
+    }
+
+    fn weights(&self) -> [(SmsOutcome, f64); 3] {
+        [
+            (SmsOutcome::Delivered, self.delivered),
+            (SmsOutcome::Undelivered, self.undelivered),
+            (SmsOutcome::Failed, self.failed),
+        ]
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut sum = 0.0;
+        for (o, w) in self.weights() {
+            ensure!(w.is_finite() && w >= 0.0, "SMS outcome weight for {o:?} must be >= 0, got {w}");
+            sum += w;
+        }
+        ensure!(sum > 0.0, "the SMS mix (--sms-delivered, --sms-undelivered, --sms-failed) sums to 0");
+        Ok(())
+    }
+
+    pub fn draw(&self, rng: &mut impl Rng) -> SmsOutcome {
+        let w = self.weights();
+        let total: f64 = w.iter().map(|(_, w)| w).sum();
+        let mut x = rng.gen::<f64>() * total;
+        for (o, weight) in w {
+            if x < weight {
+                return o;
+            }
+            x -= weight;
+        }
+        w.iter().rev().find(|(_, w)| *w > 0.0).map(|(o, _)| *o).unwrap_or(SmsOutcome::Delivered)
     }
 }
 
@@ -568,6 +645,19 @@ mod tests {
         assert_eq!(c.digits.choices.len(), 4);
         assert_eq!(c.ring_time, SecsRange { min: 3.0, max: 15.0 });
         assert_eq!(c.faults.timeout_delay, Duration::from_secs(30));
+        assert_eq!(c.sms, SmsMix::default());
+    }
+
+    #[test]
+    fn sms_mix_parses_validates_and_draws() {
+        let cli = Cli::try_parse_from(["sim", "--sms-delivered", "0", "--sms-undelivered", "1", "--sms-failed", "0"])
+            .unwrap();
+        let c = cli.sim.into_config().unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        assert!((0..100).all(|_| c.sms.draw(&mut rng) == SmsOutcome::Undelivered));
+        let cli = Cli::try_parse_from(["sim", "--sms-delivered", "0", "--sms-undelivered", "0", "--sms-failed", "0"])
+            .unwrap();
+        assert!(cli.sim.into_config().is_err(), "an all-zero mix is refused");
     }
 
     #[test]

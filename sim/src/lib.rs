@@ -7,15 +7,34 @@
 //! `Retry-After`), and 400 / 21215 for destinations without geo permission; a refused create leaves no
 //! call in the record and is counted in [`SimStats::create_errors`].
 //!
-//! Routes:
+//! It also owns phone numbers (`IncomingPhoneNumbers`), sends messages (Messages API: a seeded
+//! delivered / undelivered / failed mix, signed status callbacks through the same fault injection as calls),
+//! and plays inbound traffic to those numbers: an inbound SMS is posted to the number's `SmsUrl` and its
+//! `<Message>` replies come back; an inbound call walks the `VoiceUrl`'s TwiML with the caller's keys.
+//! Inbound calls are recorded (direction `inbound`) but never counted in the outbound figures of
+//! [`SimStats`] (creates, CPS windows, duplicates).
+//!
+//! Routes (the Twilio ones need Basic auth; the `/sim/*` ones are the simulator's own):
 //! - `POST /2010-04-01/Accounts/{AccountSid}/Calls.json` create, `GET` same path: list (filters, paging)
 //! - `GET|POST /2010-04-01/Accounts/{AccountSid}/Calls/{Sid}.json` fetch / update (`Status=canceled|completed`)
-//! - `GET /sim/calls` the record of every call, `GET /sim/stats` aggregates, `POST /sim/reset` clears them
+//! - `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` create, `GET` same path: list (`To`, `From`, paging)
+//! - `GET /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json` fetch
+//! - `POST /2010-04-01/Accounts/{AccountSid}/IncomingPhoneNumbers.json` create, `GET` same path: list
+//! - `GET|POST /2010-04-01/Accounts/{AccountSid}/IncomingPhoneNumbers/{Sid}.json` fetch / update
+//! - `GET /sim/calls` the record of every call (outbound and inbound), `GET /sim/messages` of every message,
+//!   `GET /sim/stats` aggregates, `POST /sim/reset` clears them (the numbers stay)
+//! - `POST /sim/messages/inbound` `{"from", "to", "body"}`: an SMS to one of our numbers → `{"sid",
+//!   "webhook_status", "reply": [...]}`
+//! - `POST /sim/calls/inbound` `{"from", "to", "digits", "hangup_after_s"}`: a call to one of our numbers,
+//!   answered once it has ended with its [`CallRecord`]
 //! - `GET /metrics` Prometheus text, `GET /healthz`
 
 mod calls;
 pub mod config;
+mod inbound;
+mod messages;
 mod metrics;
+mod numbers;
 mod server;
 mod state;
 pub mod stats;
@@ -29,8 +48,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use config::{Burst, DigitDist, Faults, Outcome, OutcomeMix, SecsRange, SimArgs, SimConfig};
-pub use state::{rfc2822, CallRecord};
+pub use config::{Burst, DigitDist, Faults, Outcome, OutcomeMix, SecsRange, SimArgs, SimConfig, SmsMix, SmsOutcome};
+pub use inbound::InboundError;
+pub use messages::{InboundSmsOutcome, MessageDirection, MessageRecord, MessageStatus};
+pub use state::{rfc2822, CallDirection, CallRecord, TwimlRequest};
 pub use stats::{peak_in_window, SimStats};
 
 use state::Sim;
@@ -73,13 +94,67 @@ impl SimHandle {
         self.sim.store.get(sid).map(|e| e.record())
     }
 
+    /// The record of every message (outbound and inbound) since start or the last reset, in creation order.
+    pub fn messages(&self) -> Vec<MessageRecord> {
+        self.sim.messages.all().iter().map(|e| e.record()).collect()
+    }
+
+    /// Makes `phone` one of our numbers (or changes the one we own): where its inbound calls (`voice_url`),
+    /// inbound messages (`sms_url`) and inbound calls' `completed` StatusCallback go. Returns its `PN…` sid.
+    pub fn set_number(
+        &self,
+        phone: &str,
+        voice_url: Option<String>,
+        sms_url: Option<String>,
+        status_callback: Option<String>,
+    ) -> Result<String, InboundError> {
+        let number = inbound::parse_number("phone", phone)?;
+        for (field, url) in [("voice_url", &voice_url), ("sms_url", &sms_url), ("status_callback", &status_callback)] {
+            if let Some(u) = url {
+                if !server::is_http_url(u) {
+                    return Err(InboundError::BadRequest(format!("{field} is not an http(s) URL: {u}")));
+                }
+            }
+        }
+        let n = self.sim.numbers.set(number, voice_url, sms_url, status_callback, self.sim.clock.now());
+        Ok(n.sid)
+    }
+
+    /// An SMS from `from` to our number `to`: posted, signed, to the number's `SmsUrl` (like
+    /// `POST /sim/messages/inbound`).
+    pub async fn inbound_sms(&self, from: &str, to: &str, body: &str) -> Result<InboundSmsOutcome, InboundError> {
+        let (from, to) = (inbound::parse_number("from", from)?, inbound::parse_number("to", to)?);
+        messages::receive_sms(&self.sim, from, to, body.to_string()).await
+    }
+
+    /// A call from `from` to our number `to` whose caller keys `digits` (one per `<Gather>` unless its
+    /// `numDigits` says more), run to its end (like `POST /sim/calls/inbound`).
+    pub async fn inbound_call(&self, from: &str, to: &str, digits: &str) -> Result<CallRecord, InboundError> {
+        self.inbound_call_with_hangup(from, to, digits, None).await
+    }
+
+    /// [`Self::inbound_call`] where the caller hangs up after `hangup_after_s` simulated seconds.
+    pub async fn inbound_call_with_hangup(
+        &self,
+        from: &str,
+        to: &str,
+        digits: &str,
+        hangup_after_s: Option<f64>,
+    ) -> Result<CallRecord, InboundError> {
+        let (from, to) = (inbound::parse_number("from", from)?, inbound::parse_number("to", to)?);
+        let keys = inbound::parse_keys(digits)?;
+        inbound::run_inbound_call(&self.sim, from, to, keys, hangup_after_s).await
+    }
+
     pub fn stats(&self) -> SimStats {
         stats::compute(&self.sim)
     }
 
-    /// Clears the record and the callback counters (calls still running carry on, unrecorded).
+    /// Clears the call and message records and the callback counters (calls and messages still running
+    /// carry on, unrecorded). Our numbers stay.
     pub fn reset(&self) {
         self.sim.store.clear();
+        self.sim.messages.clear();
         self.sim.counters.reset();
     }
 
@@ -88,11 +163,13 @@ impl SimHandle {
         self.sim.metrics.render()
     }
 
-    /// Waits until every recorded call has a terminal status; false on timeout.
+    /// Waits until every recorded call has a terminal status and every message a final one; false on timeout.
     pub async fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if self.sim.store.all().iter().all(|e| e.snapshot().status.is_terminal()) {
+            if self.sim.store.all().iter().all(|e| e.snapshot().status.is_terminal())
+                && self.sim.messages.all().iter().all(|m| m.status().is_final())
+            {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {

@@ -14,6 +14,10 @@ pub(crate) struct SimMetrics {
     pub webhooks_sent: IntCounter,
     pub webhooks_failed: IntCounter,
     pub queue_time: Histogram,
+    pub messages_created: IntCounter,
+    pub messages_ended: IntCounterVec,
+    pub messages_received: IntCounter,
+    pub inbound_calls: IntCounter,
 }
 
 impl SimMetrics {
@@ -45,6 +49,18 @@ impl SimMetrics {
             HistogramOpts::new("sim_queue_time_seconds", "Time calls waited in the CPS queue")
                 .buckets(vec![0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
         )?;
+        let messages_created = IntCounter::new("sim_messages_created_total", "Messages created through the REST API")?;
+        let messages_ended = IntCounterVec::new(
+            Opts::new("sim_messages_ended_total", "Outbound messages that reached a final status"),
+            &["status"],
+        )?;
+        let messages_received =
+            IntCounter::new("sim_messages_received_total", "Inbound messages posted to our numbers' SmsUrl")?;
+        let inbound_calls = IntCounter::new("sim_inbound_calls_total", "Inbound calls to our numbers")?;
+        registry.register(Box::new(messages_created.clone()))?;
+        registry.register(Box::new(messages_ended.clone()))?;
+        registry.register(Box::new(messages_received.clone()))?;
+        registry.register(Box::new(inbound_calls.clone()))?;
         registry.register(Box::new(calls_created.clone()))?;
         registry.register(Box::new(calls_ended.clone()))?;
         registry.register(Box::new(calls_active.clone()))?;
@@ -67,6 +83,10 @@ impl SimMetrics {
             webhooks_sent,
             webhooks_failed,
             queue_time,
+            messages_created,
+            messages_ended,
+            messages_received,
+            inbound_calls,
         })
     }
 

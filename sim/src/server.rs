@@ -18,17 +18,30 @@ use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
 use super::calls::{finish_with, run_call};
-use super::state::{lock, rfc2822, CallEntry, CallMut, CallRequest, EventSet, MachineDetection, Sim};
+use super::inbound;
+use super::messages;
+use super::numbers;
+use super::state::{lock, rfc2822, CallDirection, CallEntry, CallMut, CallRequest, EventSet, MachineDetection, Sim};
 use super::stats;
 use dialer_core::domain::{CallSid, CallStatus, E164};
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 pub(crate) fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/2010-04-01/Accounts/{account_sid}/Calls.json", post(create_call).get(list_calls))
         .route("/2010-04-01/Accounts/{account_sid}/Calls/{call}", get(fetch_call).post(update_call))
+        .route("/2010-04-01/Accounts/{account_sid}/Messages.json", post(messages::create).get(messages::list))
+        .route("/2010-04-01/Accounts/{account_sid}/Messages/{message}", get(messages::fetch))
+        .route("/2010-04-01/Accounts/{account_sid}/IncomingPhoneNumbers.json", post(numbers::create).get(numbers::list))
+        .route(
+            "/2010-04-01/Accounts/{account_sid}/IncomingPhoneNumbers/{number}",
+            get(numbers::fetch).post(numbers::update),
+        )
         .route("/sim/calls", get(sim_calls))
+        .route("/sim/calls/inbound", post(inbound::sim_inbound_call))
+        .route("/sim/messages", get(messages::sim_messages))
+        .route("/sim/messages/inbound", post(messages::sim_inbound))
         .route("/sim/stats", get(sim_stats))
         .route("/sim/reset", post(sim_reset))
         .route("/metrics", get(metrics))
@@ -40,7 +53,7 @@ pub(crate) fn router(sim: Arc<Sim>) -> Router {
 #[derive(Debug)]
 pub(crate) struct ApiError {
     status: StatusCode,
-    code: u32,
+    pub code: u32,
     message: String,
     /// Whole seconds for a `Retry-After` header.
     retry_after: Option<u64>,
@@ -71,12 +84,12 @@ pub(crate) fn twilio_error(status: StatusCode, code: u32, message: impl Into<Str
     ApiError { status, code, message: message.into(), retry_after: None }
 }
 
-fn bad_request(code: u32, message: impl Into<String>) -> ApiError {
+pub(crate) fn bad_request(code: u32, message: impl Into<String>) -> ApiError {
     twilio_error(StatusCode::BAD_REQUEST, code, message)
 }
 
 /// Counts a REST request in flight; released on drop.
-struct RestSlot<'a>(&'a Sim);
+pub(crate) struct RestSlot<'a>(&'a Sim);
 
 impl Drop for RestSlot<'_> {
     fn drop(&mut self) {
@@ -85,7 +98,7 @@ impl Drop for RestSlot<'_> {
 }
 
 /// Basic auth and the path's account, then the concurrency limit.
-fn admit<'a>(sim: &'a Sim, headers: &HeaderMap, account_sid: &str) -> Result<RestSlot<'a>, ApiError> {
+pub(crate) fn admit<'a>(sim: &'a Sim, headers: &HeaderMap, account_sid: &str) -> Result<RestSlot<'a>, ApiError> {
     let unauthorized = || twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
     let creds = headers
         .get(header::AUTHORIZATION)
@@ -109,10 +122,18 @@ fn admit<'a>(sim: &'a Sim, headers: &HeaderMap, account_sid: &str) -> Result<Res
 }
 
 /// 429 / 20429: never processed, safe to retry after `retry_after` seconds (at least 1).
-fn too_many(retry_after: u64) -> ApiError {
+pub(crate) fn too_many(retry_after: u64) -> ApiError {
     ApiError {
         retry_after: Some(retry_after.max(1)),
         ..twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests")
+    }
+}
+
+/// 429 / 20429 while a `--fault-429-burst` is on (creates of calls and messages alike).
+pub(crate) fn refuse_in_burst(sim: &Sim) -> Result<(), ApiError> {
+    match sim.config.faults.burst_429.and_then(|b| b.remaining(sim.clock.elapsed(Instant::now()))) {
+        Some(left) => Err(too_many(left.as_secs_f64().ceil() as u64)),
+        None => Ok(()),
     }
 }
 
@@ -127,31 +148,31 @@ fn geo_refused(to: &E164) -> ApiError {
     )
 }
 
-fn count(sim: &Sim, op: &str, r: &Response) {
+pub(crate) fn count(sim: &Sim, op: &str, r: &Response) {
     sim.metrics.rest_requests.with_label_values(&[op, r.status().as_str()]).inc();
 }
 
-fn merge(r: ApiResult) -> Response {
+pub(crate) fn merge(r: ApiResult) -> Response {
     r.unwrap_or_else(IntoResponse::into_response)
 }
 
-fn parse_form(body: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn parse_form(body: &[u8]) -> Vec<(String, String)> {
     form_urlencoded::parse(body).into_owned().collect()
 }
 
-fn first<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn first<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
     form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-fn non_empty<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn non_empty<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
     first(form, key).map(str::trim).filter(|v| !v.is_empty())
 }
 
-fn is_http_url(u: &str) -> bool {
+pub(crate) fn is_http_url(u: &str) -> bool {
     url::Url::parse(u).is_ok_and(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some())
 }
 
-fn http_method(form: &[(String, String)], key: &str) -> Result<String, ApiError> {
+pub(crate) fn http_method(form: &[(String, String)], key: &str) -> Result<String, ApiError> {
     match non_empty(form, key) {
         None => Ok("POST".into()),
         Some(m) if m.eq_ignore_ascii_case("POST") => Ok("POST".into()),
@@ -221,6 +242,7 @@ fn parse_create(form: &[(String, String)]) -> Result<CallRequest, ApiError> {
         }
     }
     Ok(CallRequest {
+        direction: CallDirection::OutboundApi,
         to,
         from,
         url,
@@ -249,22 +271,7 @@ fn create(sim: &Arc<Sim>, req: CallRequest, fault_seed: u64) -> Arc<CallEntry> {
         created_at,
         req,
         cancel: sim.shutdown.child_token(),
-        state: std::sync::Mutex::new(CallMut {
-            status: CallStatus::Queued,
-            updated_at: created_at,
-            started_at: None,
-            answered_at: None,
-            ended_at: None,
-            duration_secs: None,
-            answered_by: None,
-            digits: String::new(),
-            queue_time_ms: None,
-            sip_response_code: None,
-            outcome: None,
-            error: None,
-            ended_by_update: false,
-            lost_callbacks: Vec::new(),
-        }),
+        state: std::sync::Mutex::new(CallMut::new(CallStatus::Queued, created_at)),
     });
     sim.store.insert(entry.clone());
     sim.metrics.calls_created.inc();
@@ -295,9 +302,7 @@ async fn create_call_inner(sim: &Arc<Sim>, account_sid: &str, headers: &HeaderMa
     if f.geo_blocked_prefix(req.to.as_str()).is_some() {
         return Err(geo_refused(&req.to));
     }
-    if let Some(left) = f.burst_429.and_then(|b| b.remaining(sim.clock.elapsed(Instant::now()))) {
-        return Err(too_many(left.as_secs_f64().ceil() as u64));
-    }
+    refuse_in_burst(sim)?;
     let (draw, coin, fault_seed) = {
         let mut rng = lock(&sim.rng);
         (rng.gen::<f64>(), rng.gen_bool(0.5), rng.gen::<u64>())
@@ -351,7 +356,7 @@ pub(crate) fn call_json(sim: &Sim, e: &CallEntry) -> Value {
         "duration": s.duration_secs.map(|d| d.to_string()),
         "price": null,
         "price_unit": "USD",
-        "direction": "outbound-api",
+        "direction": e.req.direction.as_str(),
         "answered_by": s.answered_by.map(|a| a.as_str()),
         "api_version": "2010-04-01",
         "forwarded_from": null,
@@ -375,7 +380,7 @@ pub(crate) fn call_json(sim: &Sim, e: &CallEntry) -> Value {
     })
 }
 
-fn not_found(path: &str) -> ApiError {
+pub(crate) fn not_found(path: &str) -> ApiError {
     twilio_error(StatusCode::NOT_FOUND, 20404, format!("The requested resource {path} was not found"))
 }
 
@@ -483,6 +488,75 @@ fn time_matches(t: DateTime<Utc>, cmp: Cmp, w: When) -> bool {
 
 const PAGING_KEYS: [&str; 3] = ["Page", "PageSize", "PageToken"];
 
+/// `Page` / `PageSize` of a list request, and the page of results in Twilio's list shape.
+pub(crate) struct Paging {
+    page: usize,
+    page_size: usize,
+}
+
+impl Paging {
+    pub fn parse(q: &[(String, String)]) -> Result<Self, ApiError> {
+        let page_size = match non_empty(q, "PageSize") {
+            None => 50,
+            Some(v) => v.parse::<usize>().map_err(|_| bad_request(20001, "PageSize must be a number"))?.clamp(1, 1000),
+        };
+        let page = match non_empty(q, "Page") {
+            None => 0,
+            Some(v) => v.parse::<usize>().map_err(|_| bad_request(20001, "Page must be a number"))?,
+        };
+        Ok(Self { page, page_size })
+    }
+
+    /// `{key: [...], "page", "page_size", "start", "end", "uri", "first_page_uri", "next_page_uri",
+    /// "previous_page_uri"}` for `items` (all matches, in list order); page URIs keep the filters of `q`.
+    pub fn page<T>(
+        &self,
+        path: &str,
+        q: &[(String, String)],
+        key: &str,
+        mut items: Vec<T>,
+        json: impl Fn(&T) -> Value,
+    ) -> Value {
+        let (page, page_size) = (self.page, self.page_size);
+        let total = items.len();
+        let start = page.saturating_mul(page_size).min(total);
+        let end = (start + page_size).min(total);
+        let listed: Vec<Value> = items.drain(start..end).map(|e| json(&e)).collect();
+        let filters: Vec<&(String, String)> = q.iter().filter(|(k, _)| !PAGING_KEYS.contains(&k.as_str())).collect();
+        let page_uri = |p: usize| {
+            let mut s = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &filters {
+                s.append_pair(k, v);
+            }
+            s.append_pair("PageSize", &page_size.to_string());
+            s.append_pair("Page", &p.to_string());
+            format!("{path}?{}", s.finish())
+        };
+        let mut body = json!({
+            "end": if end > start { end - 1 } else { start },
+            "first_page_uri": page_uri(0),
+            "next_page_uri": if end < total { Some(page_uri(page + 1)) } else { None },
+            "page": page,
+            "page_size": page_size,
+            "previous_page_uri": if page > 0 { Some(page_uri(page - 1)) } else { None },
+            "start": start,
+            "uri": page_uri(page),
+        });
+        body[key] = Value::Array(listed);
+        body
+    }
+}
+
+/// A `To` / `From` list filter: E.164 when it parses as a number, else as given.
+pub(crate) fn normalise_number(v: &str) -> String {
+    E164::parse(v, None).map(|n| n.to_string()).unwrap_or_else(|_| v.trim().to_string())
+}
+
+/// The query string of a list request as pairs.
+pub(crate) fn parse_query(query: Option<String>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect()
+}
+
 async fn list_calls(
     State(sim): State<Arc<Sim>>,
     Path(account_sid): Path<String>,
@@ -491,19 +565,10 @@ async fn list_calls(
 ) -> Response {
     let r = (|| {
         let _slot = admit(&sim, &headers, &account_sid)?;
-        let q: Vec<(String, String)> =
-            form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
-        let page_size = match non_empty(&q, "PageSize") {
-            None => 50,
-            Some(v) => v.parse::<usize>().map_err(|_| bad_request(20001, "PageSize must be a number"))?.clamp(1, 1000),
-        };
-        let page = match non_empty(&q, "Page") {
-            None => 0,
-            Some(v) => v.parse::<usize>().map_err(|_| bad_request(20001, "Page must be a number"))?,
-        };
-        let normalise = |v: &str| E164::parse(v, None).map(|n| n.to_string()).unwrap_or_else(|_| v.trim().to_string());
-        let to = non_empty(&q, "To").map(normalise);
-        let from = non_empty(&q, "From").map(normalise);
+        let q = parse_query(query);
+        let paging = Paging::parse(&q)?;
+        let to = non_empty(&q, "To").map(normalise_number);
+        let from = non_empty(&q, "From").map(normalise_number);
         let status = match non_empty(&q, "Status") {
             None => None,
             Some(s) => Some(CallStatus::parse(s).map_err(|_| bad_request(20001, format!("Invalid Status: {s}")))?),
@@ -524,7 +589,7 @@ async fn list_calls(
             }
         }
         // Newest first, like Twilio.
-        let mut matching: Vec<Arc<CallEntry>> = sim
+        let matching: Vec<Arc<CallEntry>> = sim
             .store
             .all()
             .into_iter()
@@ -553,32 +618,8 @@ async fn list_calls(
                 })
             })
             .collect();
-        let total = matching.len();
-        let start = page.saturating_mul(page_size).min(total);
-        let end = (start + page_size).min(total);
-        let calls: Vec<Value> = matching.drain(start..end).map(|e| call_json(&sim, &e)).collect();
         let path = format!("/2010-04-01/Accounts/{account_sid}/Calls.json");
-        let filters: Vec<&(String, String)> = q.iter().filter(|(k, _)| !PAGING_KEYS.contains(&k.as_str())).collect();
-        let page_uri = |p: usize| {
-            let mut s = form_urlencoded::Serializer::new(String::new());
-            for (k, v) in &filters {
-                s.append_pair(k, v);
-            }
-            s.append_pair("PageSize", &page_size.to_string());
-            s.append_pair("Page", &p.to_string());
-            format!("{path}?{}", s.finish())
-        };
-        let body = json!({
-            "calls": calls,
-            "end": if end > start { end - 1 } else { start },
-            "first_page_uri": page_uri(0),
-            "next_page_uri": if end < total { Some(page_uri(page + 1)) } else { None },
-            "page": page,
-            "page_size": page_size,
-            "previous_page_uri": if page > 0 { Some(page_uri(page - 1)) } else { None },
-            "start": start,
-            "uri": page_uri(page),
-        });
+        let body = paging.page(&path, &q, "calls", matching, |e| call_json(&sim, e));
         Ok(Json(body).into_response())
     })();
     let r = merge(r);
@@ -597,6 +638,7 @@ async fn sim_stats(State(sim): State<Arc<Sim>>) -> Response {
 
 async fn sim_reset(State(sim): State<Arc<Sim>>) -> Response {
     sim.store.clear();
+    sim.messages.clear();
     sim.counters.reset();
     StatusCode::NO_CONTENT.into_response()
 }

@@ -1,4 +1,5 @@
-//! Shared simulator state: the call store (the record of every call), CPS pacing, clocks.
+//! Shared simulator state: the call store (the record of every call), the numbers we own and the message
+//! store, CPS pacing, clocks.
 //!
 //! Locks here are `std::sync::Mutex`es held for a few instructions and never across an `.await`.
 
@@ -10,12 +11,14 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::config::SimConfig;
+use super::messages::MessageStore;
 use super::metrics::SimMetrics;
+use super::numbers::NumberStore;
 use dialer_core::domain::{AnsweredBy, CallSid, CallStatus, E164};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -58,9 +61,38 @@ impl Clock {
     }
 }
 
+/// Who started a call: the REST API (the dialer) or a caller dialling one of our numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallDirection {
+    #[default]
+    OutboundApi,
+    Inbound,
+}
+
+impl CallDirection {
+    /// Twilio's `Direction` / `direction` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallDirection::OutboundApi => "outbound-api",
+            CallDirection::Inbound => "inbound",
+        }
+    }
+}
+
+/// One TwiML request a call made (Url, Gather action, Redirect ...) and how it was answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TwimlRequest {
+    pub url: String,
+    pub method: String,
+    /// The HTTP status of the answer; `None` when there was none (connection error, timeout).
+    pub status: Option<u16>,
+}
+
 /// How a call asked to be handled (the create parameters the simulator acts on).
 #[derive(Debug, Clone)]
 pub(crate) struct CallRequest {
+    pub direction: CallDirection,
     pub to: E164,
     pub from: E164,
     pub url: Option<String>,
@@ -112,6 +144,35 @@ pub(crate) struct CallMut {
     pub ended_by_update: bool,
     /// `CallStatus` of each StatusCallback dropped by the lost-callback fault.
     pub lost_callbacks: Vec<CallStatus>,
+    /// What the callee heard and did, in order: `<Say>` texts, `<Dial>`ed numbers, TwiML requests.
+    pub says: Vec<String>,
+    pub dialed: Vec<String>,
+    pub twiml_requests: Vec<TwimlRequest>,
+}
+
+impl CallMut {
+    /// A call that was just created with `status`.
+    pub fn new(status: CallStatus, at: DateTime<Utc>) -> Self {
+        Self {
+            status,
+            updated_at: at,
+            started_at: None,
+            answered_at: None,
+            ended_at: None,
+            duration_secs: None,
+            answered_by: None,
+            digits: String::new(),
+            queue_time_ms: None,
+            sip_response_code: None,
+            outcome: None,
+            error: None,
+            ended_by_update: false,
+            lost_callbacks: Vec::new(),
+            says: Vec::new(),
+            dialed: Vec::new(),
+            twiml_requests: Vec::new(),
+        }
+    }
 }
 
 /// One call: what was asked, and what happened so far.
@@ -133,6 +194,7 @@ impl CallEntry {
         let s = self.snapshot();
         CallRecord {
             sid: self.sid.to_string(),
+            direction: self.req.direction,
             to: self.req.to.to_string(),
             from: self.req.from.to_string(),
             url: self.req.url.clone(),
@@ -151,14 +213,20 @@ impl CallEntry {
             error: s.error,
             ended_by_update: s.ended_by_update,
             lost_callbacks: s.lost_callbacks,
+            says: s.says,
+            dialed: s.dialed,
+            twiml_requests: s.twiml_requests,
         }
     }
 }
 
 /// The simulator's record of one call (`GET /sim/calls`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallRecord {
     pub sid: String,
+    /// `outbound-api` for calls created through the REST API, `inbound` for `POST /sim/calls/inbound`.
+    #[serde(default)]
+    pub direction: CallDirection,
     pub to: String,
     pub from: String,
     /// The TwiML `Url`; `None` for inline `Twiml`.
@@ -191,6 +259,15 @@ pub struct CallRecord {
     /// application never heard of them (a terminal one means it must ask the API how the call ended).
     #[serde(default)]
     pub lost_callbacks: Vec<CallStatus>,
+    /// The text of every `<Say>` the callee (or caller) heard, in order.
+    #[serde(default)]
+    pub says: Vec<String>,
+    /// The numbers `<Dial>` transferred the call to.
+    #[serde(default)]
+    pub dialed: Vec<String>,
+    /// Every TwiML request the call made, in order.
+    #[serde(default)]
+    pub twiml_requests: Vec<TwimlRequest>,
 }
 
 #[derive(Default)]
@@ -240,6 +317,8 @@ pub(crate) struct Counters {
     pub peak_active_calls: AtomicI64,
     /// Create requests answered with a Twilio error, by error code.
     pub create_errors: Mutex<BTreeMap<u32, u64>>,
+    /// Message creates answered with a Twilio error, by error code.
+    pub message_create_errors: Mutex<BTreeMap<u32, u64>>,
 }
 
 impl Counters {
@@ -255,6 +334,7 @@ impl Counters {
             c.store(0, Ordering::Relaxed);
         }
         lock(&self.create_errors).clear();
+        lock(&self.message_create_errors).clear();
         self.peak_active_calls.store(self.active_calls.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
@@ -302,6 +382,9 @@ pub(crate) struct Sim {
     pub config: SimConfig,
     pub clock: Clock,
     pub store: Store,
+    /// The numbers we own (`IncomingPhoneNumbers`): where inbound calls and messages go.
+    pub numbers: NumberStore,
+    pub messages: MessageStore,
     pub pacer: Pacer,
     pub counters: Counters,
     pub metrics: SimMetrics,
@@ -329,6 +412,8 @@ impl Sim {
             config,
             clock: Clock::new(),
             store: Store::default(),
+            numbers: NumberStore::default(),
+            messages: MessageStore::default(),
             counters: Counters::default(),
             metrics: SimMetrics::new()?,
             http,

@@ -1,11 +1,13 @@
-//! Aggregates over the call record (`GET /sim/stats`).
+//! Aggregates over the call and message records (`GET /sim/stats`). The call figures (creates, CPS
+//! windows, duplicates, concurrency) count outbound calls only: inbound calls are not the dialer's doing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use super::state::Sim;
+use super::messages::{MessageDirection, MessageStatus};
+use super::state::{CallDirection, Sim};
 
 /// The largest number of timestamps (milliseconds) inside any window `[t, t + window_ms)`.
 /// Sorts `times` in place; two pointers, O(n log n).
@@ -66,10 +68,38 @@ pub struct SimStats {
     /// 21211 (bad `To`)… Every code but 20500 created nothing.
     #[serde(default)]
     pub create_errors: BTreeMap<u32, u64>,
+    /// Inbound calls (`POST /sim/calls/inbound`); not in any figure above.
+    #[serde(default)]
+    pub inbound_calls: usize,
+    /// Messages created through the REST API.
+    #[serde(default)]
+    pub messages_created: usize,
+    /// Inbound messages (`POST /sim/messages/inbound`).
+    #[serde(default)]
+    pub messages_received: usize,
+    /// Current status of the created (outbound) messages → number of messages.
+    #[serde(default)]
+    pub messages_by_status: BTreeMap<String, usize>,
+    /// Message creates answered with a Twilio error, by code (21211, 21408, 21602, 21604, 20429…).
+    #[serde(default)]
+    pub message_create_errors: BTreeMap<u32, u64>,
 }
 
 pub(crate) fn compute(sim: &Sim) -> SimStats {
-    let calls = sim.store.all();
+    let (calls, inbound): (Vec<_>, Vec<_>) =
+        sim.store.all().into_iter().partition(|c| c.req.direction == CallDirection::OutboundApi);
+    let messages = sim.messages.all();
+    let mut messages_by_status = BTreeMap::new();
+    let mut messages_received = 0;
+    for m in &messages {
+        match m.direction() {
+            MessageDirection::OutboundApi => {
+                let s: MessageStatus = m.status();
+                *messages_by_status.entry(s.as_str().to_string()).or_insert(0) += 1;
+            }
+            MessageDirection::Inbound => messages_received += 1,
+        }
+    }
     let mut created = Vec::with_capacity(calls.len());
     let mut started = Vec::with_capacity(calls.len());
     let mut by_status = BTreeMap::new();
@@ -107,6 +137,11 @@ pub(crate) fn compute(sim: &Sim) -> SimStats {
         by_answered_by,
         max_queue_time_ms,
         create_errors: super::state::lock(&c.create_errors).clone(),
+        inbound_calls: inbound.len(),
+        messages_created: messages.len() - messages_received,
+        messages_received,
+        messages_by_status,
+        message_create_errors: super::state::lock(&c.message_create_errors).clone(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! document, Hangup/Reject or the end of the document hang up.
 
 use super::calls::{CallCtx, Stop};
+use super::state::{lock, TwimlRequest};
 use super::webhook::{fetch_twiml, Params};
 
 /// At most this many verbs and fetches per call (guards against Redirect loops).
@@ -13,9 +14,9 @@ const INFINITE_LOOPS: u32 = 10;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verb {
-    /// Characters of text and how many times it is spoken.
+    /// The text and how many times it is spoken.
     Say {
-        chars: usize,
+        text: String,
         loops: u32,
     },
     Play {
@@ -28,6 +29,9 @@ pub enum Verb {
         action: Option<String>,
         method: String,
         timeout_secs: f64,
+        /// `numDigits`: how many keys end the input (`None`: Twilio's default, until `#` or the timeout;
+        /// a scripted caller then keys one digit).
+        num_digits: Option<u32>,
         action_on_empty: bool,
         prompts: Vec<Verb>,
     },
@@ -35,7 +39,9 @@ pub enum Verb {
         url: String,
         method: String,
     },
+    /// A transfer to `number` (the text of the verb, or of its `<Number>`/`<Client>`/`<Sip>` noun).
     Dial {
+        number: String,
         action: Option<String>,
         method: String,
     },
@@ -72,28 +78,25 @@ fn num(n: roxmltree::Node, attr: &str, default: f64) -> f64 {
         .unwrap_or(default)
 }
 
-fn text_chars(n: roxmltree::Node) -> usize {
-    n.descendants().filter(|d| d.is_text()).map(|d| d.text().unwrap_or("").trim().chars().count()).sum()
-}
-
 fn action(n: roxmltree::Node) -> Option<String> {
     n.attribute("action").map(str::trim).filter(|a| !a.is_empty()).map(str::to_string)
 }
 
 fn verb(n: roxmltree::Node) -> Verb {
     match n.tag_name().name() {
-        "Say" => Verb::Say { chars: text_chars(n), loops: loops(n) },
+        "Say" => Verb::Say { text: text_of(n), loops: loops(n) },
         "Play" => Verb::Play { loops: loops(n) },
         "Pause" => Verb::Pause { secs: num(n, "length", 1.0) },
         "Gather" => Verb::Gather {
             action: action(n),
             method: method(n),
             timeout_secs: num(n, "timeout", 5.0),
+            num_digits: n.attribute("numDigits").and_then(|v| v.trim().parse::<u32>().ok()).filter(|d| *d > 0),
             action_on_empty: n.attribute("actionOnEmptyResult").is_some_and(|v| v.eq_ignore_ascii_case("true")),
             prompts: n.children().filter(|c| c.is_element()).map(verb).collect(),
         },
         "Redirect" => Verb::Redirect { url: text_of(n), method: method(n) },
-        "Dial" => Verb::Dial { action: action(n), method: method(n) },
+        "Dial" => Verb::Dial { number: text_of(n), action: action(n), method: method(n) },
         "Record" => Verb::Record { action: action(n), method: method(n), max_length_secs: num(n, "maxLength", 3600.0) },
         "Hangup" => Verb::Hangup,
         "Reject" => Verb::Reject,
@@ -114,6 +117,30 @@ pub fn parse_twiml(xml: &str) -> Result<Vec<Verb>, String> {
         return Err(format!("bad TwiML: root element is <{}>, not <Response>", root.tag_name().name()));
     }
     Ok(root.children().filter(|c| c.is_element()).map(verb).collect())
+}
+
+/// The bodies of the `<Message>` verbs of a messaging TwiML answer: the text of its `<Body>` noun, or its
+/// own text. An empty answer (no content) is no reply at all.
+pub fn message_bodies(xml: &str) -> Result<Vec<String>, String> {
+    let xml = xml.trim_start_matches('\u{feff}').trim();
+    if xml.is_empty() {
+        return Ok(Vec::new());
+    }
+    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("bad TwiML: {e}"))?;
+    let root = doc.root_element();
+    if root.tag_name().name() != "Response" {
+        return Err(format!("bad TwiML: root element is <{}>, not <Response>", root.tag_name().name()));
+    }
+    Ok(root
+        .children()
+        .filter(|c| c.is_element() && c.tag_name().name() == "Message")
+        .map(|m| match m.children().find(|c| c.is_element() && c.tag_name().name() == "Body") {
+            Some(body) => text_of(body),
+            None => {
+                m.children().filter(|c| c.is_text()).filter_map(|c| c.text()).collect::<String>().trim().to_string()
+            }
+        })
+        .collect())
 }
 
 /// Resolves a (possibly relative) URL against the current document's URL.
@@ -140,14 +167,33 @@ impl From<Stop> for WalkEnd {
 }
 
 impl CallCtx {
-    fn say_secs(&self, chars: usize, loops: u32) -> f64 {
-        chars as f64 / self.sim.config.say_chars_per_second * f64::from(loops)
+    /// The keys pressed in the current `<Gather>`, if any: a scripted caller's next `num_digits` keys (one
+    /// when unset; fewer if the script runs out), else one draw from the configured distribution.
+    fn keys_for_gather(&mut self, num_digits: Option<u32>) -> Option<String> {
+        match &mut self.keyed {
+            Some(script) => {
+                let n = num_digits.unwrap_or(1) as usize;
+                let keys: String = std::iter::from_fn(|| script.pop_front()).take(n).collect();
+                (!keys.is_empty()).then_some(keys)
+            }
+            None => {
+                let pressed = lock(&self.entry.state).digits.len();
+                self.sim.config.digits.draw_nth(pressed, &mut self.rng).map(String::from)
+            }
+        }
+    }
+
+    fn say_secs(&self, text: &str, loops: u32) -> f64 {
+        text.chars().count() as f64 / self.sim.config.say_chars_per_second * f64::from(loops)
     }
 
     /// Time spent on a prompt verb (inside or outside a Gather).
     async fn prompt(&mut self, v: &Verb) -> Result<(), Stop> {
         match v {
-            Verb::Say { chars, loops } => self.sleep(self.say_secs(*chars, *loops)).await,
+            Verb::Say { text, loops } => {
+                lock(&self.entry.state).says.push(text.clone());
+                self.sleep(self.say_secs(text, *loops)).await
+            }
             Verb::Play { loops } => self.sleep(self.sim.config.play_secs * f64::from(*loops)).await,
             Verb::Pause { secs } => self.sleep(*secs).await,
             _ => Ok(()),
@@ -162,11 +208,16 @@ impl CallCtx {
         let mut params = self.twiml_params();
         params.extend(extra);
         let sim = self.sim.clone();
-        let body = tokio::select! {
-            r = fetch_twiml(&sim, url, method, &params) => r.map_err(WalkEnd::Error)?,
+        let answer = tokio::select! {
+            r = fetch_twiml(&sim, url, method, &params) => r,
             _ = self.entry.cancel.cancelled() => return Err(WalkEnd::Stop(self.stop_reason())),
         };
-        parse_twiml(&body).map_err(WalkEnd::Error)
+        lock(&self.entry.state).twiml_requests.push(TwimlRequest {
+            url: url.to_string(),
+            method: method.to_string(),
+            status: answer.status,
+        });
+        parse_twiml(&answer.body.map_err(WalkEnd::Error)?).map_err(WalkEnd::Error)
     }
 
     /// Walks the call's TwiML from its `Url` (or inline `Twiml`) to the end.
@@ -178,6 +229,8 @@ impl CallCtx {
             (None, Some(u)) => (Some(u.clone()), self.fetch(&mut steps, u, &req.method, Vec::new()).await?),
             (None, None) => return Err(WalkEnd::Error("neither Url nor Twiml".into())),
         };
+        // An inbound call rings until its TwiML arrives.
+        self.answer_if_ringing()?;
         'document: loop {
             for v in std::mem::take(&mut verbs) {
                 steps += 1;
@@ -190,19 +243,18 @@ impl CallCtx {
                         self.prompt(&v).await?;
                         None
                     }
-                    Verb::Gather { action, method, timeout_secs, action_on_empty, prompts } => {
+                    Verb::Gather { action, method, timeout_secs, num_digits, action_on_empty, prompts } => {
                         for p in &prompts {
                             self.prompt(p).await?;
                         }
-                        let pressed = super::state::lock(&self.entry.state).digits.len();
-                        let digit = self.sim.config.digits.draw_nth(pressed, &mut self.rng);
+                        let keys = self.keys_for_gather(num_digits);
                         let target =
                             action.as_deref().map(|a| resolve(doc_url.as_deref(), a)).unwrap_or(doc_url.clone());
-                        match digit {
-                            Some(d) => {
+                        match keys {
+                            Some(keys) => {
                                 self.sleep(1.0).await?;
-                                super::state::lock(&self.entry.state).digits.push(d);
-                                target.map(|t| (t, method, vec![("Digits".to_string(), d.to_string())]))
+                                lock(&self.entry.state).digits.push_str(&keys);
+                                target.map(|t| (t, method, vec![("Digits".to_string(), keys)]))
                             }
                             None => {
                                 self.sleep(timeout_secs).await?;
@@ -218,7 +270,8 @@ impl CallCtx {
                         Some(t) => Some((t, method, Vec::new())),
                         None => return Err(WalkEnd::Error(format!("<Redirect> to unusable URL {url:?}"))),
                     },
-                    Verb::Dial { action, method } => {
+                    Verb::Dial { number, action, method } => {
+                        lock(&self.entry.state).dialed.push(number);
                         let talk = self.sim.config.talk_time.draw(&mut self.rng);
                         self.sleep(talk).await?;
                         action.and_then(|a| resolve(doc_url.as_deref(), &a)).map(|t| {
@@ -285,23 +338,37 @@ mod tests {
               <Hangup/>
             </Response>"#;
         let v = parse_twiml(xml).unwrap();
-        assert_eq!(v[0], Verb::Say { chars: 5, loops: 2 });
+        assert_eq!(v[0], Verb::Say { text: "こんにちは".into(), loops: 2 });
         assert_eq!(
             v[1],
             Verb::Gather {
                 action: Some("/gather/tok".into()),
                 method: "POST".into(),
                 timeout_secs: 3.0,
+                num_digits: Some(1),
                 action_on_empty: true,
-                prompts: vec![Verb::Say { chars: 7, loops: 1 }, Verb::Play { loops: 1 }],
+                prompts: vec![Verb::Say { text: "Press 1".into(), loops: 1 }, Verb::Play { loops: 1 }],
             }
         );
         assert_eq!(v[2], Verb::Pause { secs: 2.0 });
         assert_eq!(v[3], Verb::Redirect { url: "/next".into(), method: "GET".into() });
-        assert_eq!(v[4], Verb::Dial { action: Some("/dial".into()), method: "POST".into() });
+        assert_eq!(
+            v[4],
+            Verb::Dial { number: "+15551234567".into(), action: Some("/dial".into()), method: "POST".into() }
+        );
         assert_eq!(v[5], Verb::Record { action: None, method: "POST".into(), max_length_secs: 5.0 });
         assert_eq!(v[6], Verb::Other("Sms".into()));
         assert_eq!(v[7], Verb::Hangup);
+    }
+
+    #[test]
+    fn message_bodies_read_text_or_body_noun() {
+        let xml = r#"<Response><Message>You are unsubscribed.</Message>
+            <Message><Body> Reply START </Body><Media>https://x/a.png</Media></Message><Redirect>/x</Redirect></Response>"#;
+        assert_eq!(message_bodies(xml).unwrap(), vec!["You are unsubscribed.", "Reply START"]);
+        assert_eq!(message_bodies("").unwrap(), Vec::<String>::new());
+        assert_eq!(message_bodies("<Response/>").unwrap(), Vec::<String>::new());
+        assert!(message_bodies("<html/>").is_err());
     }
 
     #[test]

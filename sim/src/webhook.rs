@@ -87,20 +87,29 @@ pub(crate) async fn deliver_callback(sim: &Sim, url: &str, method: &str, params:
     false
 }
 
-/// A TwiML request: the body on a 2xx, an error otherwise (Twilio does not retry these).
-pub(crate) async fn fetch_twiml(sim: &Sim, url: &str, method: &str, params: &Params) -> Result<String, String> {
+/// The answer to a TwiML request: the HTTP status when there was one, and the body on a 2xx.
+#[derive(Debug)]
+pub(crate) struct TwimlAnswer {
+    pub status: Option<u16>,
+    pub body: Result<String, String>,
+}
+
+/// A TwiML request (voice Url, Gather action, inbound SmsUrl ...): Twilio does not retry these.
+pub(crate) async fn fetch_twiml(sim: &Sim, url: &str, method: &str, params: &Params) -> TwimlAnswer {
     sim.counters.webhooks_sent.fetch_add(1, Ordering::Relaxed);
     sim.metrics.webhooks_sent.inc();
     let token = uuid::Uuid::new_v4().simple().to_string();
     match send_signed(sim, url, method, params, &token).await {
-        Answer::Status(s, body) if (200..300).contains(&s) => Ok(body),
+        Answer::Status(s, body) if (200..300).contains(&s) => TwimlAnswer { status: Some(s), body: Ok(body) },
         other => {
             sim.counters.webhooks_failed.fetch_add(1, Ordering::Relaxed);
             sim.metrics.webhooks_failed.inc();
-            Err(match other {
-                Answer::Status(s, _) => format!("{method} {url} answered HTTP {s}"),
-                Answer::Error(e) => e,
-            })
+            match other {
+                Answer::Status(s, _) => {
+                    TwimlAnswer { status: Some(s), body: Err(format!("{method} {url} answered HTTP {s}")) }
+                }
+                Answer::Error(e) => TwimlAnswer { status: None, body: Err(e) },
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ use localpg as pg;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
+use super::estimate;
 use super::serve::{self, Role};
 use super::{CliResult, Failure};
 
@@ -66,6 +67,9 @@ pub struct DemoArgs {
     /// Keep the services and /metrics running after the campaign, until Ctrl-C.
     #[arg(long)]
     keep_running: bool,
+    /// Also write the estimate against the run (finish time, calls, cost and their errors) as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 const DEMO_ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
@@ -100,7 +104,7 @@ pub async fn run(args: DemoArgs) -> CliResult {
         ..SimConfig::default()
     };
     let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the simulator")?;
-    let sim = sim::spawn(sim_config, sim_listener).await.context("starting the simulator")?;
+    let sim = sim::spawn(sim_config.clone(), sim_listener).await.context("starting the simulator")?;
 
     let listener = tokio::net::TcpListener::bind(base.listen_addr)
         .await
@@ -135,6 +139,8 @@ pub async fn run(args: DemoArgs) -> CliResult {
     let zones = open_zones(&spec);
     let campaign = store.campaigns_insert(&spec).await.context("creating the campaign")?;
     let contacts = generate(args.contacts, &zones);
+    // The dry run first, as a user would: the same campaign and contacts, the simulator's mix.
+    let estimate = estimate::before(&spec, campaign, &contacts, &sim_config, &config)?;
     store.contacts_insert_many(campaign, &contacts, |_| {}).await.context("importing contacts")?;
     eprintln!(
         "demo: campaign {campaign} \"{}\" with {} contacts in {} ({}), account CPS {}, simulated time ×{}",
@@ -166,6 +172,7 @@ pub async fn run(args: DemoArgs) -> CliResult {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let report = store.campaigns_report(campaign).await.unwrap_or(report);
     let ok = summary(&store, &sim, campaign, &report, elapsed, args.cps).await?;
+    let accurate = estimate::against_run(&store, &sim, campaign, &estimate, elapsed, args.json.as_deref()).await?;
 
     if args.keep_running {
         eprintln!("demo: services keep running (metrics at {public}/metrics); Ctrl-C to stop");
@@ -173,11 +180,13 @@ pub async fn run(args: DemoArgs) -> CliResult {
     }
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(20), services).await;
-    if ok {
-        Ok(())
-    } else {
-        Err(Failure::Other(anyhow::anyhow!("the demo's totals do not match the simulator's record")))
+    if !ok {
+        return Err(Failure::Other(anyhow::anyhow!("the demo's totals do not match the simulator's record")));
     }
+    if !accurate {
+        return Err(Failure::Other(anyhow::anyhow!("the estimate is further from the run than its bounds allow")));
+    }
+    Ok(())
 }
 
 async fn recreate_database(admin: &str, name: &str) -> CliResult {

@@ -7,6 +7,7 @@ mod contacts;
 mod db;
 mod demo;
 mod dnc;
+mod estimate;
 mod results;
 mod serve;
 

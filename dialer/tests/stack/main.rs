@@ -222,6 +222,32 @@ async fn the_local_stack_scrapes_every_service_and_every_dashboard_query_returns
         let _ = http.get(&progress_url).bearer_auth(&key).send().await;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    // Customers reach back through the simulator: one calls the caller ID and picks a slot, one texts 停止.
+    // Then the texts sent to the unreached contacts have delivery statuses Prometheus has scraped.
+    let sim = env("SIM_URL");
+    let caller_id = env("CALLER_ID");
+    let call: Value = http
+        .post(format!("{sim}/sim/calls/inbound"))
+        .json(&serde_json::json!({"from": "+819030000001", "to": caller_id, "digits": "12"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(call["direction"], "inbound", "{call}");
+    let text = http
+        .post(format!("{sim}/sim/messages/inbound"))
+        .json(&serde_json::json!({"from": "+819030000002", "to": caller_id, "body": "停止"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(text.status().is_success());
+    let started = Instant::now();
+    while scalar(&http, &prom, "sum(dialer_sms_status_total) and sum(dialer_inbound_calls_total)").await.is_none() {
+        assert!(started.elapsed() < Duration::from_secs(120), "Prometheus never saw a text's status or a call back");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     // One more progress read, so the API's own panels see a request inside their 1-minute window.
     assert_eq!(http.get(&progress_url).bearer_auth(&key).send().await.unwrap().status(), 200);
     tokio::time::sleep(Duration::from_secs(3)).await;

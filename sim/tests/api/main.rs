@@ -1,5 +1,8 @@
-//! The simulator's tests, one binary: its own REST API and call lifecycle over real HTTP (`sim`), and the
-//! product's Twilio client against it with every fault turned on (`twilio_sim`).
+//! The simulator's tests, one binary: its own REST API and call lifecycle over real HTTP (`sim`), the product's
+//! Twilio client against it with every fault turned on (`twilio_sim`), messages, numbers and inbound traffic
+//! (`sms`), and the official Python helper library against it (`helper_library`).
 
+mod helper_library;
 mod sim;
+mod sms;
 mod twilio_sim;
