@@ -46,19 +46,24 @@ pub(crate) fn finish_with(sim: &Sim, entry: &CallEntry, status: CallStatus, sip:
         s.sip_response_code = Some(sip);
         s.ended_at = Some(now);
         s.updated_at = now;
-        s.duration_secs = Some(match s.answered_at {
-            Some(a) => {
-                let real = (now - a).num_milliseconds().max(0) as f64 / 1000.0;
-                (real * sim.config.speed).ceil() as u64
-            }
-            None => 0,
-        });
+        s.duration_secs = Some(if s.answered_at.is_some() { s.talk_secs.ceil() as u64 } else { 0 });
         if status == CallStatus::Canceled {
             s.outcome = Some("canceled");
         }
     }
     sim.metrics.calls_ended.with_label_values(&[status.as_str()]).inc();
     true
+}
+
+/// A walk stopped from outside mid-wait (the time limit, the caller hanging up): the wait it was in never
+/// counted, so the time on the line is the wall clock since the answer, scaled by the speed.
+pub(crate) fn cut_off(sim: &Sim, entry: &CallEntry) {
+    let now = sim.clock.now();
+    let mut s = lock(&entry.state);
+    if let Some(a) = s.answered_at {
+        let real = (now - a).num_milliseconds().max(0) as f64 / 1000.0;
+        s.talk_secs = s.talk_secs.max(real * sim.config.speed);
+    }
 }
 
 /// The events a StatusCallback can ask for.
@@ -251,7 +256,24 @@ impl CallCtx {
 
     /// Waits `simulated_secs / speed`, unless the call is ended meanwhile.
     pub(crate) async fn sleep(&self, simulated_secs: f64) -> Result<(), Stop> {
-        self.sleep_real(self.sim.config.real(simulated_secs)).await
+        let started = std::time::Instant::now();
+        let slept = self.sleep_real(self.sim.config.real(simulated_secs)).await;
+        // Cut short (a hang-up, a REST update): the part that passed, in simulated time.
+        let passed = if slept.is_ok() {
+            simulated_secs
+        } else {
+            (started.elapsed().as_secs_f64() * self.sim.config.speed).min(simulated_secs)
+        };
+        self.on_the_line(passed);
+        slept
+    }
+
+    /// Counts time spent on an answered call towards its duration (simulated seconds).
+    pub(crate) fn on_the_line(&self, simulated_secs: f64) {
+        let mut s = lock(&self.entry.state);
+        if s.answered_at.is_some() {
+            s.talk_secs += simulated_secs;
+        }
     }
 
     async fn sleep_real(&self, d: Duration) -> Result<(), Stop> {
@@ -467,7 +489,8 @@ impl CallCtx {
 
         let limit = sim.config.real(req.time_limit_secs);
         match tokio::time::timeout(limit, self.walk()).await {
-            Ok(Ok(())) | Err(_) => {}
+            Ok(Ok(())) => {}
+            Err(_) => cut_off(&sim, &self.entry),
             Ok(Err(WalkEnd::Stop(s))) => return Err(s),
             Ok(Err(WalkEnd::Error(e))) => {
                 tracing::debug!(sid = %self.entry.sid, error = %e, "call ended by an application error");

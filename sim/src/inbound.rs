@@ -145,8 +145,12 @@ pub(crate) async fn run_inbound_call(
     let limit = sim.config.real(hangup_after_s.unwrap_or(entry.req.time_limit_secs));
     match tokio::time::timeout(limit, ctx.walk()).await {
         Ok(Ok(())) => {}
-        Err(_) if hangup_after_s.is_some() => lock(&entry.state).outcome = Some("caller-hangup"),
-        Err(_) => {}
+        Err(_) => {
+            crate::calls::cut_off(sim, &entry);
+            if hangup_after_s.is_some() {
+                lock(&entry.state).outcome = Some("caller-hangup");
+            }
+        }
         Ok(Err(WalkEnd::Stop(Stop::Shutdown))) => return Err(InboundError::ShuttingDown),
         Ok(Err(WalkEnd::Stop(Stop::Hangup))) => {}
         Ok(Err(WalkEnd::Error(e))) => {

@@ -134,6 +134,10 @@ pub(crate) struct CallMut {
     pub answered_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub duration_secs: Option<u64>,
+    /// Time on the line since the answer, in simulated seconds: every simulated wait as it was meant
+    /// (say, pause, gather, talk) plus each TwiML fetch at its real latency. Scaling the wall clock by
+    /// `speed` instead would stretch a 100 ms fetch into 20 s at ×200.
+    pub talk_secs: f64,
     pub answered_by: Option<AnsweredBy>,
     pub digits: String,
     pub queue_time_ms: Option<u64>,
@@ -160,6 +164,7 @@ impl CallMut {
             answered_at: None,
             ended_at: None,
             duration_secs: None,
+            talk_secs: 0.0,
             answered_by: None,
             digits: String::new(),
             queue_time_ms: None,

@@ -208,10 +208,13 @@ impl CallCtx {
         let mut params = self.twiml_params();
         params.extend(extra);
         let sim = self.sim.clone();
+        let asked = std::time::Instant::now();
         let answer = tokio::select! {
             r = fetch_twiml(&sim, url, method, &params) => r,
             _ = self.entry.cancel.cancelled() => return Err(WalkEnd::Stop(self.stop_reason())),
         };
+        // A fetch takes real time on a real call too: counted as it was, not scaled.
+        self.on_the_line(asked.elapsed().as_secs_f64());
         lock(&self.entry.state).twiml_requests.push(TwimlRequest {
             url: url.to_string(),
             method: method.to_string(),

@@ -167,6 +167,13 @@ pub async fn run(args: DemoArgs) -> CliResult {
     let started = Instant::now();
     let report = progress(&store, &sim, campaign, args.contacts as u64, &shutdown).await?;
     let elapsed = started.elapsed();
+    // The SMS fallback goes out as contacts end; let the last texts leave before counting.
+    let texts_from = Instant::now();
+    while store.messages_counts(campaign).await.map(|m| m.queued > 0).unwrap_or(false)
+        && texts_from.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     sim.wait_idle(Duration::from_secs(30)).await;
     // Let the last callbacks land.
     tokio::time::sleep(Duration::from_millis(500)).await;

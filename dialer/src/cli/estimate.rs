@@ -133,10 +133,9 @@ fn human_duration(secs: f64) -> String {
 
 // ---- The demo: the estimate before the run, and against it after. ----
 
-/// Real seconds one TwiML round trip takes in the demo (HTTP, the callbacks service's reads and writes, the
-/// timer's rounding), which the simulator's speed multiplies into simulated call time. Measured on the
-/// demo's own runs (debug build, two cores).
-const DEMO_FETCH_REAL_S: f64 = 0.004;
+/// Seconds one TwiML round trip takes in the demo (HTTP on 127.0.0.1, the callbacks service's reads and
+/// writes). The simulator counts it on the line as it was, unscaled, as a real call would.
+const DEMO_FETCH_S: f64 = 0.01;
 
 /// The simulator's configured behaviour as an estimate's mix (its draws per `<Gather>`, its AMD and say
 /// times, and — seeded — the same outcome on every attempt of a number).
@@ -161,7 +160,7 @@ pub(super) fn simulator_mix(c: &SimConfig) -> EstimateMix {
         say_chars_per_second: Some(c.say_chars_per_second),
         play_s: c.play_secs,
         keypress_s: 1.0,
-        fetch_s: DEMO_FETCH_REAL_S * c.speed,
+        fetch_s: DEMO_FETCH_S,
         transfer_talk_s: range(c.talk_time),
         repeat_outcome: if c.seed.is_some() { 1.0 } else { 0.0 },
         ..EstimateMix::default()
@@ -279,6 +278,13 @@ pub(super) async fn against_run(
             cost += m as f64 * rate;
         }
     }
+    // The SMS fallback's texts, per segment as the simulator counted them.
+    let texts: Vec<_> = sim.messages().into_iter().filter(|m| m.direction.as_str() == "outbound-api").collect();
+    for m in &texts {
+        if let Some(rate) = E164::parse(&m.to, None).ok().and_then(|p| prices.sms_rate(&p).map(|r| r.per_segment)) {
+            cost += f64::from(m.num_segments) * rate;
+        }
+    }
     let actual_by: BTreeMap<String, i64> = store
         .attempts_count_by_outcome(campaign)
         .await?
@@ -293,7 +299,7 @@ pub(super) async fn against_run(
     }
     let finish = Compared::new(estimate.duration_s, elapsed.as_secs_f64());
     let calls_c = Compared::new(estimate.calls as f64, calls.len() as f64);
-    let cost_c = Compared::new(estimate.cost.voice, cost);
+    let cost_c = Compared::new(estimate.cost.total, cost);
     let minutes_c = Compared::new(estimate.minutes as f64, minutes as f64);
     println!("\n=== estimate against the run ===");
     println!("{:<28} {:>12} {:>12} {:>8}", "", "estimate", "actual", "error");
@@ -306,6 +312,7 @@ pub(super) async fn against_run(
         line(&format!("  {k}"), c);
     }
     line("billed minutes", &minutes_c);
+    line("SMS fallback texts", &Compared::new(estimate.sms as f64, texts.len() as f64));
     line(&format!("cost ({})", estimate.cost.currency), &cost_c);
     let mut ok = true;
     let mut check = |what: &str, c: &Compared, bound: f64| {
