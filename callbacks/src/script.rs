@@ -152,7 +152,12 @@ fn default_callback_greeting(script: &Script) -> String {
 
 /// What a caller who is no contact hears: the campaign's message in its language and voice when the
 /// dialled number is a campaign's caller ID, else the service's; then a transfer or the end of the call.
-pub fn unknown_caller(script: Option<&Script>, default_message: &str, default_transfer: Option<&str>, caller_id: &str) -> Response {
+pub fn unknown_caller(
+    script: Option<&Script>,
+    default_message: &str,
+    default_transfer: Option<&str>,
+    caller_id: &str,
+) -> Response {
     let text = script.and_then(|s| s.unknown_caller.as_deref()).unwrap_or(default_message);
     let mut say = Say::new(text);
     if let Some(s) = script {

@@ -18,13 +18,22 @@ use crate::signature::SignedRequest;
 use crate::{ApiError, App};
 
 /// A delivery callback: stored once, applied in any order (the status only moves forward).
-pub(crate) async fn status(State(app): State<App>, Extension(req): Extension<SignedRequest>) -> Result<StatusCode, ApiError> {
+pub(crate) async fn status(
+    State(app): State<App>,
+    Extension(req): Extension<SignedRequest>,
+) -> Result<StatusCode, ApiError> {
     let token = req.message.ok_or(ApiError::Forbidden("no message token"))?;
-    let sid = req.param("MessageSid").or(req.param("SmsSid")).ok_or_else(|| ApiError::BadRequest("MessageSid is missing".into()))?;
+    let sid = req
+        .param("MessageSid")
+        .or(req.param("SmsSid"))
+        .ok_or_else(|| ApiError::BadRequest("MessageSid is missing".into()))?;
     if !(sid.len() == 34 && (sid.starts_with("SM") || sid.starts_with("MM"))) {
         return Err(ApiError::BadRequest(format!("{sid:?} is not a MessageSid")));
     }
-    let status = req.param("MessageStatus").or(req.param("SmsStatus")).ok_or_else(|| ApiError::BadRequest("MessageStatus is missing".into()))?;
+    let status = req
+        .param("MessageStatus")
+        .or(req.param("SmsStatus"))
+        .ok_or_else(|| ApiError::BadRequest("MessageStatus is missing".into()))?;
     let status = MessageStatus::parse(status).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let error_code = match req.param("ErrorCode").filter(|c| !c.is_empty()) {
         Some(c) => Some(c.parse::<i32>().map_err(|_| ApiError::BadRequest(format!("ErrorCode {c:?}")))?),
@@ -44,7 +53,10 @@ pub(crate) async fn status(State(app): State<App>, Extension(req): Extension<Sig
 }
 
 /// A text from a customer. Replies in the campaign's language when it has something to say.
-pub(crate) async fn inbound(State(app): State<App>, Extension(req): Extension<SignedRequest>) -> Result<MessagingTwiml, ApiError> {
+pub(crate) async fn inbound(
+    State(app): State<App>,
+    Extension(req): Extension<SignedRequest>,
+) -> Result<MessagingTwiml, ApiError> {
     let from = req.param("From").ok_or_else(|| ApiError::BadRequest("From is missing".into()))?;
     let body = req.param("Body").unwrap_or_default();
     let metrics = Metrics::global();
@@ -55,7 +67,8 @@ pub(crate) async fn inbound(State(app): State<App>, Extension(req): Extension<Si
     };
     let store = &app.state.store;
     let replied = store.messages_replied(&from, app.state.inbound.lookback).await?;
-    let campaign: Option<CampaignFile> = replied.as_ref().and_then(|m| serde_json::from_value(m.campaign_spec.clone()).ok());
+    let campaign: Option<CampaignFile> =
+        replied.as_ref().and_then(|m| serde_json::from_value(m.campaign_spec.clone()).ok());
     let codes = campaign.as_ref().and_then(|c| c.sms.as_ref()).map(|s| s.reply_codes.clone()).unwrap_or_default();
     let japanese = campaign.as_ref().is_some_and(|c| c.script.language.starts_with("ja"));
     let reply = read_reply(body, &codes);
@@ -64,14 +77,22 @@ pub(crate) async fn inbound(State(app): State<App>, Extension(req): Extension<Si
             store.messages_stop(&from, replied.as_ref().map(|m| m.message_id), body.trim()).await?;
             metrics.sms_replies.with_label_values(&["stop"]).inc();
             tracing::info!(phone = %from, "opted out by SMS");
-            Some(if japanese { "配信を停止しました。今後ご連絡いたしません。" } else { "You are unsubscribed. We will not contact you again." })
+            Some(if japanese {
+                "配信を停止しました。今後ご連絡いたしません。"
+            } else {
+                "You are unsubscribed. We will not contact you again."
+            })
         }
         (Reply::Code { code, result }, Some(m)) => {
             if store.messages_reply_result(m.message_id, code, result).await? {
                 metrics.keypress_results.with_label_values(&[&m.campaign_id.to_string(), result]).inc();
             }
             metrics.sms_replies.with_label_values(&["code"]).inc();
-            Some(if japanese { "ご返信ありがとうございます。承りました。" } else { "Thank you, we have your answer." })
+            Some(if japanese {
+                "ご返信ありがとうございます。承りました。"
+            } else {
+                "Thank you, we have your answer."
+            })
         }
         // Codes come from the replied message's campaign, so a code without one cannot be read.
         (Reply::Code { .. } | Reply::Other, _) => {

@@ -117,7 +117,8 @@ async fn a_customer_calling_back_during_our_call_is_not_retried_after_it() {
     let contact = app.contact(campaign, "+819011112222", "鈴木").await;
     let ours = app.call(contact).await;
     let sid = CallSid::random();
-    let (_, twiml) = text(app.post("/voice/inbound", &inbound_call(&sid, "+819011112222", "+815012345678")).await).await;
+    let (_, twiml) =
+        text(app.post("/voice/inbound", &inbound_call(&sid, "+819011112222", "+815012345678")).await).await;
     let gather = gather_path(&app, &twiml);
     let (_, twiml) = text(app.post(&gather, &form(&[("CallSid", sid.as_str()), ("Digits", "1")])).await).await;
     let gather = gather_path(&app, &twiml);
@@ -154,7 +155,8 @@ async fn an_opt_out_by_voice_on_a_call_back_puts_the_number_on_the_dnc_list() {
     let campaign = app.campaign(JA_CAMPAIGN).await;
     let contact = app.contact(campaign, "+819033334444", "高橋").await;
     let sid = CallSid::random();
-    let (_, twiml) = text(app.post("/voice/inbound", &inbound_call(&sid, "+819033334444", "+815012345678")).await).await;
+    let (_, twiml) =
+        text(app.post("/voice/inbound", &inbound_call(&sid, "+819033334444", "+815012345678")).await).await;
     let gather = gather_path(&app, &twiml);
     let (status, twiml) = text(app.post(&gather, &form(&[("CallSid", sid.as_str()), ("Digits", "9")])).await).await;
     assert_eq!(status, 200);
@@ -176,7 +178,11 @@ async fn texted(app: &TestApp, contact: i64, sid: &str) -> i64 {
     .unwrap();
     let due = app.store.messages_claim_due("test", 10, 60.0).await.unwrap();
     let m = due.into_iter().find(|m| m.contact_id == contact).expect("a text was queued");
-    assert!(app.store.messages_mark_requested(m.id, "test", "本文", &E164::parse("+815012345678", None).unwrap()).await.unwrap());
+    assert!(app
+        .store
+        .messages_mark_requested(m.id, "test", "本文", &E164::parse("+815012345678", None).unwrap())
+        .await
+        .unwrap());
     app.store.messages_accepted(m.id, sid, MessageStatus::Queued).await.unwrap();
     m.id
 }
@@ -205,14 +211,16 @@ async fn sms_replies_record_a_result_or_opt_out_and_forged_ones_write_nothing() 
     assert_eq!(app.scalar_i64("SELECT count(*) FROM attempts WHERE direction = 'inbound'").await, 0);
 
     // A full-width "１" is the reply code 1.
-    let (status, reply) = text(app.post("/sms/inbound", &inbound_sms("+819055550001", "+815012345678", "１")).await).await;
+    let (status, reply) =
+        text(app.post("/sms/inbound", &inbound_sms("+819055550001", "+815012345678", "１")).await).await;
     assert_eq!(status, 200);
     assert!(reply.contains("<Message>ご返信ありがとうございます。承りました。</Message>"), "{reply}");
     let row = app.contact_row(a).await;
     assert_eq!((row.state, row.result.as_deref()), (ContactState::Done, Some("reschedule:morning")));
 
     // 停止 opts the number out, whatever campaign calls it next.
-    let (status, reply) = text(app.post("/sms/inbound", &inbound_sms("+819055550002", "+815012345678", "停止")).await).await;
+    let (status, reply) =
+        text(app.post("/sms/inbound", &inbound_sms("+819055550002", "+815012345678", "停止")).await).await;
     assert_eq!(status, 200);
     assert!(reply.contains("配信を停止しました"), "{reply}");
     assert!(app.store.dnc_blocks(&E164::parse("+819055550002", None).unwrap(), campaign + 1).await.unwrap());
@@ -221,7 +229,8 @@ async fn sms_replies_record_a_result_or_opt_out_and_forged_ones_write_nothing() 
         1
     );
     // Anything else is answered with nothing and changes nothing.
-    let (status, reply) = text(app.post("/sms/inbound", &inbound_sms("+819055550009", "+815012345678", "hello")).await).await;
+    let (status, reply) =
+        text(app.post("/sms/inbound", &inbound_sms("+819055550009", "+815012345678", "hello")).await).await;
     assert_eq!((status.as_u16(), reply.contains("<Message>")), (200, false));
 }
 

@@ -159,12 +159,15 @@ impl MenuOption {
 
 /// A contact's attributes as a script speaks them: the stored JSON object (non-strings as JSON text) plus
 /// the built-ins `phone` and `external_id`.
-pub fn contact_attributes(attributes: &serde_json::Value, phone: &E164, external_id: Option<&str>) -> BTreeMap<String, String> {
+pub fn contact_attributes(
+    attributes: &serde_json::Value,
+    phone: &E164,
+    external_id: Option<&str>,
+) -> BTreeMap<String, String> {
     let mut attrs: BTreeMap<String, String> = match attributes {
-        serde_json::Value::Object(m) => m
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
-            .collect(),
+        serde_json::Value::Object(m) => {
+            m.iter().map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))).collect()
+        }
         _ => BTreeMap::new(),
     };
     attrs.insert("phone".into(), phone.to_string());

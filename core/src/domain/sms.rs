@@ -150,7 +150,8 @@ mod tests {
     #[test]
     fn replies_are_read_as_people_type_them() {
         let codes = BTreeMap::from([("1".to_string(), "reschedule:morning".to_string())]);
-        for stop in ["STOP", "stop", " Stop. ", "ＳＴＯＰ", "停止", "配信停止。", "ストップ", "unsubscribe"] {
+        for stop in ["STOP", "stop", " Stop. ", "ＳＴＯＰ", "停止", "配信停止。", "ストップ", "unsubscribe"]
+        {
             assert_eq!(read_reply(stop, &codes), Reply::Stop, "{stop:?}");
         }
         for one in ["1", " 1 ", "１", "1。"] {

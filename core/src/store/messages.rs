@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::transitions::contact_result_outside_call_in;
 use super::{Result, Store};
-use crate::domain::sms::MessageStatus;
 use crate::domain::compliance::ZoneSource;
+use crate::domain::sms::MessageStatus;
 use crate::domain::{MessageState, Outcome, Tz, E164};
 
 /// A text leased to a sender, with what it needs to decide and render it.
@@ -266,7 +266,11 @@ impl Store {
     }
 
     /// The newest text sent to `phone` within `lookback`, which an inbound SMS from it answers.
-    pub async fn messages_replied(&self, phone: &E164, lookback: std::time::Duration) -> Result<Option<RepliedMessage>> {
+    pub async fn messages_replied(
+        &self,
+        phone: &E164,
+        lookback: std::time::Duration,
+    ) -> Result<Option<RepliedMessage>> {
         Ok(sqlx::query_as!(
             RepliedMessage,
             "SELECT m.id AS message_id, m.contact_id, m.campaign_id, k.spec AS campaign_spec

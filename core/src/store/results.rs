@@ -13,9 +13,9 @@ use sqlx::PgConnection;
 use super::transitions::{finished_many_in, ContactNext, Finish};
 use super::{Result, Store, StoreError};
 use crate::domain::compliance::ZoneSource;
-use crate::domain::{Direction, 
-    settle, AnsweredBy, AttemptState, CallSid, CallStatus, CampaignStatus, ContactState, Next, Outcome, RetryPolicy,
-    SettleInput, Tz, E164,
+use crate::domain::{
+    settle, AnsweredBy, AttemptState, CallSid, CallStatus, CampaignStatus, ContactState, Direction, Next, Outcome,
+    RetryPolicy, SettleInput, Tz, E164,
 };
 pub use crate::domain::{OPTED_OUT_RESULT, TRANSFERRED_RESULT};
 
@@ -173,8 +173,13 @@ impl Store {
         let new = insert_result(&mut tx, attempt_id, menu, digits, result).await?;
         // A contact calling back is reached now: no call of ours will settle it.
         if let Some(a) = a.filter(|a| a.direction == Direction::Inbound) {
-            super::transitions::contact_result_outside_call_in(&mut tx, a.contact_id, result, "result from a call back")
-                .await?;
+            super::transitions::contact_result_outside_call_in(
+                &mut tx,
+                a.contact_id,
+                result,
+                "result from a call back",
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(new)

@@ -550,12 +550,14 @@ impl Store {
         .await?;
         let Some(c) = contact else {
             let campaign_id = match to {
-                Some(to) => sqlx::query_scalar!(
-                    "SELECT id FROM campaigns WHERE caller_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
-                    to as _
-                )
-                .fetch_optional(&mut *tx)
-                .await?,
+                Some(to) => {
+                    sqlx::query_scalar!(
+                        "SELECT id FROM campaigns WHERE caller_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
+                        to as _
+                    )
+                    .fetch_optional(&mut *tx)
+                    .await?
+                }
                 None => None,
             };
             return Ok(InboundCall::Unknown { campaign_id });

@@ -6,8 +6,8 @@ pub mod error;
 pub mod signature;
 pub mod twiml;
 
-pub use client::{CreateMessage, MessageResource, 
-    CallResource, CreateCall, HttpMethod, ListCalls, MachineDetection, StartTimeAfter, StatusCallbackEvent,
-    TwilioClient, UpdateStatus,
+pub use client::{
+    CallResource, CreateCall, CreateMessage, HttpMethod, ListCalls, MachineDetection, MessageResource, StartTimeAfter,
+    StatusCallbackEvent, TwilioClient, UpdateStatus,
 };
 pub use error::{ApiError, RetryClass, TransportKind, TwilioError};

@@ -102,7 +102,8 @@ async fn missed_customers_get_one_text_call_back_reply_and_opt_out() {
         assert_eq!(status.as_deref(), Some(m.status.as_str()), "{m:?}");
     }
     let callbacks_sent: usize = sent.iter().map(|m| m.callbacks.len()).sum();
-    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM message_events").fetch_one(env.store.pool()).await.unwrap();
+    let (events,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM message_events").fetch_one(env.store.pool()).await.unwrap();
     assert_eq!(events as usize, callbacks_sent, "each delivery callback stored once");
 
     // The first contact calls back and picks the afternoon.
@@ -134,7 +135,10 @@ async fn missed_customers_get_one_text_call_back_reply_and_opt_out() {
     let r = env.store.campaigns_report(id).await.unwrap();
     assert_eq!(r.inbound_calls, 1, "the unknown caller is nobody's call back");
     assert_eq!(r.sms.replies, 2, "a reply code and a stop: {:?}", r.sms);
-    assert_eq!(r.calls_requested as usize, env.sim.calls().iter().filter(|c| c.direction.as_str() == "outbound-api").count());
+    assert_eq!(
+        r.calls_requested as usize,
+        env.sim.calls().iter().filter(|c| c.direction.as_str() == "outbound-api").count()
+    );
 
     let (_, m) = scrape(&format!("{base}/metrics")).await;
     assert_eq!(m.sum("dialer_inbound_calls_total", &[("caller", "contact")]), 1.0);
