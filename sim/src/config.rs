@@ -343,26 +343,11 @@ impl OutcomeMix {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        let mut sum = 0.0;
-        for (o, w) in self.weights() {
-            ensure!(w.is_finite() && w >= 0.0, "outcome weight for {o:?} must be >= 0, got {w}");
-            sum += w;
-        }
-        ensure!(sum > 0.0, "the outcome mix (--human, --machine, ...) sums to 0");
-        Ok(())
+        validate_weights(&self.weights(), "the outcome mix (--human, --machine, ...)")
     }
 
     pub fn draw(&self, rng: &mut impl Rng) -> Outcome {
-        let w = self.weights();
-        let total: f64 = w.iter().map(|(_, w)| w).sum();
-        let mut x = rng.gen::<f64>() * total;
-        for (o, weight) in w {
-            if x < weight {
-                return o;
-            }
-            x -= weight;
-        }
-        w.iter().rev().find(|(_, w)| *w > 0.0).map(|(o, _)| *o).unwrap_or(Outcome::Human)
+        draw_weighted(&self.weights(), rng, Outcome::Human)
     }
 }
 
@@ -403,27 +388,36 @@ impl SmsMix {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        let mut sum = 0.0;
-        for (o, w) in self.weights() {
-            ensure!(w.is_finite() && w >= 0.0, "SMS outcome weight for {o:?} must be >= 0, got {w}");
-            sum += w;
-        }
-        ensure!(sum > 0.0, "the SMS mix (--sms-delivered, --sms-undelivered, --sms-failed) sums to 0");
-        Ok(())
+        validate_weights(&self.weights(), "the SMS mix (--sms-delivered, --sms-undelivered, --sms-failed)")
     }
 
     pub fn draw(&self, rng: &mut impl Rng) -> SmsOutcome {
-        let w = self.weights();
-        let total: f64 = w.iter().map(|(_, w)| w).sum();
-        let mut x = rng.gen::<f64>() * total;
-        for (o, weight) in w {
-            if x < weight {
-                return o;
-            }
-            x -= weight;
-        }
-        w.iter().rev().find(|(_, w)| *w > 0.0).map(|(o, _)| *o).unwrap_or(SmsOutcome::Delivered)
+        draw_weighted(&self.weights(), rng, SmsOutcome::Delivered)
     }
+}
+
+/// Weights of a mix: each finite and not negative, and not all zero.
+fn validate_weights<T: std::fmt::Debug>(weights: &[(T, f64)], mix: &str) -> anyhow::Result<()> {
+    let mut sum = 0.0;
+    for (o, w) in weights {
+        ensure!(w.is_finite() && *w >= 0.0, "weight for {o:?} must be >= 0, got {w}");
+        sum += w;
+    }
+    ensure!(sum > 0.0, "{mix} sums to 0");
+    Ok(())
+}
+
+/// One draw from weights that need not sum to 1; `fallback` only if every weight is zero.
+fn draw_weighted<T: Copy>(weights: &[(T, f64)], rng: &mut impl Rng, fallback: T) -> T {
+    let total: f64 = weights.iter().map(|(_, w)| w).sum();
+    let mut x = rng.gen::<f64>() * total;
+    for (o, weight) in weights {
+        if x < *weight {
+            return *o;
+        }
+        x -= weight;
+    }
+    weights.iter().rev().find(|(_, w)| *w > 0.0).map(|(o, _)| *o).unwrap_or(fallback)
 }
 
 /// Fault injection rates (fractions 0..1), 429 bursts and refused destinations.

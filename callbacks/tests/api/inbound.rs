@@ -312,3 +312,27 @@ fn delivery_callbacks_duplicated_and_shuffled_end_in_the_in_order_status() {
 fn events_of<'a>(order: &[(u64, &'a str)]) -> BTreeSet<&'a str> {
     order.iter().map(|(_, s)| *s).collect()
 }
+
+#[tokio::test]
+async fn a_parcel_gets_one_text_even_when_two_campaigns_hold_it() {
+    let app = TestApp::spawn().await;
+    let (first, second) = (app.campaign(JA_CAMPAIGN).await, app.campaign(JA_CAMPAIGN).await);
+    let a = app.contact(first, "+819088880001", "佐藤").await;
+    let b = app.contact(second, "+819088880002", "佐藤").await;
+    sqlx::query("UPDATE contacts SET external_id = 'PARCEL-1' WHERE id IN ($1, $2)")
+        .bind(a)
+        .bind(b)
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    texted(&app, a, "SM00000000000000000000000000000031").await;
+    sqlx::query("UPDATE contacts SET state = 'exhausted', final_outcome = 'busy', finished_at = now() WHERE id = $1")
+        .bind(b)
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    let due = app.store.messages_claim_due("test", 10, 60.0).await.unwrap();
+    let m = due.iter().find(|m| m.contact_id == b).expect("queued like any other");
+    // The sender skips it under `one_per_external_id` (the example campaign's limit).
+    assert!(m.reference_notified, "{m:?}");
+}

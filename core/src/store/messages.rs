@@ -27,6 +27,9 @@ pub struct DueMessage {
     pub region: Option<String>,
     /// The number is on the global DNC list or the campaign's.
     pub dnc: bool,
+    /// Another contact with the same reference (parcel) was reached by a call or already got a text: with
+    /// `one_per_external_id` this one is not sent (the same test as the dialing gate's).
+    pub reference_notified: bool,
 }
 
 /// What a delivery callback did.
@@ -83,7 +86,14 @@ impl Store {
                       c.attributes, c.external_id, c.zones AS "zones: Vec<Tz>",
                       c.zone_source AS "zone_source: ZoneSource", c.region,
                       EXISTS (SELECT 1 FROM dnc d WHERE d.phone = l.phone
-                                AND (d.campaign_id IS NULL OR d.campaign_id = l.campaign_id)) AS "dnc!"
+                                AND (d.campaign_id IS NULL OR d.campaign_id = l.campaign_id)) AS "dnc!",
+                      (c.external_id IS NOT NULL AND (
+                          EXISTS (SELECT 1 FROM contacts o JOIN attempts oa ON oa.contact_id = o.id
+                                  WHERE o.external_id = c.external_id AND o.id <> c.id
+                                    AND oa.outcome IN ('answered_result', 'answered_no_result', 'voicemail'))
+                          OR EXISTS (SELECT 1 FROM contacts o JOIN messages om ON om.contact_id = o.id
+                                     WHERE o.external_id = c.external_id AND o.id <> c.id
+                                       AND om.state IN ('accepted', 'unknown')))) AS "reference_notified!"
                FROM leased l JOIN contacts c ON c.id = l.contact_id
                ORDER BY l.id"#,
             owner,

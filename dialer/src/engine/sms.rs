@@ -123,6 +123,9 @@ fn decide<'a>(m: &DueMessage, campaign: Option<&'a (CampaignRow, CampaignFile)>)
     if m.dnc {
         return Decision::Skip("number on a do-not-call list");
     }
+    if m.reference_notified && file.limits.one_per_external_id {
+        return Decision::Skip("already notified about this reference");
+    }
     let zone = ContactZone::from_stored(m.zones.clone(), m.zone_source, m.region.clone(), row.timezone);
     if let Some(at) = row.policy().closed_until(&zone, now) {
         return Decision::Defer(at);
