@@ -18,6 +18,8 @@ async fn no_unknown_revoked_or_underscoped_key_reads_or_writes_anything() {
         (Method::POST, format!("/api/v1/campaigns/{campaign}/contacts"), push.clone()),
         (Method::PUT, "/api/v1/dnc/+818011112222".to_string(), serde_json::json!({})),
         (Method::POST, format!("/api/v1/campaigns/{campaign}/start"), serde_json::json!({})),
+        // Reads only, but a POST with a body: refused before either is looked at.
+        (Method::POST, format!("/api/v1/campaigns/{campaign}/estimate"), serde_json::json!({"learn": true})),
     ];
 
     // No key at all, a malformed header, a key that was never issued.
@@ -41,7 +43,8 @@ async fn no_unknown_revoked_or_underscoped_key_reads_or_writes_anything() {
     problem(api.req(Method::GET, &format!("/api/v1/campaigns/{campaign}"), "dk_nope").send().await.unwrap(), 401).await;
 
     // A key with every scope but the one each route needs.
-    let needs = [Scope::CampaignsWrite, Scope::ContactsWrite, Scope::DncWrite, Scope::CampaignsWrite];
+    let needs =
+        [Scope::CampaignsWrite, Scope::ContactsWrite, Scope::DncWrite, Scope::CampaignsWrite, Scope::CampaignsRead];
     for ((method, path, body), scope) in writes.iter().zip(needs) {
         let others: Vec<Scope> = Scope::ALL.into_iter().filter(|s| *s != scope).collect();
         let key = api.key(&others).await;
@@ -142,4 +145,27 @@ async fn keys_are_made_through_the_api_with_at_most_the_makers_scopes() {
     // Without keys:manage, the key routes are 403.
     let other = api.key(&[Scope::CampaignsRead]).await;
     problem(api.req(Method::GET, "/api/v1/keys", &other).send().await.unwrap(), 403).await;
+}
+
+#[tokio::test]
+async fn a_malformed_estimate_request_names_its_field_and_writes_nothing() {
+    let api = Api::start().await;
+    let admin = api.admin().await;
+    let campaign = api.delivery_campaign(&admin).await;
+    let before = table_counts(&api.store).await;
+    let path = format!("/api/v1/campaigns/{campaign}/estimate");
+    let p = problem(
+        api.req(Method::POST, &path, &admin).json(&json!({"learn": true, "mix": {}})).send().await.unwrap(),
+        422,
+    )
+    .await;
+    assert!(p.to_string().contains("/learn"), "{p}");
+    let p =
+        problem(api.req(Method::POST, &path, &admin).json(&json!({"mix": {"human": -5.0}})).send().await.unwrap(), 422)
+            .await;
+    assert!(p.to_string().contains("/mix"), "{p}");
+    let r =
+        api.req(Method::POST, &path, &admin).header("content-type", "application/json").body("{not json").send().await;
+    assert!(r.unwrap().status().is_client_error());
+    assert_eq!(table_counts(&api.store).await, before, "a refused estimate wrote something");
 }
