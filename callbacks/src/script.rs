@@ -179,6 +179,12 @@ pub struct Twiml(pub Response);
 
 impl axum::response::IntoResponse for Twiml {
     fn into_response(self) -> axum::response::Response {
-        ([(axum::http::header::CONTENT_TYPE, "text/xml; charset=utf-8")], self.0.render()).into_response()
+        xml(self.0.render())
     }
+}
+
+/// A rendered TwiML document (voice or messaging) as the HTTP answer Twilio expects.
+pub(crate) fn xml(document: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ([(axum::http::header::CONTENT_TYPE, "text/xml; charset=utf-8")], document).into_response()
 }

@@ -112,6 +112,6 @@ pub(crate) struct MessagingTwiml(MessagingResponse);
 
 impl axum::response::IntoResponse for MessagingTwiml {
     fn into_response(self) -> axum::response::Response {
-        ([(axum::http::header::CONTENT_TYPE, "text/xml; charset=utf-8")], self.0.render()).into_response()
+        crate::script::xml(self.0.render())
     }
 }
