@@ -19,6 +19,7 @@ mod estimate;
 mod eta;
 mod extract;
 mod keys;
+pub mod operators;
 pub mod openapi;
 pub mod problem;
 mod results;
@@ -48,6 +49,8 @@ pub struct ApiState {
     /// `ACCOUNT_CPS`, for ETAs.
     pub account_cps: f64,
     pub limiter: KeyLimiter,
+    /// Twilio settings for operators and announcements.
+    pub voice: std::sync::Arc<operators::Voice>,
 }
 
 pub(crate) type Api = ApiState;
@@ -111,6 +114,16 @@ pub fn router(state: ApiState) -> Router {
                 .route("/keys", get(keys::list).post(keys::create))
                 .route("/keys/{id}", axum::routing::delete(keys::revoke)),
         ))
+        .merge(scoped(Scope::CampaignsRead, Router::new().route("/operators", get(operators::list))))
+        .merge(scoped(Scope::KeysManage, Router::new().route("/operators", post(operators::create))))
+        .merge(scoped(Scope::ResultsRead, Router::new().route("/campaigns/{id}/calls", get(operators::live))))
+        .merge(scoped(
+            Scope::CampaignsWrite,
+            Router::new().route("/calls/{attempt_id}/announcements", post(operators::announce)),
+        ))
+        // Any key, as long as it is an operator's.
+        .route("/operator/token", post(operators::token))
+        .route("/operator/status", axum::routing::put(operators::set_status))
         .merge(scoped(
             Scope::DncWrite,
             Router::new().route("/dnc/{phone}", axum::routing::put(dnc::add).delete(dnc::remove)),

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{campaigns, contacts, dnc, estimate, eta, keys, problem, results, webhooks};
+use crate::{campaigns, contacts, dnc, estimate, eta, keys, operators, problem, results, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,8 @@ RFC 9457 problem details (`application/problem+json`) naming the field and, for 
         dnc::check, dnc::add, dnc::remove,
         webhooks::set, webhooks::get, webhooks::remove, webhooks::deliveries, webhooks::replay, webhooks::replay_dead,
         keys::list, keys::create, keys::revoke,
+        operators::token, operators::set_status, operators::list, operators::create, operators::live,
+        operators::announce,
     ),
     components(schemas(
         problem::Problem, problem::FieldError, campaigns::Campaign, campaigns::CampaignPage, campaigns::CampaignPatch,
@@ -35,6 +37,9 @@ RFC 9457 problem details (`application/problem+json`) naming the field and, for 
         webhooks::EndpointSet, webhooks::EndpointCreated, webhooks::Endpoint, webhooks::DeliveryState,
         webhooks::DeliveryView, webhooks::DeliveryPage, webhooks::Replayed,
         keys::KeyCreate, keys::KeyView, keys::KeyCreated,
+        operators::OperatorToken, operators::OperatorView, operators::StatusSet, operators::OperatorCreate,
+        operators::OperatorCreated, operators::LiveView, operators::AnnouncementIn, operators::AnnouncementSent,
+        dialer_core::store::LiveCall, dialer_core::store::TransferRow, dialer_core::domain::TransferState,
         estimate::EstimateRequest, dialer_core::estimate::EstimateReport, dialer_core::estimate::EstimateMix,
         dialer_core::estimate::SecsRange, dialer_core::estimate::MixSource, dialer_core::estimate::CurveHour,
         dialer_core::estimate::CostBreakdown,
@@ -47,6 +52,7 @@ RFC 9457 problem details (`application/problem+json`) naming the field and, for 
         (name = "dnc", description = "The do-not-call list"),
         (name = "webhooks", description = "Signed result webhooks (Standard Webhooks) and their deliveries"),
         (name = "keys", description = "API keys (a key grants only scopes it holds)"),
+        (name = "operators", description = "Operators in the browser, live calls, the waiting room and announcements"),
     )
 )]
 struct ApiDoc;

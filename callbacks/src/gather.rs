@@ -58,6 +58,8 @@ pub(crate) async fn gather(
             }
             script.transfer(number, prefix)
         }
+        // The result (`transferred`) waits until an operator actually answers.
+        Action::Operator => crate::transfer::enter(&app, &ctx, &script, &q.menu, digits, prefix).await?,
         Action::OptOut => {
             // On the DNC list before this response returns, so no later claim can dial the number.
             store.results_opt_out(ctx.attempt_id, &q.menu, digits).await?;

@@ -23,6 +23,7 @@ pub mod script;
 pub mod signature;
 mod sms;
 mod status;
+pub mod transfer;
 mod twiml;
 
 use std::sync::Arc;
@@ -74,6 +75,13 @@ pub fn router(mut state: AppState) -> Router {
         .route("/gather/{token}", get(gather::gather).post(gather::gather))
         .route("/status/{token}", post(status::status))
         .route("/amd/{token}", post(amd::amd))
+        .route("/transfer/hold/{token}", post(transfer::hold))
+        .route("/transfer/conference/{token}", post(transfer::conference))
+        .route("/transfer/done/{token}", post(transfer::done))
+        .route("/transfer/offer/{token}", post(transfer::offer))
+        .route("/transfer/choice/{token}", post(transfer::choice))
+        .route("/operator/status/{token}", post(transfer::operator_status))
+        .route("/announce/{token}", post(transfer::announce))
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), signature::verify_twilio));
     let messages = Router::new()
         .route("/sms/status/{token}", post(sms::status))

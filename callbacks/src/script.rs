@@ -49,6 +49,20 @@ impl CallScript {
         say
     }
 
+    /// `<Say>` of text as written (an announcement: no `{variables}`), in the script's language and voice.
+    pub fn say_plain(&self, text: &str) -> Say {
+        let mut say = Say::new(text).language(&self.script.language);
+        if let Some(v) = &self.script.voice {
+            say = say.voice(v);
+        }
+        say
+    }
+
+    /// `{PUBLIC_BASE_URL}/{route}/{token}`: another route of this attempt.
+    pub fn url(&self, route: &str) -> String {
+        format!("{}/{route}/{}", self.base_url, self.token)
+    }
+
     pub fn menu_def(&self, name: &str) -> Option<&Menu> {
         self.script.menus.get(name)
     }

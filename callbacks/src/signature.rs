@@ -62,6 +62,8 @@ pub fn route_label(path: &str) -> &'static str {
         ("voice", "inbound") => "voice_inbound",
         ("sms", "status") => "sms_status",
         ("sms", "inbound") => "sms_inbound",
+        ("transfer", _) | ("announce", _) => "transfer",
+        ("operator", _) => "operator",
         _ => "other",
     }
 }

@@ -111,6 +111,64 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// What the callbacks service does with calls and texts to our caller IDs.
     pub inbound: InboundSettings,
+    /// Operators in the browser: access-token signing and the operator loop.
+    pub operators: OperatorConfig,
+}
+
+/// Operators who take calls in the browser with the Voice JavaScript SDK.
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
+    /// `TWILIO_API_KEY_SID` (`SK…`) and `TWILIO_API_KEY_SECRET`: the API key access tokens are signed
+    /// with (Twilio's console, API keys). Without them the token endpoint answers 503.
+    pub api_key_sid: Option<String>,
+    pub api_key_secret: Option<SecretString>,
+    /// `TWILIO_TWIML_APP_SID` (`AP…`): the TwiML app the operators' outgoing calls use (optional).
+    pub twiml_app_sid: Option<String>,
+    /// `OPERATOR_TOKEN_TTL_SECONDS` (default 600, at most 86400): how long an access token lives; the
+    /// page renews it before it expires.
+    pub token_ttl: Duration,
+    /// `OPERATOR_POLL_MS` (default 250): how often the dialer pairs waiting callees with free operators.
+    pub poll: Duration,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        Self {
+            api_key_sid: None,
+            api_key_secret: None,
+            twiml_app_sid: None,
+            token_ttl: Duration::from_secs(600),
+            poll: Duration::from_millis(250),
+        }
+    }
+}
+
+impl OperatorConfig {
+    fn from_env() -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let ttl: u64 = parse_var("OPERATOR_TOKEN_TTL_SECONDS", d.token_ttl.as_secs())?;
+        if !(60..=86_400).contains(&ttl) {
+            return Err(ConfigError::Invalid {
+                var: "OPERATOR_TOKEN_TTL_SECONDS",
+                reason: format!("{ttl}: must be between 60 and 86400 (Twilio's limit)"),
+            });
+        }
+        let sid = |name: &'static str, prefix: &str| -> Result<Option<String>, ConfigError> {
+            match var(name) {
+                Some(v) if !(v.starts_with(prefix) && v.len() == 34) => {
+                    Err(ConfigError::Invalid { var: name, reason: format!("must be {prefix} followed by 32 characters") })
+                }
+                other => Ok(other),
+            }
+        };
+        Ok(Self {
+            api_key_sid: sid("TWILIO_API_KEY_SID", "SK")?,
+            api_key_secret: var("TWILIO_API_KEY_SECRET").map(SecretString::from),
+            twiml_app_sid: sid("TWILIO_TWIML_APP_SID", "AP")?,
+            token_ttl: Duration::from_secs(ttl),
+            poll: Duration::from_millis(parse_var("OPERATOR_POLL_MS", d.poll.as_millis() as u64)?.max(10)),
+        })
+    }
 }
 
 /// Calls and texts from customers to the campaigns' caller IDs.
@@ -218,6 +276,7 @@ impl Config {
             webhook_lease: Duration::from_secs(parse_var("WEBHOOK_LEASE_SECONDS", DEFAULT_WEBHOOK_LEASE.as_secs())?),
             webhook_poll: Duration::from_millis(parse_var("WEBHOOK_POLL_MS", DEFAULT_WEBHOOK_POLL.as_millis() as u64)?),
             inbound: InboundSettings::from_env()?,
+            operators: OperatorConfig::from_env()?,
         };
         c.validate()?;
         Ok(c)

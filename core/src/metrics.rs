@@ -31,6 +31,15 @@ pub const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0,
 pub const WEBHOOK_LAG_BUCKETS: &[f64] =
     &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0];
 
+/// Buckets for an operator's conversation: 5 s .. 1 h.
+pub const HANDLE_BUCKETS: &[f64] = &[5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 3600.0];
+
+/// The `outcome` values of `dialer_transfers_total`.
+pub const TRANSFER_OUTCOMES: &[&str] = &["connected", "abandoned", "callback_requested", "no_operator"];
+
+/// The `status` values of `dialer_operators`.
+pub const OPERATOR_STATUSES: &[&str] = &["available", "away", "ringing", "busy"];
+
 /// The `result` values of `dialer_webhook_deliveries_total`, exported from the start at 0.
 pub const WEBHOOK_DELIVERY_RESULTS: &[&str] = &["delivered", "failed", "dead"];
 
@@ -38,7 +47,7 @@ pub const WEBHOOK_DELIVERY_RESULTS: &[&str] = &["delivered", "failed", "dead"];
 /// from the start at 0 so the dashboard's rejection panels and the alert read 0, not "no data", in a healthy
 /// run.
 pub const SIGNATURE_ROUTES: &[&str] =
-    &["twiml", "gather", "status", "amd", "voice_inbound", "sms_status", "sms_inbound", "other"];
+    &["twiml", "gather", "status", "amd", "voice_inbound", "sms_status", "sms_inbound", "transfer", "operator", "other"];
 
 /// All metrics, registered in their own [`Registry`].
 ///
@@ -105,6 +114,26 @@ pub struct Metrics {
     pub sms_status: IntCounterVec,
     /// `dialer_sms_replies_total{kind}`: inbound texts by what they meant (`stop` | `code` | `other`).
     pub sms_replies: IntCounterVec,
+    /// `dialer_transfer_requests_total{campaign}`: callees who pressed the operator key (entered the
+    /// waiting room).
+    pub transfer_requests: IntCounterVec,
+    /// `dialer_transfers_total{campaign, outcome}`: how waiting-room stays ended (`connected` |
+    /// `abandoned` | `callback_requested` | `no_operator`). `abandoned` over live-answered calls is the
+    /// abandonment rate the 3 % alert watches.
+    pub transfers: IntCounterVec,
+    /// `dialer_transfer_wait_seconds{campaign}`: from the key press until an operator answered.
+    pub transfer_wait: HistogramVec,
+    /// `dialer_operator_handle_seconds`: from an operator answering until the conversation ended.
+    pub operator_handle: Histogram,
+    /// `dialer_operator_rings_total{result}`: operator rings by result (`answered` | `missed` | `failed`).
+    pub operator_rings: IntCounterVec,
+    /// `dialer_operators{status}`: operators by status (`available` | `away` | `ringing` | `busy`).
+    pub operators: IntGaugeVec,
+    /// `dialer_waiting_room_callers{campaign}`: callees in the waiting room now.
+    pub waiting_callers: IntGaugeVec,
+    /// `dialer_announcements_total{via, result}`: console announcements (`conference` | `call`;
+    /// `sent` | `failed`).
+    pub announcements: IntCounterVec,
     /// `dialer_account_cps_limit`: the account-wide calls-per-second limit in force.
     pub account_cps_limit: Gauge,
     /// `dialer_campaign_cps_limit{campaign}`: each campaign's calls-per-second limit.
@@ -139,7 +168,7 @@ pub struct Metrics {
 /// The `component` values of `dialer_internal_errors_total`, each exported from the start at 0 so a rate
 /// or an alert sees the series before the first error.
 pub const INTERNAL_ERROR_COMPONENTS: &[&str] =
-    &["scheduler", "dispatch", "reconcile", "housekeeping", "callbacks", "webhooks", "sms"];
+    &["scheduler", "dispatch", "reconcile", "housekeeping", "callbacks", "webhooks", "sms", "operators"];
 
 fn reg<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
     registry.register(Box::new(c.clone())).expect("metric registered twice or with a bad name");
@@ -178,6 +207,17 @@ impl Metrics {
         if let Some(crate::domain::Next::Retry { reason, .. }) = &s.next {
             self.retries_scheduled.with_label_values(&[campaign.as_str(), reason]).inc();
         }
+        match s.transfer {
+            Some(crate::domain::TransferState::Abandoned) => self.transfer_ended(&campaign, "abandoned"),
+            Some(crate::domain::TransferState::NoOperator) => self.transfer_ended(&campaign, "no_operator"),
+            _ => {}
+        }
+    }
+
+    /// Counts how a waiting-room stay ended (one of [`TRANSFER_OUTCOMES`]).
+    pub fn transfer_ended(&self, campaign: &str, outcome: &'static str) {
+        debug_assert!(TRANSFER_OUTCOMES.contains(&outcome), "unknown transfer outcome {outcome}");
+        self.transfers.with_label_values(&[campaign, outcome]).inc();
     }
 
     /// Counts one failed internal operation of `component` (one of [`INTERNAL_ERROR_COMPONENTS`]); the
@@ -269,6 +309,55 @@ impl Metrics {
                 "dialer_sms_replies_total",
                 "Inbound SMS by meaning: stop word, reply code, or other.",
                 &["kind"],
+            ),
+            transfer_requests: counter_vec(
+                &r,
+                "dialer_transfer_requests_total",
+                "Callees who pressed the operator key and entered the waiting room, by campaign.",
+                &["campaign"],
+            ),
+            transfers: counter_vec(
+                &r,
+                "dialer_transfers_total",
+                "Waiting-room stays by how they ended: connected, abandoned, callback_requested, no_operator.",
+                &["campaign", "outcome"],
+            ),
+            transfer_wait: histogram_vec(
+                &r,
+                "dialer_transfer_wait_seconds",
+                "Time from the operator key press until an operator answered, in seconds.",
+                &["campaign"],
+                WAIT_BUCKETS,
+            ),
+            operator_handle: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "dialer_operator_handle_seconds",
+                        "Time from an operator answering until the conversation ended, in seconds.",
+                    )
+                    .buckets(HANDLE_BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
+            ),
+            operator_rings: counter_vec(
+                &r,
+                "dialer_operator_rings_total",
+                "Operator rings by result: answered, missed, failed.",
+                &["result"],
+            ),
+            operators: gauge_vec_int(&r, "dialer_operators", "Operators by status.", &["status"]),
+            waiting_callers: gauge_vec_int(
+                &r,
+                "dialer_waiting_room_callers",
+                "Callees in the waiting room (no operator yet), by campaign.",
+                &["campaign"],
+            ),
+            announcements: counter_vec(
+                &r,
+                "dialer_announcements_total",
+                "Announcements from the console into live calls, by how they were sent and the result.",
+                &["via", "result"],
             ),
             callbacks_received: counter_vec(
                 &r,
@@ -439,6 +528,9 @@ impl Metrics {
         }
         for route in SIGNATURE_ROUTES {
             m.signature_rejections.with_label_values(&[route]);
+        }
+        for result in ["answered", "missed", "failed"] {
+            m.operator_rings.with_label_values(&[result]);
         }
 
         m

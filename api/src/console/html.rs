@@ -63,7 +63,8 @@ pub fn page(status: StatusCode, title: &str, chrome: &Chrome, body: &str) -> Res
     if let Some(csrf) = chrome.csrf {
         h.raw("<nav aria-label=\"Main\"><a href=\"/console/campaigns\">Campaigns</a>")
             .raw("<a href=\"/console/campaigns/new\">New campaign</a><a href=\"/console/dnc\">Do-not-call</a>")
-            .raw("<a href=\"/console/keys\">API keys</a></nav>")
+            .raw("<a href=\"/console/keys\">API keys</a>")
+            .raw("<a href=\"/console/operator\">Take calls</a></nav>")
             .raw("<form method=\"post\" action=\"/console/logout\" class=\"logout\">")
             .raw(&csrf_field(csrf));
         if let Some(name) = chrome.key_name {

@@ -7,6 +7,8 @@ mod admin;
 #[allow(clippy::result_large_err)]
 mod create;
 mod html;
+#[allow(clippy::result_large_err)]
+mod operator;
 // A refusal is the page to show (`Result<_, Response>`), built once per request: boxing it buys nothing.
 #[allow(clippy::result_large_err)]
 mod pages;
@@ -23,6 +25,9 @@ use crate::ApiState;
 
 const CSS: &str = include_str!("assets/console.css");
 const JS: &str = include_str!("assets/console.js");
+const OPERATOR_JS: &str = include_str!("assets/operator.js");
+/// Twilio's Voice JavaScript SDK as published on npm (`scripts/console-assets` writes it).
+const VOICE_SDK: &str = include_str!("assets/twilio-voice.min.js");
 
 /// The console's routes (nested under `/console` by [`crate::router`]).
 pub fn routes() -> Router<ApiState> {
@@ -55,6 +60,13 @@ pub fn routes() -> Router<ApiState> {
         .route("/dnc/remove", post(pages::dnc_remove))
         .route("/assets/console.css", get(|| async { asset(CSS, "text/css; charset=utf-8") }))
         .route("/assets/console.js", get(|| async { asset(JS, "text/javascript; charset=utf-8") }))
+        .route("/assets/operator.js", get(|| async { asset(OPERATOR_JS, "text/javascript; charset=utf-8") }))
+        .route("/assets/twilio-voice.min.js", get(|| async { asset(VOICE_SDK, "text/javascript; charset=utf-8") }))
+        .route("/operator", get(operator::page_operator))
+        .route("/operator/token", post(operator::token))
+        .route("/operator/status", post(operator::status))
+        .route("/campaigns/{id}/calls", get(operator::calls))
+        .route("/campaigns/{id}/calls/{attempt}/announce", post(operator::announce))
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -66,13 +78,16 @@ fn asset(body: &'static str, ctype: &'static str) -> Response {
 /// and CSRF tokens).
 async fn security_headers(mut res: Response) -> Response {
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-             frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-        ),
-    );
+    // A page may narrow-widen it for itself (the operator page lets the Voice SDK reach Twilio).
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                 frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+            ),
+        );
+    }
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));

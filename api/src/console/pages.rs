@@ -197,7 +197,8 @@ pub async fn campaign(State(api): State<ApiState>, s: Session, Path(id): Path<i6
     h.raw(&format!(
         "<p><a href=\"/console/campaigns/{id}/results\">Results</a> · \
          <a href=\"/console/campaigns/{id}/results.csv\" download>Download results (CSV)</a> · \
-         <a href=\"/console/campaigns/{id}/webhook\">Result webhook</a></p>"
+         <a href=\"/console/campaigns/{id}/webhook\">Result webhook</a> · \
+         <a href=\"/console/campaigns/{id}/calls\">Live calls and waiting room</a></p>"
     ));
     if s.inner.key.allows(Scope::ResultsRead) {
         let recent = api.store.attempts_recent(id, RECENT).await.map_err(|e| problem_page(&s, e.into()))?;

@@ -18,7 +18,12 @@ impl Api {
 
     pub async fn start_with_rate(per_second: u32, burst: u32) -> Self {
         let store = testkit::fresh_store().await;
-        let state = ApiState { store: store.clone(), account_cps: 10.0, limiter: KeyLimiter::new(per_second, burst) };
+        let state = ApiState {
+            store: store.clone(),
+            account_cps: 10.0,
+            limiter: KeyLimiter::new(per_second, burst),
+            voice: Default::default(),
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, dialer_api::router(state)).await.unwrap() });

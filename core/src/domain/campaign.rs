@@ -67,6 +67,9 @@ pub struct CampaignFile {
     /// A text after the last attempt, for contacts that ended with one of the listed outcomes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sms: Option<SmsFallback>,
+    /// The waiting room of menu options with `operator = true`: hold limit, ring time, pacing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operators: Option<super::operators::OperatorSettings>,
 }
 
 /// `[sms]`: one SMS per contact when its calls end with one of `after` (e.g. no answer on the last
@@ -379,6 +382,9 @@ impl CampaignSpec {
         }
         if let Some(sms) = &file.sms {
             issues.extend(sms.check(&file.script));
+        }
+        if let Some(ops) = &file.operators {
+            issues.extend(ops.check());
         }
         match (caller_id, timezone, window) {
             (Some(caller_id), Some(timezone), Some(window)) if issues.is_empty() => {

@@ -6,6 +6,7 @@ pub mod campaign;
 pub mod compliance;
 pub mod holidays;
 pub mod numberzone;
+pub mod operators;
 mod outcome;
 mod phone;
 mod recurrence;
@@ -26,6 +27,8 @@ pub use outcome::{classify, decide, CallFacts, FinalState, Next, Outcome};
 pub use phone::{PhoneError, E164};
 pub use recurrence::latest_occurrence;
 pub use settle::{settle, SettleDecision, SettleInput, OPTED_OUT_RESULT, TRANSFERRED_RESULT};
-pub use state::{AttemptState, AttemptTransition, CampaignStatus, ContactState, Direction, MessageState};
+pub use state::{
+    AttemptState, AttemptTransition, CampaignStatus, ContactState, Direction, MessageState, OperatorEngaged, TransferState,
+};
 pub use token::{AttemptToken, MessageToken, TokenError, TokenKey};
 pub use zone::Tz;

@@ -66,6 +66,16 @@ pub struct Script {
     /// Where an unknown caller is transferred after the message (E.164); none: the call ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unknown_caller_transfer: Option<String>,
+    /// Said in the waiting room between hold music while an operator is sought (a text in the script's
+    /// language when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_message: Option<String>,
+    /// Said when no operator answered within the campaign's hold limit; key 1 asks for a call back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_offer: Option<String>,
+    /// Said after the callee asked to be called back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_confirmed: Option<String>,
 }
 
 fn default_start() -> String {
@@ -97,7 +107,7 @@ fn default_timeout() -> u32 {
     5
 }
 
-/// What a key does. Exactly one of `result`, `goto`, `transfer`, `opt_out`, `repeat`.
+/// What a key does. Exactly one of `result`, `goto`, `transfer`, `operator`, `opt_out`, `repeat`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MenuOption {
@@ -110,6 +120,9 @@ pub struct MenuOption {
     /// Transfer the call with `<Dial>` to this number.
     #[serde(default)]
     pub transfer: Option<String>,
+    /// Put the callee in the waiting room and ring the available operators (see `[operators]`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub operator: bool,
     /// Put the number on the DNC list at once and end the call.
     #[serde(default)]
     pub opt_out: bool,
@@ -127,6 +140,8 @@ pub enum Action<'a> {
     Result(&'a str),
     Goto(&'a str),
     Transfer(&'a str),
+    /// To a person through the waiting room.
+    Operator,
     OptOut,
     Repeat,
 }
@@ -143,6 +158,9 @@ impl MenuOption {
         if let Some(t) = &self.transfer {
             found.push(Action::Transfer(t));
         }
+        if self.operator {
+            found.push(Action::Operator);
+        }
         if self.opt_out {
             found.push(Action::OptOut);
         }
@@ -151,8 +169,8 @@ impl MenuOption {
         }
         match found.len() {
             1 => Ok(found.remove(0)),
-            0 => Err("has no action (one of result, goto, transfer, opt_out, repeat)".into()),
-            _ => Err("has more than one action (result, goto, transfer, opt_out, repeat)".into()),
+            0 => Err("has no action (one of result, goto, transfer, operator, opt_out, repeat)".into()),
+            _ => Err("has more than one action (result, goto, transfer, operator, opt_out, repeat)".into()),
         }
     }
 }
@@ -224,6 +242,9 @@ impl Script {
         check_text("goodbye", &self.goodbye)?;
         check_text("retry_prompt", &self.retry_prompt)?;
         check_text("callback_greeting", &self.callback_greeting)?;
+        check_text("hold_message", &self.hold_message)?;
+        check_text("callback_offer", &self.callback_offer)?;
+        check_text("callback_confirmed", &self.callback_confirmed)?;
         // Nothing is known of an unknown caller: no variables.
         if let Some(t) = &self.unknown_caller {
             if !variables_in(t).map_err(|e| format!("unknown_caller: {e}"))?.is_empty() {

@@ -59,3 +59,4 @@ fn amd_mode(s: &str) -> Result<AmdMode, super::ParseError> {
 }
 text_type!(ZoneSource, as_str, ZoneSource::parse);
 text_type!(super::sms::MessageStatus, as_str, super::sms::MessageStatus::parse);
+text_type!(super::operators::Identity, as_str, super::operators::Identity::parse);

@@ -85,6 +85,60 @@ pub enum Direction {
 
 text_enum!(Direction { Outbound => "outbound", Inbound => "inbound" });
 
+/// Where a callee who asked for a person stands (`transfers.state`). Moved only by the store's
+/// `transfers` module: the callbacks service on keypresses, operator-leg and status callbacks, the
+/// dialer's operator loop on rings and the hold limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferState {
+    /// In the waiting room (a conference, hearing hold), no operator rung yet (or the last one missed).
+    Waiting,
+    /// One operator's leg is ringing.
+    Ringing,
+    /// An operator answered: the result `transferred` is recorded.
+    Connected,
+    /// The operator's conversation is over.
+    Ended,
+    /// The callee hung up in the waiting room before an operator answered.
+    Abandoned,
+    /// No operator within the hold limit: the callee was taken out of the room and offered a call back.
+    Offered,
+    /// The callee asked to be called back (result `callback_requested`).
+    CallbackRequested,
+    /// Offered a call back, the callee declined or hung up (result `no_operator`).
+    NoOperator,
+}
+
+text_enum!(TransferState {
+    Waiting => "waiting",
+    Ringing => "ringing",
+    Connected => "connected",
+    Ended => "ended",
+    Abandoned => "abandoned",
+    Offered => "offered",
+    CallbackRequested => "callback_requested",
+    NoOperator => "no_operator",
+});
+
+impl TransferState {
+    /// Still seeking an operator: the callee is in the waiting room.
+    pub const SEEKING: [TransferState; 2] = [TransferState::Waiting, TransferState::Ringing];
+}
+
+/// What the system has an operator doing (`operators.engaged`); whether they take calls at all is their
+/// own choice (`operators.available`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OperatorEngaged {
+    Idle,
+    /// Their Twilio Client is ringing for a waiting callee.
+    Ringing,
+    /// Talking to a callee.
+    Busy,
+}
+
+text_enum!(OperatorEngaged { Idle => "idle", Ringing => "ringing", Busy => "busy" });
+
 /// Where an attempt is in its life. Kept apart from its *outcome* (busy, no-answer, machine…).
 ///
 /// ```text

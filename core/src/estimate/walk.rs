@@ -232,7 +232,8 @@ pub(crate) fn walk_script(
                 repeats = 0;
                 prefix = option_say;
             }
-            Ok(Action::Transfer(_)) => {
+            // Modelled like a transfer: operators' availability is not simulated.
+            Ok(Action::Transfer(_) | Action::Operator) => {
                 return (t + mix.fetch_s + option_say + mix.transfer_talk_s.draw(rng), ScriptEnd::Transfer)
             }
             Ok(Action::OptOut) => return (t + mix.fetch_s + option_say, ScriptEnd::OptOut),

@@ -45,6 +45,11 @@ pub struct CampaignRow {
 
 impl CampaignRow {
     /// The campaign's calling rules: window, profiles and limits.
+    /// The `[operators]` section (defaults when absent).
+    pub fn operator_settings(&self) -> crate::domain::operators::OperatorSettings {
+        self.spec.get("operators").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default()
+    }
+
     pub fn policy(&self) -> CallPolicy {
         CallPolicy::new(self.calling_window.0.clone(), self.compliance.0.clone(), self.limits.0.clone())
     }

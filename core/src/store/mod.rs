@@ -16,6 +16,7 @@ pub mod estimate;
 mod events;
 mod messages;
 mod nodes;
+mod operators;
 mod results;
 pub mod transitions;
 mod webhooks;
@@ -36,6 +37,7 @@ pub use contacts::*;
 pub use dnc::DncEntry;
 pub use events::{AmdApplied, EventApplied, StatusEvent};
 pub use messages::{DueMessage, MessageCounts, MessageEventApplied, RepliedMessage};
+pub use operators::{HoldExpired, LegApplied, LegToClose, LiveCall, OperatorCounts, OperatorRow, Ring, TransferRow};
 pub use results::*;
 pub use webhooks::*;
 

@@ -15,7 +15,7 @@ use super::{Result, Store, StoreError};
 use crate::domain::compliance::ZoneSource;
 use crate::domain::{
     settle, AnsweredBy, AttemptState, CallSid, CallStatus, CampaignStatus, ContactState, Direction, Next, Outcome,
-    RetryPolicy, SettleInput, Tz, E164,
+    RetryPolicy, SettleInput, TransferState, Tz, E164,
 };
 pub use crate::domain::{OPTED_OUT_RESULT, TRANSFERRED_RESULT};
 
@@ -52,6 +52,8 @@ pub struct Settled {
     pub next: Option<Next>,
     /// Whether the contact moved on: only while it is still `calling` on this attempt.
     pub contact_updated: bool,
+    /// The call's transfer, closed by this hang-up (`abandoned`, `no_operator`, `ended`).
+    pub transfer: Option<TransferState>,
 }
 
 /// Everything the TwiML routes need about one attempt: the contact, its campaign and script.
@@ -69,6 +71,15 @@ pub struct CallContext {
     pub timezone: Tz,
     pub caller_id: E164,
     pub script: Value,
+    /// The campaign's `[operators]` section, if any.
+    pub operators: Option<Value>,
+}
+
+impl CallContext {
+    /// The campaign's waiting-room settings (defaults when it has no `[operators]`).
+    pub fn operator_settings(&self) -> crate::domain::operators::OperatorSettings {
+        self.operators.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default()
+    }
 }
 
 /// One line of `dialer results export`.
@@ -121,7 +132,7 @@ impl Store {
                       -- Times are spoken in the callee's zone when it is known to be one.
                       COALESCE(c.timezone, CASE WHEN cardinality(c.zones) = 1 THEN c.zones[1] END, k.timezone)
                           AS "timezone!: Tz",
-                      k.caller_id AS "caller_id: E164", k.script
+                      k.caller_id AS "caller_id: E164", k.script, k.spec -> 'operators' AS operators
                FROM attempts a JOIN contacts c ON c.id = a.contact_id JOIN campaigns k ON k.id = a.campaign_id
                WHERE a.id = $1"#,
             attempt_id
@@ -287,7 +298,7 @@ impl Store {
     }
 }
 
-async fn insert_result(
+pub(super) async fn insert_result(
     conn: &mut PgConnection,
     attempt_id: i64,
     menu: &str,
@@ -325,6 +336,8 @@ struct SettleRow {
     retry_policy: Json<RetryPolicy>,
     max_attempts: i32,
     campaign_status: CampaignStatus,
+    /// A transfer of this call is still open (waiting room, operator, call-back offer).
+    in_transfer: bool,
 }
 
 /// One attempt being settled: what was read under lock, and what this step decided.
@@ -367,7 +380,9 @@ pub(crate) async fn settle_many_in(
                   a.call_sid AS "call_sid: CallSid", a.result, a.outcome AS "outcome: Outcome",
                   a.answered_by AS "answered_by: AnsweredBy", a.requested_at, c.attempts_made,
                   k.retry_policy AS "retry_policy: Json<RetryPolicy>", k.max_attempts,
-                  k.status AS "campaign_status: CampaignStatus"
+                  k.status AS "campaign_status: CampaignStatus",
+                  EXISTS (SELECT 1 FROM transfers t WHERE t.attempt_id = a.id
+                          AND t.state IN ('waiting', 'ringing', 'connected', 'offered')) AS "in_transfer!"
            FROM attempts a JOIN contacts c ON c.id = a.contact_id JOIN campaigns k ON k.id = a.campaign_id
            WHERE a.id = ANY($1)
            ORDER BY a.id
@@ -376,6 +391,19 @@ pub(crate) async fn settle_many_in(
     )
     .fetch_all(&mut *conn)
     .await?;
+    // A hang-up closes the call's transfer first: its result (abandoned…) is then the call's result.
+    let mut rows = rows;
+    let in_transfer: Vec<i64> = rows.iter().filter(|r| r.in_transfer).map(|r| r.id).collect();
+    let transfers = if in_transfer.is_empty() {
+        HashMap::new()
+    } else {
+        super::operators::transfers_close_on_hangup_in(conn, &in_transfer).await?
+    };
+    for r in rows.iter_mut() {
+        if let Some((_, Some(result))) = transfers.get(&r.id) {
+            r.result.get_or_insert_with(|| result.to_string());
+        }
+    }
     let by_id: HashMap<i64, &SettleRow> = rows.iter().map(|r| (r.id, r)).collect();
 
     // Rounds: the k-th open attempt of each contact goes in round k.
@@ -428,6 +456,7 @@ pub(crate) async fn settle_many_in(
             answered_by,
             next: None,
             contact_updated: false,
+            transfer: None,
         }
     };
     let mut policies: HashMap<i64, &RetryPolicy> = HashMap::new();
@@ -511,6 +540,7 @@ pub(crate) async fn settle_many_in(
                 answered_by: s.input.answered_by,
                 next: Some(d.next),
                 contact_updated: applied.contacts.contains(&s.row.contact_id),
+                transfer: transfers.get(&s.row.id).map(|(state, _)| *state),
             }));
         }
     }

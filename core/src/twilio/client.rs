@@ -380,6 +380,52 @@ impl fmt::Debug for TwilioClient {
     }
 }
 
+/// `POST Conferences/{Sid}/Participants.json`: an operator (or any number) rung into a conference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateParticipant {
+    pub from: E164,
+    /// `client:alice` or an E.164 number.
+    pub to: String,
+    pub timeout_s: u32,
+    pub status_callback: String,
+    pub label: Option<String>,
+    /// The conference starts (hold ends for the others) when this participant joins.
+    pub start_conference_on_enter: bool,
+    /// The conference ends when this participant leaves.
+    pub end_conference_on_exit: bool,
+}
+
+impl CreateParticipant {
+    pub fn to_form(&self) -> Vec<(String, String)> {
+        let mut f = vec![
+            ("From".to_string(), self.from.to_string()),
+            ("To".to_string(), self.to.clone()),
+            ("Timeout".to_string(), self.timeout_s.to_string()),
+            ("StatusCallback".to_string(), self.status_callback.clone()),
+            ("StatusCallbackMethod".to_string(), "POST".to_string()),
+            ("StartConferenceOnEnter".to_string(), self.start_conference_on_enter.to_string()),
+            ("EndConferenceOnExit".to_string(), self.end_conference_on_exit.to_string()),
+            ("Beep".to_string(), "false".to_string()),
+        ];
+        for e in StatusCallbackEvent::ALL {
+            f.push(("StatusCallbackEvent".to_string(), e.as_str().to_string()));
+        }
+        if let Some(l) = &self.label {
+            f.push(("Label".to_string(), l.clone()));
+        }
+        f
+    }
+}
+
+/// The parts of a Participant resource the dialer reads.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ParticipantResource {
+    pub call_sid: CallSid,
+    pub conference_sid: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
 impl TwilioClient {
     /// `base_url` is the API origin (`https://api.twilio.com`, or the simulator's). `request_timeout`
     /// bounds a whole request; connecting gets at most half of it (and at most 10 s), so a slow connect is
@@ -458,6 +504,35 @@ impl TwilioClient {
     /// `POST Calls/{Sid}.json` with `Status=canceled|completed`.
     pub async fn update_call(&self, sid: &CallSid, status: UpdateStatus) -> Result<CallResource, TwilioError> {
         let rb = self.authed(self.http.post(self.call_url(sid))).form(&[("Status", status.as_str())]);
+        self.send_json(rb).await
+    }
+
+    /// `POST Calls/{Sid}.json` with `Url`: the live call leaves what it is doing (a conference, a
+    /// Gather) and continues with the TwiML at `url` (Twilio's live call modification).
+    pub async fn redirect_call(&self, sid: &CallSid, url: &str) -> Result<CallResource, TwilioError> {
+        let rb = self.authed(self.http.post(self.call_url(sid))).form(&[("Url", url), ("Method", "POST")]);
+        self.send_json(rb).await
+    }
+
+    /// `POST Conferences/{conference}/Participants.json`: rings `req.to` and joins them to the conference
+    /// (by SID or friendly name; Twilio creates the conference if needed).
+    pub async fn create_participant(
+        &self,
+        conference: &str,
+        req: &CreateParticipant,
+    ) -> Result<ParticipantResource, TwilioError> {
+        let conference: String = form_urlencoded::byte_serialize(conference.as_bytes()).collect();
+        let url =
+            format!("{}/{API}/Accounts/{}/Conferences/{conference}/Participants.json", self.base_url, self.account_sid);
+        self.send_json(self.authed(self.http.post(url)).form(&req.to_form())).await
+    }
+
+    /// `POST Conferences/{Sid}.json` with `AnnounceUrl`: every participant hears that TwiML's `<Say>`
+    /// and `<Play>`.
+    pub async fn announce_conference(&self, conference_sid: &str, url: &str) -> Result<serde_json::Value, TwilioError> {
+        let sid: String = form_urlencoded::byte_serialize(conference_sid.as_bytes()).collect();
+        let url_ = format!("{}/{API}/Accounts/{}/Conferences/{sid}.json", self.base_url, self.account_sid);
+        let rb = self.authed(self.http.post(url_)).form(&[("AnnounceUrl", url), ("AnnounceMethod", "POST")]);
         self.send_json(rb).await
     }
 

@@ -1,13 +1,14 @@
 //! Twilio protocol layer: REST client, request signatures, TwiML. Scripts, menus and retry policy never
 //! see a raw Twilio string: everything is mapped to domain types here.
 
+pub mod access_token;
 pub mod client;
 pub mod error;
 pub mod signature;
 pub mod twiml;
 
 pub use client::{
-    CallResource, CreateCall, CreateMessage, HttpMethod, ListCalls, MachineDetection, MessageResource, StartTimeAfter,
+    CallResource, CreateCall, CreateMessage, CreateParticipant, ParticipantResource, HttpMethod, ListCalls, MachineDetection, MessageResource, StartTimeAfter,
     StatusCallbackEvent, TwilioClient, UpdateStatus,
 };
 pub use error::{ApiError, RetryClass, TransportKind, TwilioError};

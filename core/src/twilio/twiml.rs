@@ -166,7 +166,23 @@ pub struct Dial {
 pub enum DialNoun {
     Number(String),
     Client(String),
+    Conference(Conference),
 }
+
+/// `<Conference>` inside `<Dial>`: a named room. Until a participant who starts it joins, the caller
+/// hears `wait_url` (looped by Twilio): that is the waiting room.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Conference {
+    pub name: String,
+    pub wait_url: Option<String>,
+    pub start_conference_on_enter: Option<bool>,
+    pub end_conference_on_exit: Option<bool>,
+    pub beep: Option<bool>,
+    pub status_callback: Option<String>,
+    /// Space-separated: `start end join leave mute hold speaker announcement`.
+    pub status_callback_event: Option<String>,
+}
+
 
 /// `<Redirect>`: continue with the TwiML at `url`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -386,6 +402,12 @@ impl Dial {
         self
     }
 
+    /// Joins a conference (the only noun then, as Twilio requires).
+    pub fn conference(mut self, conference: Conference) -> Self {
+        self.targets.push(DialNoun::Conference(conference));
+        self
+    }
+
     setters!(caller_id: string, timeout: u32, action: string, method: Method);
 
     fn write(&self, w: &mut Writer) {
@@ -404,9 +426,40 @@ impl Dial {
             match target {
                 DialNoun::Number(number) => w.text_element("Number", &[], number),
                 DialNoun::Client(identity) => w.text_element("Client", &[], identity),
+                DialNoun::Conference(c) => c.write(w),
             }
         }
         w.close("Dial");
+    }
+}
+
+impl Conference {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into(), ..Self::default() }
+    }
+
+    setters!(
+        wait_url: string,
+        start_conference_on_enter: bool,
+        end_conference_on_exit: bool,
+        beep: bool,
+        status_callback: string,
+        status_callback_event: string,
+    );
+
+    fn write(&self, w: &mut Writer) {
+        let b = |v: Option<bool>| v.map(|v| v.to_string());
+        let attrs = [
+            ("waitUrl", self.wait_url.clone()),
+            ("waitMethod", self.wait_url.as_ref().map(|_| "POST".to_string())),
+            ("startConferenceOnEnter", b(self.start_conference_on_enter)),
+            ("endConferenceOnExit", b(self.end_conference_on_exit)),
+            ("beep", b(self.beep)),
+            ("statusCallback", self.status_callback.clone()),
+            ("statusCallbackMethod", self.status_callback.as_ref().map(|_| "POST".to_string())),
+            ("statusCallbackEvent", self.status_callback_event.clone()),
+        ];
+        w.text_element("Conference", &attrs, &self.name);
     }
 }
 

@@ -8,6 +8,7 @@ mod db;
 mod demo;
 mod dnc;
 mod estimate;
+mod operator;
 mod results;
 mod serve;
 
@@ -68,6 +69,9 @@ enum Command {
     /// Keys for the management API (`serve --role api`).
     #[command(subcommand)]
     Apikey(apikey::ApiKeyCmd),
+    /// Operators who take transferred calls in the browser (`/console/operator`).
+    #[command(subcommand)]
+    Operator(operator::OperatorCmd),
 }
 
 /// Errors that map to a meaningful exit code.
@@ -132,6 +136,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Compliance(c) => compliance::run(c).await,
         Command::Db(c) => db::run(c).await,
         Command::Apikey(c) => apikey::run(c).await,
+        Command::Operator(c) => operator::run(c).await,
         Command::Serve { role } => serve::run(role).await,
         Command::Results(c) => results::run(c).await,
         Command::Demo(a) => demo::run(a).await,

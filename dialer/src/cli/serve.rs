@@ -136,6 +136,7 @@ pub async fn serve(
             store: store.clone(),
             account_cps: config.account_cps,
             limiter: dialer_api::KeyLimiter::new(config.api_rate_limit, config.api_rate_burst),
+            voice: dialer_api::operators::Voice::from_config(&config),
         };
         let listener = tokio::net::TcpListener::bind(config.api_listen_addr)
             .await

@@ -7,6 +7,7 @@ pub mod housekeeping;
 pub mod pacing;
 pub mod reconcile;
 pub mod scheduler;
+pub mod operators;
 pub mod sms;
 
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct Engine {
     /// Concurrent REST requests.
     pub rest: Arc<Semaphore>,
     pub max_concurrent_requests: usize,
+    /// How often the operator loop runs.
+    pub operator_poll: Duration,
     /// Records CallSids from POST responses, many per statement.
     pub created: Batcher<Created, (), StoreError>,
     pub shutdown: CancellationToken,
@@ -114,6 +117,7 @@ impl Engine {
             account: Pacer::new(config.account_cps, config.pacing_margin),
             rest: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             max_concurrent_requests: config.max_concurrent_requests,
+            operator_poll: config.operators.poll,
             created,
             shutdown,
         }))
@@ -132,6 +136,7 @@ impl Engine {
         let hb = tokio::spawn(housekeeping::heartbeat(self.clone()));
         let hk = tokio::spawn(housekeeping::run(self.clone()));
         let texts = tokio::spawn(sms::run(self.clone()));
+        let operators = tokio::spawn(operators::run(self.clone(), self.operator_poll));
         let result = scheduler::run(self.clone()).await;
         self.shutdown.cancel();
         // Drain: POSTs already sent finish (bounded by the Twilio timeout), so their CallSids are recorded
@@ -146,6 +151,7 @@ impl Engine {
         let _ = hb.await;
         let _ = hk.await;
         let _ = texts.await;
+        let _ = operators.await;
         if let Err(e) = self.store.nodes_leave(&self.node_id).await {
             // The others stop counting this replica after LIVE_AFTER anyway.
             tracing::warn!(error = %e, "leaving the replica set failed");

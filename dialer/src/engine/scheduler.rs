@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::campaigns::LiveCampaign;
-use super::{dispatch, pacing, Engine};
+use super::{dispatch, operators, pacing, Engine};
 
 /// How long the scheduler sleeps when there is nothing due.
 const IDLE_TICK: Duration = Duration::from_millis(100);
@@ -64,7 +64,15 @@ pub async fn run(engine: Arc<Engine>) -> anyhow::Result<()> {
                         .map(|r| (r.cps.min(engine.account_cps * r.account_cps_share), r.account_cps_share))
                         .collect();
                     let shares = pacing::fair_shares(engine.account_cps, &demands);
+                    let saturation = operators::saturation(&engine).await;
                     for (row, &share) in rows.iter().zip(&shares) {
+                        // Callers waiting for operators who are all taken: slow down (`[operators]`).
+                        let share = match saturation.as_ref().and_then(|(waiting, free)| {
+                            waiting.get(&row.id).map(|w| row.operator_settings().pace_factor(*w, *free))
+                        }) {
+                            Some(factor) => share * factor,
+                            None => share,
+                        };
                         Metrics::global().campaign_cps_limit.with_label_values(&[&row.id.to_string()]).set(share);
                         if let Some(r) = running.get(&row.id) {
                             // Changes made while it runs (API `PATCH`): CPS through the pacer, the window here;
@@ -259,6 +267,7 @@ say = "Press 1 to confirm."
             webhook_backoff_max: dialer_core::config::DEFAULT_WEBHOOK_BACKOFF_MAX,
             webhook_lease: dialer_core::config::DEFAULT_WEBHOOK_LEASE,
             inbound: Default::default(),
+            operators: Default::default(),
             webhook_poll: dialer_core::config::DEFAULT_WEBHOOK_POLL,
             api_listen_addr: "127.0.0.1:0".parse().unwrap(),
             api_rate_limit: dialer_core::config::DEFAULT_API_RATE_LIMIT,
