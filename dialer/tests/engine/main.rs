@@ -9,6 +9,7 @@ mod crash;
 mod faults;
 mod inbound;
 mod metrics;
+mod operators;
 mod pacing;
 mod policy;
 mod reconcile;
