@@ -21,7 +21,7 @@ use crate::ApiState;
 /// The Voice SDK talks to Twilio (signalling over WebSocket, media over WebRTC): the operator page's
 /// CSP allows Twilio's hosts for connections, nothing else beyond our own.
 const OPERATOR_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-    connect-src 'self' https://*.twilio.com wss://*.twilio.com; media-src 'self' https://*.twilio.com blob:; \
+    connect-src 'self' https://*.twilio.com wss://*.twilio.com; media-src 'self' https://*.twilio.com blob: data:; \
     frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
 
 pub async fn page_operator(State(api): State<ApiState>, s: Session) -> Page {
