@@ -154,10 +154,11 @@ pub fn availability(status: &str) -> ApiResult<bool> {
 pub async fn set_status(
     State(api): State<Api>,
     axum::Extension(Caller(key)): axum::Extension<Caller>,
-    JsonBody(body): JsonBody<StatusSet>,
+    body: Result<JsonBody<StatusSet>, Problem>,
 ) -> ApiResult<Json<OperatorView>> {
-    let available = availability(&body.status)?;
+    // Who asks before what they ask: a key that is no operator's is refused whatever its body.
     operator_of(&api, &key).await?;
+    let available = availability(&body?.0.status)?;
     let row = api.store.operators_set_available(key.id, available).await?.ok_or_else(|| Problem::not_found("operator"))?;
     Ok(Json(OperatorView::from(&row)))
 }
@@ -266,6 +267,11 @@ pub async fn send_announcement(api: &Api, attempt_id: i64, text: &str, sent_by: 
     if text.is_empty() || text.chars().count() > 1000 {
         return Err(Problem::field("/text", "must be 1 to 1000 characters"));
     }
+    let call = api
+        .store
+        .calls_live_one(attempt_id)
+        .await?
+        .ok_or_else(|| Problem::conflict(format!("attempt {attempt_id} is not a call in progress")))?;
     let (Some(twilio), Some(key), Some(base)) = (&api.voice.twilio, &api.voice.token_key, &api.voice.public_base_url)
     else {
         return Err(Problem::new(
@@ -274,11 +280,6 @@ pub async fn send_announcement(api: &Api, attempt_id: i64, text: &str, sent_by: 
             "announcements need TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, ATTEMPT_TOKEN_SECRET and PUBLIC_BASE_URL",
         ));
     };
-    let call = api
-        .store
-        .calls_live_one(attempt_id)
-        .await?
-        .ok_or_else(|| Problem::conflict(format!("attempt {attempt_id} is not a call in progress")))?;
     let in_room = matches!(call.transfer, Some(TransferState::Waiting | TransferState::Ringing | TransferState::Connected));
     let conference = call.conference_sid.clone().filter(|_| in_room);
     let via = if conference.is_some() { "conference" } else { "call" };

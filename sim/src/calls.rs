@@ -12,11 +12,12 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::conference::{LeaveReason, ParticipantStatus};
 use super::config::Outcome;
-use super::state::{lock, rfc2822, stable_hash, CallDirection, CallEntry, MachineDetection, Sim};
+use super::state::{lock, rfc2822, stable_hash, CallDirection, CallEntry, MachineDetection, Party, Sim};
 use super::twiml_walk::WalkEnd;
 use super::webhook::{deliver_callback, Params};
-use dialer_core::domain::{AnsweredBy, CallStatus, E164};
+use dialer_core::domain::{AnsweredBy, CallStatus};
 
 /// Why a call task stopped waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub(crate) enum Stop {
     Hangup,
     /// The simulator is shutting down.
     Shutdown,
+    /// A REST update (`Url`/`Twiml`) redirected the call in progress: its walker takes the new document.
+    Redirect,
 }
 
 /// Ends a call: sets its terminal status, end time and duration, unless it already ended.
@@ -240,12 +243,35 @@ pub(crate) struct CallCtx {
     pub rng: ChaCha8Rng,
     /// `AnsweredBy` sent with TwiML requests (synchronous AMD only).
     pub sync_answered_by: Option<AnsweredBy>,
-    /// The keys an inbound caller presses, in order (`POST /sim/calls/inbound`); `None`: each `<Gather>`
-    /// draws from the configured keypress distribution.
+    /// The keys an inbound caller presses, in order (`POST /sim/calls/inbound`), or a scripted callee's
+    /// (`POST /sim/callees`); `None`: each `<Gather>` draws from the configured keypress distribution.
     pub keyed: Option<VecDeque<char>>,
+    /// A scripted callee's keys once it has left a conference (replacing `keyed` then).
+    pub keys_after_hold: Option<VecDeque<char>>,
+    /// How long the callee waits in a conference that has not started before hanging up (simulated s).
+    pub hold_patience_secs: f64,
+    /// The TwiML walk has begun: from now on a redirect (`Url`/`Twiml` update) interrupts what it does.
+    pub redirectable: bool,
 }
 
+/// Long enough to mean "until something else happens" (simulated seconds; under tokio's timer limit at
+/// any speed >= 1).
+pub(crate) const FOREVER_SECS: f64 = 1e7;
+
 impl CallCtx {
+    pub(crate) fn new(sim: &Arc<Sim>, entry: &Arc<CallEntry>, rng: ChaCha8Rng, keyed: Option<VecDeque<char>>) -> Self {
+        Self {
+            sim: sim.clone(),
+            entry: entry.clone(),
+            rng,
+            sync_answered_by: None,
+            keyed,
+            keys_after_hold: None,
+            hold_patience_secs: sim.config.hold_patience_secs,
+            redirectable: false,
+        }
+    }
+
     pub(crate) fn stop_reason(&self) -> Stop {
         if self.sim.shutdown.is_cancelled() {
             Stop::Shutdown
@@ -254,18 +280,49 @@ impl CallCtx {
         }
     }
 
-    /// Waits `simulated_secs / speed`, unless the call is ended meanwhile.
+    /// Waits `simulated_secs / speed`, unless the call is ended or redirected meanwhile. The time waited
+    /// counts on the line even when the wait is cut short or dropped (a `select!` that went another way).
     pub(crate) async fn sleep(&self, simulated_secs: f64) -> Result<(), Stop> {
-        let started = std::time::Instant::now();
+        struct Counted<'a> {
+            ctx: &'a CallCtx,
+            started: std::time::Instant,
+            secs: f64,
+            whole: bool,
+        }
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                // Cut short: the part that passed, in simulated time.
+                let passed = if self.whole {
+                    self.secs
+                } else {
+                    (self.started.elapsed().as_secs_f64() * self.ctx.sim.config.speed).min(self.secs)
+                };
+                self.ctx.on_the_line(passed);
+            }
+        }
+        let mut counted = Counted { ctx: self, started: std::time::Instant::now(), secs: simulated_secs, whole: false };
         let slept = self.sleep_real(self.sim.config.real(simulated_secs)).await;
-        // Cut short (a hang-up, a REST update): the part that passed, in simulated time.
-        let passed = if slept.is_ok() {
-            simulated_secs
-        } else {
-            (started.elapsed().as_secs_f64() * self.sim.config.speed).min(simulated_secs)
-        };
-        self.on_the_line(passed);
+        counted.whole = slept.is_ok();
         slept
+    }
+
+    /// A redirect is waiting for the walker.
+    pub(crate) fn redirect_pending(&self) -> bool {
+        self.redirectable && lock(&self.entry.redirect).is_some()
+    }
+
+    /// Resolves once the call is redirected (never before its walk has begun).
+    pub(crate) async fn redirected(&self) {
+        if !self.redirectable {
+            return std::future::pending().await;
+        }
+        loop {
+            let notified = self.entry.redirect_notify.notified();
+            if self.redirect_pending() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Counts time spent on an answered call towards its duration (simulated seconds).
@@ -280,12 +337,16 @@ impl CallCtx {
         if self.entry.cancel.is_cancelled() {
             return Err(self.stop_reason());
         }
+        if self.redirect_pending() {
+            return Err(Stop::Redirect);
+        }
         if d.is_zero() {
             return Ok(());
         }
         tokio::select! {
             _ = tokio::time::sleep(d) => Ok(()),
             _ = self.entry.cancel.cancelled() => Err(self.stop_reason()),
+            _ = self.redirected() => Err(Stop::Redirect),
         }
     }
 
@@ -293,7 +354,7 @@ impl CallCtx {
         self.rng.gen_range(lo..=hi)
     }
 
-    fn base_params(&self) -> Params {
+    pub(crate) fn base_params(&self) -> Params {
         let e = &self.entry;
         let mut p: Params = vec![
             ("CallSid".into(), e.sid.to_string()),
@@ -307,8 +368,8 @@ impl CallCtx {
             // What an inbound voice request carries besides: the legacy aliases and the geo fields.
             p.push(("Caller".into(), e.req.from.to_string()));
             p.push(("Called".into(), e.req.to.to_string()));
-            p.push(("FromCountry".into(), country_of(&e.req.from)));
-            p.push(("ToCountry".into(), country_of(&e.req.to)));
+            p.push(("FromCountry".into(), e.req.from.number().map(country_of).unwrap_or_default()));
+            p.push(("ToCountry".into(), e.req.to.number().map(country_of).unwrap_or_default()));
         }
         p
     }
@@ -357,8 +418,31 @@ impl CallCtx {
 
     async fn ring(&self, cb: &mut CallbackSink) -> Result<(), Stop> {
         self.set_status(CallStatus::Ringing, false)?;
+        self.leg_progress(ParticipantStatus::Ringing);
         cb.emit(Event::Ringing, CallStatus::Ringing, self.base_params());
         Ok(())
+    }
+
+    /// A Participants API leg's progress, on its participant.
+    fn leg_progress(&self, status: ParticipantStatus) {
+        if let Some(leg) = &self.entry.req.conference_leg {
+            leg.conference.leg_progress(&self.sim, self.entry.sid.as_str(), status);
+        }
+    }
+
+    /// The outcome and ring time of this call: an operator (`client:NAME`) answers when it is configured
+    /// to (an unknown or `never` one rings until the timeout); a number follows the outcome mix.
+    fn draw_outcome(&mut self) -> (Outcome, f64) {
+        if let Party::Client(_) = &self.entry.req.to {
+            let name = self.entry.req.to.client().unwrap_or_default();
+            return match self.sim.people.operator(name).and_then(|o| o.answer_after_secs) {
+                Some(secs) => (Outcome::Human, secs),
+                None => (Outcome::NoAnswer, self.entry.req.timeout_secs),
+            };
+        }
+        let outcome = self.sim.config.outcomes.draw(&mut self.rng);
+        let ring_secs = self.sim.config.ring_time.draw(&mut self.rng);
+        (outcome, ring_secs)
     }
 
     fn draw_answered_by(&mut self, outcome: Outcome, md: MachineDetection) -> (AnsweredBy, f64) {
@@ -400,10 +484,10 @@ impl CallCtx {
         *started = true;
         sim.counters.call_started();
         sim.metrics.calls_active.inc();
+        self.leg_progress(ParticipantStatus::Connecting);
         cb.emit(Event::Initiated, CallStatus::Initiated, self.base_params());
 
-        let outcome = sim.config.outcomes.draw(&mut self.rng);
-        let ring_secs = sim.config.ring_time.draw(&mut self.rng);
+        let (outcome, ring_secs) = self.draw_outcome();
         let timeout = self.entry.req.timeout_secs;
         self.set_outcome(match outcome {
             Outcome::Human => "human",
@@ -509,7 +593,14 @@ pub(crate) async fn run_call(sim: Arc<Sim>, entry: Arc<CallEntry>, slot: Instant
         None => ChaCha8Rng::from_entropy(),
     };
     let mut cb = CallbackSink::new(&sim, &entry, fault_seed);
-    let mut ctx = CallCtx { sim: sim.clone(), entry: entry.clone(), rng, sync_answered_by: None, keyed: None };
+    let mut ctx = CallCtx::new(&sim, &entry, rng, None);
+    if let Some(script) = entry.req.to.number().and_then(|n| sim.people.callee_script(n.as_str())) {
+        ctx.keyed = Some(script.keys);
+        ctx.keys_after_hold = script.keys_after_hold;
+        if let Some(p) = script.hold_patience_secs {
+            ctx.hold_patience_secs = p;
+        }
+    }
     let mut started = false;
     let result = ctx.lifecycle(&mut cb, slot, &mut started).await;
     if started {
@@ -518,6 +609,10 @@ pub(crate) async fn run_call(sim: Arc<Sim>, entry: Arc<CallEntry>, slot: Instant
     }
     if result == Err(Stop::Shutdown) {
         return;
+    }
+    if let Some(leg) = &entry.req.conference_leg {
+        // A leg that never joined (no answer, canceled) drops out; one that did has left already.
+        leg.conference.leave(&sim, entry.sid.as_str(), LeaveReason::HungUp);
     }
     let s = entry.snapshot();
     if !s.status.is_terminal() {
@@ -550,7 +645,7 @@ impl CallCtx {
 
 /// The ISO country of a number (`JP` for `+81…`), as Twilio's geo fields: the region the number belongs to,
 /// else the main region of its country code (fictional test numbers such as +1 500 belong to none), else "".
-pub(crate) fn country_of(n: &E164) -> String {
+pub(crate) fn country_of(n: &dialer_core::domain::E164) -> String {
     let Ok(p) = phonenumber::parse(None, n.as_str()) else { return String::new() };
     if let Some(id) = p.country().id() {
         return id.as_ref().to_string();

@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, ensure};
 use rand::Rng;
 
+pub use super::people::{Callee, Operator};
+
 pub const DEFAULT_ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
 pub const DEFAULT_AUTH_TOKEN: &str = "sim-auth-token";
 
@@ -155,6 +157,19 @@ pub struct SimArgs {
     /// SMS outcome mix, percent failed before sending (30008).
     #[arg(long, default_value_t = 2.0)]
     pub sms_failed: f64,
+
+    /// A simulated operator, the `client:NAME` endpoint of Participants API legs: `NAME=SECS` answers
+    /// SECS simulated seconds after it starts ringing, `NAME=never` never answers; `NAME=SECS:TALK` also
+    /// sets how long it talks before hanging up (default: a draw from `--talk-time`). Repeatable (the
+    /// environment variable takes a comma-separated list). Change them at runtime with `POST /sim/operators`.
+    /// A client that is not configured never answers.
+    #[arg(long = "operator", env = "SIM_OPERATORS", value_delimiter = ',')]
+    pub operators: Vec<Operator>,
+
+    /// How long a callee waits in a conference that has not started (hearing the hold music of its
+    /// `waitUrl`) before hanging up, simulated seconds. Per number with `POST /sim/callees`.
+    #[arg(long, default_value_t = 600.0)]
+    pub hold_patience: f64,
 }
 
 impl SimArgs {
@@ -198,6 +213,8 @@ impl SimArgs {
             },
             webhook_timeout: Duration::from_millis(self.webhook_timeout_ms),
             sms: SmsMix { delivered: self.sms_delivered, undelivered: self.sms_undelivered, failed: self.sms_failed },
+            operators: self.operators,
+            hold_patience_secs: self.hold_patience,
         };
         config.validate()?;
         Ok(config)
@@ -224,6 +241,10 @@ pub struct SimConfig {
     pub webhook_timeout: Duration,
     /// How outbound messages end.
     pub sms: SmsMix,
+    /// The simulated operators (`client:NAME`) at start.
+    pub operators: Vec<Operator>,
+    /// How long a callee waits in a conference that has not started before hanging up, simulated seconds.
+    pub hold_patience_secs: f64,
 }
 
 impl Default for SimConfig {
@@ -244,6 +265,8 @@ impl Default for SimConfig {
             faults: Faults::default(),
             webhook_timeout: Duration::from_secs(15),
             sms: SmsMix::default(),
+            operators: Vec::new(),
+            hold_patience_secs: 600.0,
         }
     }
 }
@@ -262,6 +285,13 @@ impl SimConfig {
         ensure!(self.play_secs >= 0.0, "--play-secs must be >= 0");
         self.outcomes.validate()?;
         self.sms.validate()?;
+        ensure!(
+            self.hold_patience_secs.is_finite() && self.hold_patience_secs >= 0.0,
+            "--hold-patience must be >= 0 seconds"
+        );
+        for o in &self.operators {
+            o.validate()?;
+        }
         let f = &self.faults;
         for (name, v) in [
             ("--fault-429", f.rate_429),
@@ -697,6 +727,36 @@ mod tests {
             let cli = Cli::try_parse_from(args.into_iter().chain(bad.iter().copied())).unwrap();
             assert!(cli.sim.into_config().is_err(), "{bad:?} is refused");
         }
+    }
+
+    #[test]
+    fn operators_and_hold_patience_parse() {
+        let cli = Cli::try_parse_from([
+            "sim",
+            "--operator",
+            "alice=2",
+            "--operator",
+            "bob=never",
+            "--operator",
+            "carol=1.5:30",
+            "--hold-patience",
+            "5",
+        ])
+        .unwrap();
+        let c = cli.sim.into_config().unwrap();
+        assert_eq!(c.hold_patience_secs, 5.0);
+        assert_eq!(
+            c.operators,
+            [
+                Operator { name: "alice".into(), answer_after_secs: Some(2.0), talk_secs: None },
+                Operator { name: "bob".into(), answer_after_secs: None, talk_secs: None },
+                Operator { name: "carol".into(), answer_after_secs: Some(1.5), talk_secs: Some(30.0) },
+            ]
+        );
+        for bad in ["alice", "=2", "alice=x", "alice=-1", "alice=1:x", "a b=1"] {
+            assert!(Cli::try_parse_from(["sim", "--operator", bad]).is_err(), "{bad} is refused");
+        }
+        assert_eq!(SimConfig::default().hold_patience_secs, 600.0);
     }
 
     #[test]

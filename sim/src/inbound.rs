@@ -106,8 +106,8 @@ pub(crate) async fn run_inbound_call(
     state.started_at = Some(now);
     let req = CallRequest {
         direction: CallDirection::Inbound,
-        to,
-        from,
+        to: to.into(),
+        from: from.into(),
         url: Some(url),
         method: number.voice_method.clone(),
         twiml: None,
@@ -121,14 +121,9 @@ pub(crate) async fn run_inbound_call(
         async_amd_callback: None,
         async_amd_callback_method: "POST".into(),
         machine_detection_timeout_secs: 30.0,
+        conference_leg: None,
     };
-    let entry = Arc::new(CallEntry {
-        sid: CallSid::random(),
-        created_at: now,
-        req,
-        cancel: sim.shutdown.child_token(),
-        state: std::sync::Mutex::new(state),
-    });
+    let entry = Arc::new(CallEntry::new(CallSid::random(), now, req, sim.shutdown.child_token(), state));
     sim.store.insert(entry.clone());
     sim.metrics.inbound_calls.inc();
     let (rng, fault_seed) = {
@@ -141,7 +136,7 @@ pub(crate) async fn run_inbound_call(
         (ChaCha8Rng::seed_from_u64(seed), g.gen::<u64>())
     };
     let cb = CallbackSink::new(sim, &entry, fault_seed);
-    let mut ctx = CallCtx { sim: sim.clone(), entry: entry.clone(), rng, sync_answered_by: None, keyed: Some(keys) };
+    let mut ctx = CallCtx::new(sim, &entry, rng, Some(keys));
     let limit = sim.config.real(hangup_after_s.unwrap_or(entry.req.time_limit_secs));
     match tokio::time::timeout(limit, ctx.walk()).await {
         Ok(Ok(())) => {}
@@ -152,7 +147,7 @@ pub(crate) async fn run_inbound_call(
             }
         }
         Ok(Err(WalkEnd::Stop(Stop::Shutdown))) => return Err(InboundError::ShuttingDown),
-        Ok(Err(WalkEnd::Stop(Stop::Hangup))) => {}
+        Ok(Err(WalkEnd::Stop(Stop::Hangup | Stop::Redirect))) => {}
         Ok(Err(WalkEnd::Error(e))) => {
             tracing::debug!(sid = %entry.sid, error = %e, "inbound call ended by an application error");
             lock(&entry.state).error = Some(e);

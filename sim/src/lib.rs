@@ -28,13 +28,27 @@
 //! - `POST /sim/calls/inbound` `{"from", "to", "digits", "hangup_after_s"}`: a call to one of our numbers,
 //!   answered once it has ended with its [`CallRecord`]
 //! - `GET /metrics` Prometheus text, `GET /healthz`
+//!
+//! Conferences (waiting rooms with operators):
+//! - `<Dial><Conference>NAME</Conference></Dial>` joins (creates) the conference NAME; until it starts, the
+//!   call hears the `waitUrl` hold music in a loop (a callee hangs up after its hold patience)
+//! - `GET /2010-04-01/Accounts/{AccountSid}/Conferences.json`, `GET|POST …/Conferences/{Sid}.json`
+//!   (`Status=completed`, `AnnounceUrl`)
+//! - `POST|GET …/Conferences/{Sid or FriendlyName}/Participants.json`: a leg to a number or a simulated
+//!   operator (`client:NAME`) that joins once answered; `GET|POST|DELETE …/Participants/{CallSid}.json`
+//! - `POST …/Calls/{Sid}.json` with `Url`/`Twiml` redirects a call in progress (out of a conference too)
+//! - `GET /sim/conferences` the record of every conference ([`ConferenceRecord`])
+//! - `GET|POST /sim/operators` `{"name", "answer_after_secs", "talk_secs"}` ([`Operator`]),
+//!   `GET|POST /sim/callees` `{"number", "keys", "hold_patience_secs", "keys_after_hold"}` ([`Callee`])
 
 mod calls;
+mod conference;
 pub mod config;
 mod inbound;
 mod messages;
 mod metrics;
 mod numbers;
+mod people;
 mod server;
 mod state;
 pub mod stats;
@@ -48,7 +62,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use config::{Burst, DigitDist, Faults, Outcome, OutcomeMix, SecsRange, SimArgs, SimConfig, SmsMix, SmsOutcome};
+pub use conference::{
+    AnnouncementRecord, ConferenceEventRecord, ConferenceRecord, ConferenceStatus, JoinedBy, ParticipantRecord,
+    ParticipantStatus,
+};
+pub use config::{
+    Burst, Callee, DigitDist, Faults, Operator, Outcome, OutcomeMix, SecsRange, SimArgs, SimConfig, SmsMix, SmsOutcome,
+};
 pub use inbound::InboundError;
 pub use messages::{InboundSmsOutcome, MessageDirection, MessageRecord, MessageStatus};
 pub use state::{rfc2822, CallDirection, CallRecord, TwimlRequest};
@@ -92,6 +112,21 @@ impl SimHandle {
     /// One call's record.
     pub fn call(&self, sid: &str) -> Option<CallRecord> {
         self.sim.store.get(sid).map(|e| e.record())
+    }
+
+    /// The record of every conference since start or the last reset, in creation order.
+    pub fn conferences(&self) -> Vec<ConferenceRecord> {
+        self.sim.conferences.all().iter().map(|c| c.record()).collect()
+    }
+
+    /// Adds or changes a simulated operator (`client:NAME`), like `POST /sim/operators`.
+    pub fn set_operator(&self, operator: Operator) -> Result<(), InboundError> {
+        self.sim.people.set_operator(operator)
+    }
+
+    /// Adds or changes a callee who behaves per number, like `POST /sim/callees`.
+    pub fn set_callee(&self, callee: Callee) -> Result<(), InboundError> {
+        self.sim.people.set_callee(callee)
     }
 
     /// The record of every message (outbound and inbound) since start or the last reset, in creation order.
@@ -150,11 +185,12 @@ impl SimHandle {
         stats::compute(&self.sim)
     }
 
-    /// Clears the call and message records and the callback counters (calls and messages still running
-    /// carry on, unrecorded). Our numbers stay.
+    /// Clears the call, message and conference records and the callback counters (calls and messages still
+    /// running carry on, unrecorded). Our numbers, operators and callees stay.
     pub fn reset(&self) {
         self.sim.store.clear();
         self.sim.messages.clear();
+        self.sim.conferences.clear();
         self.sim.counters.reset();
     }
 

@@ -18,10 +18,14 @@ use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
 use super::calls::{finish_with, run_call};
+use super::conference;
 use super::inbound;
 use super::messages;
 use super::numbers;
-use super::state::{lock, rfc2822, CallDirection, CallEntry, CallMut, CallRequest, EventSet, MachineDetection, Sim};
+use super::people;
+use super::state::{
+    lock, rfc2822, CallDirection, CallEntry, CallMut, CallRequest, EventSet, MachineDetection, NewDoc, Party, Sim,
+};
 use super::stats;
 use dialer_core::domain::{CallSid, CallStatus, E164};
 
@@ -38,7 +42,25 @@ pub(crate) fn router(sim: Arc<Sim>) -> Router {
             "/2010-04-01/Accounts/{account_sid}/IncomingPhoneNumbers/{number}",
             get(numbers::fetch).post(numbers::update),
         )
+        .route("/2010-04-01/Accounts/{account_sid}/Conferences.json", get(conference::list_conferences))
+        .route(
+            "/2010-04-01/Accounts/{account_sid}/Conferences/{conference}",
+            get(conference::fetch_conference).post(conference::update_conference),
+        )
+        .route(
+            "/2010-04-01/Accounts/{account_sid}/Conferences/{conference}/Participants.json",
+            post(conference::create_participant).get(conference::list_participants),
+        )
+        .route(
+            "/2010-04-01/Accounts/{account_sid}/Conferences/{conference}/Participants/{call}",
+            get(conference::fetch_participant)
+                .post(conference::update_participant)
+                .delete(conference::delete_participant),
+        )
         .route("/sim/calls", get(sim_calls))
+        .route("/sim/conferences", get(conference::sim_conferences))
+        .route("/sim/operators", get(people::get_operators).post(people::post_operators))
+        .route("/sim/callees", get(people::get_callees).post(people::post_callees))
         .route("/sim/calls/inbound", post(inbound::sim_inbound_call))
         .route("/sim/messages", get(messages::sim_messages))
         .route("/sim/messages/inbound", post(messages::sim_inbound))
@@ -138,7 +160,7 @@ pub(crate) fn refuse_in_burst(sim: &Sim) -> Result<(), ApiError> {
 }
 
 /// 400 / 21215, worded like Twilio's answer when the account's Voice Geographic Permissions exclude `to`.
-fn geo_refused(to: &E164) -> ApiError {
+pub(crate) fn geo_refused(to: &str) -> ApiError {
     bad_request(
         21215,
         format!(
@@ -181,26 +203,9 @@ pub(crate) fn http_method(form: &[(String, String)], key: &str) -> Result<String
     }
 }
 
-fn parse_create(form: &[(String, String)]) -> Result<CallRequest, ApiError> {
-    let to = non_empty(form, "To").ok_or_else(|| bad_request(21201, "No 'To' number is specified"))?;
-    let to = E164::parse(to, None).map_err(|_| bad_request(21211, format!("Invalid 'To' Phone Number: {to}")))?;
-    let from = non_empty(form, "From").ok_or_else(|| bad_request(21213, "No 'From' number is specified"))?;
-    let from =
-        E164::parse(from, None).map_err(|_| bad_request(21212, format!("Invalid 'From' Phone Number: {from}")))?;
-    let url = non_empty(form, "Url").map(str::to_string);
-    let twiml = non_empty(form, "Twiml").map(str::to_string);
-    match (&url, &twiml) {
-        (None, None) => return Err(bad_request(21205, "Url parameter is required (or Twiml)")),
-        (Some(_), Some(_)) => return Err(bad_request(21205, "Provide exactly one of Url and Twiml")),
-        (Some(u), None) if !is_http_url(u) => return Err(bad_request(21205, format!("Url is not a valid URL: {u}"))),
-        _ => {}
-    }
-    let status_callback = non_empty(form, "StatusCallback").map(str::to_string);
-    if let Some(u) = &status_callback {
-        if !is_http_url(u) {
-            return Err(bad_request(21609, format!("StatusCallback is not a valid URL: {u}")));
-        }
-    }
+/// `StatusCallbackEvent` (repeated, or space separated): `initiated ringing answered completed`; none
+/// given: `completed`.
+pub(crate) fn parse_call_events(form: &[(String, String)]) -> Result<EventSet, ApiError> {
     let mut events = EventSet::default();
     let mut any_event = false;
     for (_, v) in form.iter().filter(|(k, _)| k == "StatusCallbackEvent") {
@@ -218,6 +223,31 @@ fn parse_create(form: &[(String, String)]) -> Result<CallRequest, ApiError> {
     if !any_event {
         events.completed = true;
     }
+    Ok(events)
+}
+
+fn parse_create(form: &[(String, String)]) -> Result<CallRequest, ApiError> {
+    let to = non_empty(form, "To").ok_or_else(|| bad_request(21201, "No 'To' number is specified"))?;
+    let to = Party::parse(to).ok_or_else(|| bad_request(21211, format!("Invalid 'To' Phone Number: {to}")))?;
+    let from = non_empty(form, "From").ok_or_else(|| bad_request(21213, "No 'From' number is specified"))?;
+    let from = E164::parse(from, None)
+        .map(Party::Number)
+        .map_err(|_| bad_request(21212, format!("Invalid 'From' Phone Number: {from}")))?;
+    let url = non_empty(form, "Url").map(str::to_string);
+    let twiml = non_empty(form, "Twiml").map(str::to_string);
+    match (&url, &twiml) {
+        (None, None) => return Err(bad_request(21205, "Url parameter is required (or Twiml)")),
+        (Some(_), Some(_)) => return Err(bad_request(21205, "Provide exactly one of Url and Twiml")),
+        (Some(u), None) if !is_http_url(u) => return Err(bad_request(21205, format!("Url is not a valid URL: {u}"))),
+        _ => {}
+    }
+    let status_callback = non_empty(form, "StatusCallback").map(str::to_string);
+    if let Some(u) = &status_callback {
+        if !is_http_url(u) {
+            return Err(bad_request(21609, format!("StatusCallback is not a valid URL: {u}")));
+        }
+    }
+    let events = parse_call_events(form)?;
     let num = |key: &str, default: f64, lo: f64, hi: f64| -> Result<f64, ApiError> {
         match non_empty(form, key) {
             None => Ok(default),
@@ -258,21 +288,30 @@ fn parse_create(form: &[(String, String)]) -> Result<CallRequest, ApiError> {
         async_amd_callback,
         async_amd_callback_method: http_method(form, "AsyncAmdStatusCallbackMethod")?,
         machine_detection_timeout_secs: num("MachineDetectionTimeout", 30.0, 3.0, 59.0)?,
+        conference_leg: None,
     })
 }
 
-/// Accepts a call: records it, reserves its CPS slot and starts its task.
 fn create(sim: &Arc<Sim>, req: CallRequest, fault_seed: u64) -> Arc<CallEntry> {
+    create_call_entry(sim, req, fault_seed)
+}
+
+/// Accepts a call (a Calls API create or a Participants API leg): records it, reserves its CPS slot and
+/// starts its task. A conference leg is a (queued) participant of its conference from here on.
+pub(crate) fn create_call_entry(sim: &Arc<Sim>, req: CallRequest, fault_seed: u64) -> Arc<CallEntry> {
     let now = Instant::now();
     let created_at = sim.clock.wall(now);
     let slot = sim.pacer.reserve(now);
-    let entry = Arc::new(CallEntry {
-        sid: CallSid::random(),
+    let entry = Arc::new(CallEntry::new(
+        CallSid::random(),
         created_at,
         req,
-        cancel: sim.shutdown.child_token(),
-        state: std::sync::Mutex::new(CallMut::new(CallStatus::Queued, created_at)),
-    });
+        sim.shutdown.child_token(),
+        CallMut::new(CallStatus::Queued, created_at),
+    ));
+    if let Some(leg) = &entry.req.conference_leg {
+        leg.conference.add_pending(sim, &entry, &leg.spec);
+    }
     sim.store.insert(entry.clone());
     sim.metrics.calls_created.inc();
     tokio::spawn(run_call(sim.clone(), entry.clone(), slot, fault_seed));
@@ -300,7 +339,7 @@ async fn create_call_inner(sim: &Arc<Sim>, account_sid: &str, headers: &HeaderMa
     let req = parse_create(&form)?;
     let f = &sim.config.faults;
     if f.geo_blocked_prefix(req.to.as_str()).is_some() {
-        return Err(geo_refused(&req.to));
+        return Err(geo_refused(req.to.as_str()));
     }
     refuse_in_burst(sim)?;
     let (draw, coin, fault_seed) = {
@@ -415,14 +454,11 @@ async fn update_call(
         let _slot = admit(&sim, &headers, &account_sid)?;
         let e = lookup(&sim, &account_sid, &call)?;
         let form = parse_form(&body);
-        if non_empty(&form, "Url").is_some() || non_empty(&form, "Twiml").is_some() {
-            return Err(bad_request(20001, "The simulator does not redirect live calls (Url/Twiml on update)"));
-        }
         let wanted = match non_empty(&form, "Status") {
             Some("canceled") => CallStatus::Canceled,
             Some("completed") => CallStatus::Completed,
             Some(other) => return Err(bad_request(21218, format!("Invalid Status: {other}"))),
-            None => return Ok(Json(call_json(&sim, &e)).into_response()),
+            None => return redirect(&sim, &e, &form),
         };
         let current = e.snapshot().status;
         let ended = match (current, wanted) {
@@ -440,6 +476,28 @@ async fn update_call(
     let r = merge(r);
     count(&sim, "update", &r);
     r
+}
+
+/// An update with `Url` (+ `Method`) or `Twiml` and no `Status`: a call in progress leaves what it is doing
+/// (a Say, a Gather, a conference) and walks the new document; a call not answered yet will walk it once
+/// answered; an ended call cannot be redirected (21220).
+fn redirect(sim: &Sim, e: &CallEntry, form: &[(String, String)]) -> ApiResult {
+    let doc = match (non_empty(form, "Url"), non_empty(form, "Twiml")) {
+        (None, None) => return Ok(Json(call_json(sim, e)).into_response()),
+        (Some(_), Some(_)) => return Err(bad_request(21205, "Provide exactly one of Url and Twiml")),
+        (Some(u), None) if !is_http_url(u) => return Err(bad_request(21205, format!("Url is not a valid URL: {u}"))),
+        (Some(u), None) => NewDoc::Url { url: u.to_string(), method: http_method(form, "Method")? },
+        (None, Some(t)) => NewDoc::Twiml(t.to_string()),
+    };
+    let status = e.snapshot().status;
+    if status.is_terminal() {
+        return Err(bad_request(21220, "Call is not in-progress. Cannot redirect."));
+    }
+    *lock(&e.redirect) = Some(doc);
+    if status == CallStatus::InProgress {
+        e.redirect_notify.notify_one();
+    }
+    Ok(Json(call_json(sim, e)).into_response())
 }
 
 /// A `StartTime` filter value: a date (`YYYY-MM-DD`, UTC) or a full date-time.
@@ -639,6 +697,7 @@ async fn sim_stats(State(sim): State<Arc<Sim>>) -> Response {
 async fn sim_reset(State(sim): State<Arc<Sim>>) -> Response {
     sim.store.clear();
     sim.messages.clear();
+    sim.conferences.clear();
     sim.counters.reset();
     StatusCode::NO_CONTENT.into_response()
 }

@@ -15,10 +15,12 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::conference::{ConfLeg, ConferenceStore};
 use super::config::SimConfig;
 use super::messages::MessageStore;
 use super::metrics::SimMetrics;
 use super::numbers::NumberStore;
+use super::people::People;
 use dialer_core::domain::{AnsweredBy, CallSid, CallStatus, E164};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,6 +82,62 @@ impl CallDirection {
     }
 }
 
+/// One end of a call: a phone number, or a Twilio Client identity (`client:alice`, the simulated operators).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Party {
+    Number(E164),
+    /// `client:NAME`, as written in `To` / `From`.
+    Client(String),
+}
+
+impl Party {
+    /// `client:NAME` (NAME: letters, digits, `_`, `-`, `.`, `@`) or a phone number.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let raw = raw.trim();
+        if let Some(name) = raw.get(..7).filter(|p| p.eq_ignore_ascii_case("client:")).map(|_| &raw[7..]) {
+            let ok = !name.is_empty()
+                && name.len() <= 256
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'));
+            return ok.then(|| Party::Client(format!("client:{name}")));
+        }
+        E164::parse(raw, None).ok().map(Party::Number)
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Party::Number(n) => n.as_str(),
+            Party::Client(c) => c,
+        }
+    }
+
+    pub fn number(&self) -> Option<&E164> {
+        match self {
+            Party::Number(n) => Some(n),
+            Party::Client(_) => None,
+        }
+    }
+
+    /// The identity of a `client:` party.
+    pub fn client(&self) -> Option<&str> {
+        match self {
+            Party::Number(_) => None,
+            Party::Client(c) => Some(&c[7..]),
+        }
+    }
+}
+
+impl From<E164> for Party {
+    fn from(n: E164) -> Self {
+        Party::Number(n)
+    }
+}
+
+impl std::fmt::Display for Party {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One TwiML request a call made (Url, Gather action, Redirect ...) and how it was answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TwimlRequest {
@@ -93,8 +151,8 @@ pub struct TwimlRequest {
 #[derive(Debug, Clone)]
 pub(crate) struct CallRequest {
     pub direction: CallDirection,
-    pub to: E164,
-    pub from: E164,
+    pub to: Party,
+    pub from: Party,
     pub url: Option<String>,
     pub method: String,
     pub twiml: Option<String>,
@@ -108,6 +166,9 @@ pub(crate) struct CallRequest {
     pub async_amd_callback: Option<String>,
     pub async_amd_callback_method: String,
     pub machine_detection_timeout_secs: f64,
+    /// A leg placed by the Participants API: once answered it joins this conference (instead of
+    /// fetching TwiML).
+    pub conference_leg: Option<ConfLeg>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +213,10 @@ pub(crate) struct CallMut {
     pub says: Vec<String>,
     pub dialed: Vec<String>,
     pub twiml_requests: Vec<TwimlRequest>,
+    /// The call hung up while it waited in a conference that had not started (its hold patience ran out).
+    pub abandoned_in_conference: bool,
+    /// The sids of the conferences the call joined, in order.
+    pub conferences: Vec<String>,
 }
 
 impl CallMut {
@@ -176,8 +241,17 @@ impl CallMut {
             says: Vec::new(),
             dialed: Vec::new(),
             twiml_requests: Vec::new(),
+            abandoned_in_conference: false,
+            conferences: Vec::new(),
         }
     }
+}
+
+/// The next TwiML document of a live call, set by a REST update (`Url` + `Method`, or `Twiml`).
+#[derive(Debug, Clone)]
+pub(crate) enum NewDoc {
+    Url { url: String, method: String },
+    Twiml(String),
 }
 
 /// One call: what was asked, and what happened so far.
@@ -188,9 +262,32 @@ pub(crate) struct CallEntry {
     pub req: CallRequest,
     pub cancel: CancellationToken,
     pub state: Mutex<CallMut>,
+    /// A redirect of the live call (`Url`/`Twiml` update): its walker leaves what it is doing and walks
+    /// this; before the answer it replaces the call's `Url`.
+    pub redirect: Mutex<Option<NewDoc>>,
+    /// Wakes the walker when `redirect` is set.
+    pub redirect_notify: tokio::sync::Notify,
 }
 
 impl CallEntry {
+    pub fn new(
+        sid: CallSid,
+        created_at: DateTime<Utc>,
+        req: CallRequest,
+        cancel: CancellationToken,
+        state: CallMut,
+    ) -> Self {
+        Self {
+            sid,
+            created_at,
+            req,
+            cancel,
+            state: Mutex::new(state),
+            redirect: Mutex::new(None),
+            redirect_notify: tokio::sync::Notify::new(),
+        }
+    }
+
     pub fn snapshot(&self) -> CallMut {
         lock(&self.state).clone()
     }
@@ -221,6 +318,8 @@ impl CallEntry {
             says: s.says,
             dialed: s.dialed,
             twiml_requests: s.twiml_requests,
+            abandoned_in_conference: s.abandoned_in_conference,
+            conferences: s.conferences,
         }
     }
 }
@@ -273,6 +372,12 @@ pub struct CallRecord {
     /// Every TwiML request the call made, in order.
     #[serde(default)]
     pub twiml_requests: Vec<TwimlRequest>,
+    /// The callee hung up while waiting in a conference that had not started (its hold patience ran out).
+    #[serde(default)]
+    pub abandoned_in_conference: bool,
+    /// The sids (`CF…`) of the conferences the call joined, in order.
+    #[serde(default)]
+    pub conferences: Vec<String>,
 }
 
 #[derive(Default)]
@@ -390,6 +495,9 @@ pub(crate) struct Sim {
     /// The numbers we own (`IncomingPhoneNumbers`): where inbound calls and messages go.
     pub numbers: NumberStore,
     pub messages: MessageStore,
+    pub conferences: ConferenceStore,
+    /// The simulated operators (`client:NAME`) and scripted callees.
+    pub people: People,
     pub pacer: Pacer,
     pub counters: Counters,
     pub metrics: SimMetrics,
@@ -412,6 +520,7 @@ impl Sim {
             Some(s) => ChaCha8Rng::seed_from_u64(s ^ 0x5eed_0ffa_17ed),
             None => ChaCha8Rng::from_entropy(),
         };
+        let people = People::new(&config);
         Ok(Arc::new(Self {
             pacer: Pacer::new(config.cps),
             config,
@@ -419,6 +528,8 @@ impl Sim {
             store: Store::default(),
             numbers: NumberStore::default(),
             messages: MessageStore::default(),
+            conferences: ConferenceStore::default(),
+            people,
             counters: Counters::default(),
             metrics: SimMetrics::new()?,
             http,

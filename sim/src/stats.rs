@@ -43,9 +43,10 @@ pub struct SimStats {
     pub peak_starts_per_second: usize,
     /// Most calls out of the queue and not yet ended at the same time.
     pub peak_concurrent_calls: i64,
-    /// (To, Url) pairs created more than once (inline-TwiML calls are keyed by their TwiML text).
+    /// (To, Url) pairs created more than once (inline-TwiML calls are keyed by their TwiML text). Legs to
+    /// operators (`client:NAME`) are not numbers and never count here.
     pub duplicate_to_url_pairs: usize,
-    /// Numbers (To) called more than once.
+    /// Numbers (To) called more than once (legs to `client:NAME` operators do not count).
     pub duplicate_to_numbers: usize,
     /// StatusCallback and async AMD callback requests sent, retries and duplicates included.
     pub callbacks_sent: u64,
@@ -88,6 +89,8 @@ pub struct SimStats {
 pub(crate) fn compute(sim: &Sim) -> SimStats {
     let (calls, inbound): (Vec<_>, Vec<_>) =
         sim.store.all().into_iter().partition(|c| c.req.direction == CallDirection::OutboundApi);
+    // Operator legs (`client:NAME`) ring the same people again and again: no number dialled twice there.
+    let numbers: Vec<_> = calls.iter().filter(|c| c.req.to.number().is_some()).collect();
     let messages = sim.messages.all();
     let mut messages_by_status = BTreeMap::new();
     let mut messages_received = 0;
@@ -124,9 +127,9 @@ pub(crate) fn compute(sim: &Sim) -> SimStats {
         peak_starts_per_second: peak_in_window(&mut started, 1000),
         peak_concurrent_calls: c.peak_active_calls.load(Ordering::Relaxed),
         duplicate_to_url_pairs: duplicate_pairs(
-            calls.iter().map(|c| (c.req.to.as_str(), c.req.url.as_deref().or(c.req.twiml.as_deref()).unwrap_or(""))),
+            numbers.iter().map(|c| (c.req.to.as_str(), c.req.url.as_deref().or(c.req.twiml.as_deref()).unwrap_or(""))),
         ),
-        duplicate_to_numbers: duplicate_pairs(calls.iter().map(|c| c.req.to.as_str())),
+        duplicate_to_numbers: duplicate_pairs(numbers.iter().map(|c| c.req.to.as_str())),
         callbacks_sent: c.callbacks_sent.load(Ordering::Relaxed),
         callbacks_failed: c.callbacks_failed.load(Ordering::Relaxed),
         callbacks_lost: c.callbacks_lost.load(Ordering::Relaxed),

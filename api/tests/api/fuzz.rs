@@ -52,6 +52,13 @@ impl World {
             api.key(&[]).await;
         }
         let admin = api.admin().await;
+        // The admin is an operator too, so the operator routes are exercised past their refusal.
+        let admin_id = api.store.api_keys_list().await.unwrap().into_iter().map(|k| k.id).max().unwrap();
+        sqlx::query("INSERT INTO operators (api_key_id, identity) VALUES ($1, 'fuzz-admin')")
+            .bind(admin_id)
+            .execute(api.store.pool())
+            .await
+            .unwrap();
         let unscoped = api.key(&[]).await;
         let revoked = api.admin().await;
         let revoked_id = api.store.api_keys_list().await.unwrap().into_iter().map(|k| k.id).max().unwrap();

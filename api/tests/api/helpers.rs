@@ -22,7 +22,7 @@ impl Api {
             store: store.clone(),
             account_cps: 10.0,
             limiter: KeyLimiter::new(per_second, burst),
-            voice: Default::default(),
+            voice: std::sync::Arc::new(test_voice()),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -99,3 +99,23 @@ pub fn contact(i: usize) -> Value {
         "attributes": {"name": format!("お客様{i}"), "parcel": format!("P-{i}")}
     })
 }
+
+/// Operator settings as a deployment has them (an API key to sign access tokens with); no Twilio
+/// client, so announcements to live calls answer 503 — the tests have no live calls.
+pub fn test_voice() -> dialer_api::operators::Voice {
+    dialer_api::operators::Voice {
+        account_sid: Some(TEST_ACCOUNT_SID.into()),
+        operators: dialer_core::config::OperatorConfig {
+            api_key_sid: Some(TEST_API_KEY_SID.into()),
+            api_key_secret: Some(TEST_API_KEY_SECRET.into()),
+            twiml_app_sid: Some(TEST_TWIML_APP_SID.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+pub const TEST_ACCOUNT_SID: &str = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+pub const TEST_API_KEY_SID: &str = "SKbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+pub const TEST_API_KEY_SECRET: &str = "api-key-secret-for-tests";
+pub const TEST_TWIML_APP_SID: &str = "APcccccccccccccccccccccccccccccccc";

@@ -1,7 +1,9 @@
 //! The simulator's tests, one binary: its own REST API and call lifecycle over real HTTP (`sim`), the product's
 //! Twilio client against it with every fault turned on (`twilio_sim`), messages, numbers and inbound traffic
-//! (`sms`), and the official Python helper library against it (`helper_library`).
+//! (`sms`), conferences with operators, waiting rooms and live redirects (`conference`), and the official
+//! Python helper library against it (`helper_library`).
 
+mod conference;
 mod helper_library;
 mod sim;
 mod sms;
