@@ -7,4 +7,5 @@ mod console;
 mod contacts;
 mod fuzz;
 mod helpers;
+mod operators;
 mod reads;
