@@ -157,3 +157,83 @@ fn tempfile_dir() -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// The operator page (`/console/operator`) in a browser: operator alice logs in, the page fetches her
+/// Voice SDK access token (checked claim by claim and its signature in `browser/operator_page.mjs`), she goes
+/// available and away; the token endpoint refuses a POST without its CSRF header; and a key that is no
+/// operator's gets the 403 page and no token. The SDK cannot reach Twilio here: the device's error is shown
+/// in the page and breaks nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_page_fetches_a_token_and_shows_availability() {
+    use dialer_core::domain::operators::Identity;
+    use dialer_core::domain::{ApiKeySecret, Scope};
+
+    const API_KEY_SID: &str = "SK0123456789abcdef0123456789abcdef";
+    const API_KEY_SECRET: &str = "some-secret";
+    const TTL: &str = "600";
+
+    let (Some(chromium), Some(dir)) = (chromium(), browser_dir()) else { return };
+    let mut env = Env::new(sim_config(20.0)).await;
+    let secret = ApiKeySecret::generate();
+    env.store
+        .operators_create_with_key(
+            "operator:alice",
+            &secret,
+            &[Scope::CampaignsRead],
+            &Identity::parse("alice").unwrap(),
+        )
+        .await
+        .unwrap();
+    let plain_key = api_key(&env, &["campaigns:read"]);
+    let api_addr = format!("127.0.0.1:{}", free_port());
+    env.spawn(
+        "all",
+        20.0,
+        &[
+            ("API_LISTEN_ADDR", &api_addr),
+            ("TWILIO_API_KEY_SID", API_KEY_SID),
+            ("TWILIO_API_KEY_SECRET", API_KEY_SECRET),
+            ("OPERATOR_TOKEN_TTL_SECONDS", TTL),
+        ],
+    );
+    let base = format!("http://{api_addr}/console");
+    wait_for_console(&base).await;
+
+    let key = secret.expose().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(dir.join("operator_page.mjs"))
+            .current_dir(&dir)
+            .env("CONSOLE_URL", &base)
+            .env("OPERATOR_KEY", &key)
+            .env("PLAIN_KEY", &plain_key)
+            .env("IDENTITY", "alice")
+            .env("ACCOUNT_SID", ACCOUNT_SID)
+            .env("API_KEY_SID", API_KEY_SID)
+            .env("API_KEY_SECRET", API_KEY_SECRET)
+            .env("TOKEN_TTL", TTL)
+            .env("CHROMIUM", &chromium)
+            .output()
+            .expect("run node")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(out.status.success(), "the browser script failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("ok: the operator page passed"));
+    // The page's last click set alice away, and the database says so; the plain key got no operator row.
+    let rows: Vec<(String, bool)> =
+        sqlx::query_as("SELECT identity, available FROM operators").fetch_all(env.store.pool()).await.unwrap();
+    assert_eq!(rows, vec![("alice".to_string(), false)]);
+}
+
+/// Waits (a hang guard) until the console answers its login page.
+async fn wait_for_console(base: &str) {
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    while !http.get(format!("{base}/login")).send().await.is_ok_and(|r| r.status() == 200) {
+        assert!(start.elapsed() < Duration::from_secs(60), "the console never listened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -2,7 +2,8 @@
 //! and its simulated operators' Twilio Clients ringing (or not), every callback signed. A callee reaches an
 //! operator (result `transferred` only once the operator answered, with who and the handle time); nobody
 //! answers and the callee, taken out of the waiting room, asks for a call back; a callee hangs up while
-//! waiting (abandoned); an announcement from the management API reaches a caller in the waiting room.
+//! waiting (abandoned); an announcement from the management API reaches a caller in the waiting room,
+//! whose campaign is meanwhile paced down because no operator is free.
 //! Results and metrics are compared with the simulator's record.
 
 use std::time::{Duration, Instant};
@@ -255,6 +256,19 @@ async fn an_announcement_from_the_api_reaches_a_caller_in_the_waiting_room() {
         assert!(start.elapsed() < Duration::from_secs(60), "nobody reached the waiting room");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // A caller waits and no operator is free: the campaign is paced down to a tenth of its CPS of 5.
+    let campaign_label = id.to_string();
+    let start = Instant::now();
+    loop {
+        let (_, m) = scrape(&format!("{base}/metrics")).await;
+        let limit = m.sum("dialer_campaign_cps_limit", &[("campaign", campaign_label.as_str())]);
+        if (limit - 0.5).abs() < 1e-9 {
+            assert_eq!(m.sum("dialer_waiting_room_callers", &[("campaign", campaign_label.as_str())]), 1.0);
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the campaign was not slowed: limit {limit}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let http = reqwest::Client::new();
     let api = format!("http://{api_addr}/api/v1");
     // The live calls list shows it waiting.
