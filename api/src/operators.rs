@@ -63,10 +63,16 @@ impl Voice {
                 "access tokens need TWILIO_ACCOUNT_SID, TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET",
             ));
         };
-        let grant =
-            VoiceGrant { incoming_allow: true, outgoing_application_sid: self.operators.twiml_app_sid.clone(), ..Default::default() };
-        let token = AccessToken::new(account, key, secret.clone(), identity.as_str(), self.operators.token_ttl, Some(grant))
-            .map_err(|e| Problem::new(StatusCode::SERVICE_UNAVAILABLE, "operators-not-configured", e.to_string()))?;
+        let grant = VoiceGrant {
+            incoming_allow: true,
+            outgoing_application_sid: self.operators.twiml_app_sid.clone(),
+            ..Default::default()
+        };
+        let token =
+            AccessToken::new(account, key, secret.clone(), identity.as_str(), self.operators.token_ttl, Some(grant))
+                .map_err(|e| {
+                    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "operators-not-configured", e.to_string())
+                })?;
         Ok((token.to_jwt(now), token.expires_at(now)))
     }
 }
@@ -115,7 +121,10 @@ pub async fn operator_of(api: &Api, key: &ApiKeyRow) -> ApiResult<OperatorRow> {
     security(("api_key" = [])),
     responses((status = 200, body = OperatorToken), (status = "4XX", body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json")))]
-pub async fn token(State(api): State<Api>, axum::Extension(Caller(key)): axum::Extension<Caller>) -> ApiResult<Json<OperatorToken>> {
+pub async fn token(
+    State(api): State<Api>,
+    axum::Extension(Caller(key)): axum::Extension<Caller>,
+) -> ApiResult<Json<OperatorToken>> {
     let op = operator_of(&api, &key).await?;
     Ok(Json(issue(&api, &op)?))
 }
@@ -159,7 +168,8 @@ pub async fn set_status(
     // Who asks before what they ask: a key that is no operator's is refused whatever its body.
     operator_of(&api, &key).await?;
     let available = availability(&body?.0.status)?;
-    let row = api.store.operators_set_available(key.id, available).await?.ok_or_else(|| Problem::not_found("operator"))?;
+    let row =
+        api.store.operators_set_available(key.id, available).await?.ok_or_else(|| Problem::not_found("operator"))?;
     Ok(Json(OperatorView::from(&row)))
 }
 
@@ -200,7 +210,10 @@ pub async fn create(
         }
         other => other.into(),
     })?;
-    Ok((StatusCode::CREATED, Json(OperatorCreated { identity: identity.to_string(), key: secret.expose().to_string() })))
+    Ok((
+        StatusCode::CREATED,
+        Json(OperatorCreated { identity: identity.to_string(), key: secret.expose().to_string() }),
+    ))
 }
 
 /// A key named `operator:<identity>` with `campaigns:read`, and its operator row.
@@ -209,7 +222,9 @@ pub async fn create_operator(
     identity: &Identity,
 ) -> Result<ApiKeySecret, dialer_core::store::StoreError> {
     let secret = ApiKeySecret::generate();
-    store.operators_create_with_key(&format!("operator:{identity}"), &secret, &[Scope::CampaignsRead], identity).await?;
+    store
+        .operators_create_with_key(&format!("operator:{identity}"), &secret, &[Scope::CampaignsRead], identity)
+        .await?;
     Ok(secret)
 }
 
@@ -226,7 +241,10 @@ pub struct LiveView {
     responses((status = 200, body = LiveView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn live(State(api): State<Api>, Path(id): Path<i64>) -> ApiResult<Json<LiveView>> {
     api.store.campaigns_get(id).await?;
-    Ok(Json(LiveView { calls: api.store.calls_live(id, 200).await?, transfers: api.store.transfers_list(id, 50).await? }))
+    Ok(Json(LiveView {
+        calls: api.store.calls_live(id, 200).await?,
+        transfers: api.store.transfers_list(id, 50).await?,
+    }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -280,7 +298,8 @@ pub async fn send_announcement(api: &Api, attempt_id: i64, text: &str, sent_by: 
             "announcements need TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, ATTEMPT_TOKEN_SECRET and PUBLIC_BASE_URL",
         ));
     };
-    let in_room = matches!(call.transfer, Some(TransferState::Waiting | TransferState::Ringing | TransferState::Connected));
+    let in_room =
+        matches!(call.transfer, Some(TransferState::Waiting | TransferState::Ringing | TransferState::Connected));
     let conference = call.conference_sid.clone().filter(|_| in_room);
     let via = if conference.is_some() { "conference" } else { "call" };
     let id = api.store.announcements_insert(attempt_id, text, sent_by, via).await?;

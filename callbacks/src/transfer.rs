@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use crate::script::{CallScript, Twiml};
 use crate::signature::TwilioRequest;
-use crate::twiml::bound_context;
+use crate::twiml::{attempt_context, bound_context};
 use crate::{ApiError, App};
 
 /// The conference of one attempt's waiting room.
@@ -108,7 +108,10 @@ pub(crate) async fn offer(State(app): State<App>, Extension(req): Extension<Twil
 }
 
 /// The answer to the offer: key 1 asks for a call back; anything else, or nothing, declines.
-pub(crate) async fn choice(State(app): State<App>, Extension(req): Extension<TwilioRequest>) -> Result<Twiml, ApiError> {
+pub(crate) async fn choice(
+    State(app): State<App>,
+    Extension(req): Extension<TwilioRequest>,
+) -> Result<Twiml, ApiError> {
     let (ctx, script) = bound_context(&app, &req).await?;
     let wants = req.param("Digits") == Some("1");
     let campaign = ctx.campaign_id.to_string();
@@ -179,20 +182,13 @@ pub(crate) async fn announce(
     Extension(req): Extension<TwilioRequest>,
 ) -> Result<Twiml, ApiError> {
     let attempt_id = req.token.attempt_id();
-    let ctx = app
-        .state
-        .store
-        .attempts_call_context(attempt_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("attempt {attempt_id}")))?;
     let text = app
         .state
         .store
         .announcements_text(attempt_id, q.id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("announcement {}", q.id)))?;
-    let script = CallScript::new(&ctx, &app.state.public_base_url, &req.token_text)
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
+    let (_, script) = attempt_context(&app, attempt_id, &req.token_text).await?;
     // The text is the operator's own words, not a template: spoken as written.
     let say = script.say_plain(&text);
     Ok(Twiml(if q.resume == 1 {

@@ -20,13 +20,23 @@ pub(crate) async fn bound_context(app: &App, req: &TwilioRequest) -> Result<(Cal
         Binding::WrongCall => return Err(ApiError::Forbidden("CallSid is not the attempt's")),
         Binding::UnknownAttempt => return Err(ApiError::NotFound(format!("attempt {attempt_id}"))),
     }
+    attempt_context(app, attempt_id, &req.token_text).await
+}
+
+/// The attempt's context and script, without a CallSid to check (a request about the attempt made by
+/// another call: an announcement to its conference).
+pub(crate) async fn attempt_context(
+    app: &App,
+    attempt_id: i64,
+    token_text: &str,
+) -> Result<(CallContext, CallScript), ApiError> {
     let ctx = app
         .state
         .store
         .attempts_call_context(attempt_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("attempt {attempt_id}")))?;
-    let script = CallScript::new(&ctx, &app.state.public_base_url, &req.token_text)
+    let script = CallScript::new(&ctx, &app.state.public_base_url, token_text)
         .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
     Ok((ctx, script))
 }

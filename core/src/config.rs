@@ -155,9 +155,10 @@ impl OperatorConfig {
         }
         let sid = |name: &'static str, prefix: &str| -> Result<Option<String>, ConfigError> {
             match var(name) {
-                Some(v) if !(v.starts_with(prefix) && v.len() == 34) => {
-                    Err(ConfigError::Invalid { var: name, reason: format!("must be {prefix} followed by 32 characters") })
-                }
+                Some(v) if !(v.starts_with(prefix) && v.len() == 34) => Err(ConfigError::Invalid {
+                    var: name,
+                    reason: format!("must be {prefix} followed by 32 characters"),
+                }),
                 other => Ok(other),
             }
         };

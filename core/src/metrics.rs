@@ -46,8 +46,18 @@ pub const WEBHOOK_DELIVERY_RESULTS: &[&str] = &["delivered", "failed", "dead"];
 /// The `route` values of `dialer_signature_rejections_total` (`callbacks::signature::route_label`), exported
 /// from the start at 0 so the dashboard's rejection panels and the alert read 0, not "no data", in a healthy
 /// run.
-pub const SIGNATURE_ROUTES: &[&str] =
-    &["twiml", "gather", "status", "amd", "voice_inbound", "sms_status", "sms_inbound", "transfer", "operator", "other"];
+pub const SIGNATURE_ROUTES: &[&str] = &[
+    "twiml",
+    "gather",
+    "status",
+    "amd",
+    "voice_inbound",
+    "sms_status",
+    "sms_inbound",
+    "transfer",
+    "operator",
+    "other",
+];
 
 /// All metrics, registered in their own [`Registry`].
 ///

@@ -77,7 +77,8 @@ fn guard_script(s: &Session, headers: &HeaderMap) -> Result<(), Response> {
         return Err(Problem::forbidden("this request came from another site").into_response());
     }
     let presented = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
-    s.check_csrf(presented).map_err(|_| Problem::forbidden("missing or stale CSRF token; reload the page").into_response())
+    s.check_csrf(presented)
+        .map_err(|_| Problem::forbidden("missing or stale CSRF token; reload the page").into_response())
 }
 
 /// `POST /console/operator/token`: an access token for the logged-in operator (JSON, like the API's).
@@ -102,7 +103,12 @@ pub struct StatusForm {
 }
 
 /// `POST /console/operator/status` (`status=available|away`): JSON `{"status": …}`.
-pub async fn status(State(api): State<ApiState>, s: Session, headers: HeaderMap, Form(f): Form<StatusForm>) -> Response {
+pub async fn status(
+    State(api): State<ApiState>,
+    s: Session,
+    headers: HeaderMap,
+    Form(f): Form<StatusForm>,
+) -> Response {
     if let Err(r) = guard_script(&s, &headers) {
         return r;
     }
@@ -190,9 +196,9 @@ pub async fn announce(
         Ok(_) => Ok(Redirect::to(&format!("/console/campaigns/{id}/calls")).into_response()),
         Err(p) => {
             let mut h = Html::default();
-            h.el("h1", "", "Not announced").el("p", "role=\"alert\"", &p.detail).raw(&format!(
-                "<p><a href=\"/console/campaigns/{id}/calls\">Back to the live calls</a></p>"
-            ));
+            h.el("h1", "", "Not announced")
+                .el("p", "role=\"alert\"", &p.detail)
+                .raw(&format!("<p><a href=\"/console/campaigns/{id}/calls\">Back to the live calls</a></p>"));
             let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::BAD_GATEWAY);
             Ok(page(status, "Not announced", &s.chrome(), &h.0))
         }

@@ -17,7 +17,12 @@ fn decode(segment: &str) -> Value {
 async fn an_operator_gets_a_twilio_access_token_and_others_do_not() {
     let api = Api::start().await;
     let admin = api.admin().await;
-    let r = api.req(Method::POST, "/api/v1/operators", &admin).json(&json!({ "identity": "alice.tokyo" })).send().await.unwrap();
+    let r = api
+        .req(Method::POST, "/api/v1/operators", &admin)
+        .json(&json!({ "identity": "alice.tokyo" }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let created: Value = r.json().await.unwrap();
     let alice = created["key"].as_str().unwrap().to_string();
@@ -82,26 +87,47 @@ async fn operators_set_their_availability_and_supervisors_see_it() {
     assert_eq!(list[0]["identity"], "alice");
     assert_eq!(list[0]["status"], "away", "a new operator starts away");
 
-    let r = api.req(Method::PUT, "/api/v1/operator/status", &alice).json(&json!({ "status": "available" })).send().await.unwrap();
+    let r = api
+        .req(Method::PUT, "/api/v1/operator/status", &alice)
+        .json(&json!({ "status": "available" }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["status"], "available");
     assert_eq!(api.get_json("/api/v1/operators", &admin).await[0]["status"], "available");
 
     // Malformed: a status that is neither, names the field; nothing changes.
-    let r = api.req(Method::PUT, "/api/v1/operator/status", &alice).json(&json!({ "status": "lunch" })).send().await.unwrap();
+    let r = api
+        .req(Method::PUT, "/api/v1/operator/status", &alice)
+        .json(&json!({ "status": "lunch" }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
     let p: Value = r.json().await.unwrap();
     assert_eq!(p["errors"][0]["pointer"], "/status", "{p}");
     assert_eq!(api.get_json("/api/v1/operators", &admin).await[0]["status"], "available");
 
     // The same identity twice is a conflict; a bad identity names the field.
-    let r = api.req(Method::POST, "/api/v1/operators", &admin).json(&json!({ "identity": "alice" })).send().await.unwrap();
+    let r =
+        api.req(Method::POST, "/api/v1/operators", &admin).json(&json!({ "identity": "alice" })).send().await.unwrap();
     assert_eq!(r.status(), 409);
-    let r = api.req(Method::POST, "/api/v1/operators", &admin).json(&json!({ "identity": "client:bob" })).send().await.unwrap();
+    let r = api
+        .req(Method::POST, "/api/v1/operators", &admin)
+        .json(&json!({ "identity": "client:bob" }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
     assert_eq!(r.json::<Value>().await.unwrap()["errors"][0]["pointer"], "/identity");
     assert_eq!(api.get_json("/api/v1/operators", &admin).await.as_array().unwrap().len(), 1);
     // An operator's own key holds campaigns:read only: it cannot create operators.
-    let r = api.req(Method::POST, "/api/v1/operators", &alice).json(&json!({ "identity": "mallory" })).send().await.unwrap();
+    let r = api
+        .req(Method::POST, "/api/v1/operators", &alice)
+        .json(&json!({ "identity": "mallory" }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
 }

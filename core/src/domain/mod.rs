@@ -28,7 +28,8 @@ pub use phone::{PhoneError, E164};
 pub use recurrence::latest_occurrence;
 pub use settle::{settle, SettleDecision, SettleInput, OPTED_OUT_RESULT, TRANSFERRED_RESULT};
 pub use state::{
-    AttemptState, AttemptTransition, CampaignStatus, ContactState, Direction, MessageState, OperatorEngaged, TransferState,
+    AttemptState, AttemptTransition, CampaignStatus, ContactState, Direction, MessageState, OperatorEngaged,
+    TransferState,
 };
 pub use token::{AttemptToken, MessageToken, TokenError, TokenKey};
 pub use zone::Tz;

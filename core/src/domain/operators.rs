@@ -110,7 +110,9 @@ impl OperatorSettings {
         check((5..=120).contains(&self.ring_s), "operators.ring_s", "must be between 5 and 120");
         check((5..=300).contains(&self.hold_every_s), "operators.hold_every_s", "must be between 5 and 300");
         check(
-            self.hold_music.as_deref().is_none_or(|u| u.is_empty() || u.starts_with("http://") || u.starts_with("https://")),
+            self.hold_music
+                .as_deref()
+                .is_none_or(|u| u.is_empty() || u.starts_with("http://") || u.starts_with("https://")),
             "operators.hold_music",
             "must be an http(s) URL, or \"\" for silence",
         );
@@ -142,7 +144,8 @@ pub fn hold_message(script: &Script) -> String {
 pub fn callback_offer(script: &Script) -> String {
     script.callback_offer.clone().unwrap_or_else(|| {
         if japanese(script) {
-            "申し訳ございません。ただいま担当者が対応できません。折り返しのお電話をご希望の場合は1を押してください。".into()
+            "申し訳ございません。ただいま担当者が対応できません。折り返しのお電話をご希望の場合は1を押してください。"
+                .into()
         } else {
             "Sorry, all of our team are busy. Press 1 and we will call you back.".into()
         }

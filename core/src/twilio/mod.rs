@@ -8,7 +8,7 @@ pub mod signature;
 pub mod twiml;
 
 pub use client::{
-    CallResource, CreateCall, CreateMessage, CreateParticipant, ParticipantResource, HttpMethod, ListCalls, MachineDetection, MessageResource, StartTimeAfter,
-    StatusCallbackEvent, TwilioClient, UpdateStatus,
+    CallResource, CreateCall, CreateMessage, CreateParticipant, HttpMethod, ListCalls, MachineDetection,
+    MessageResource, ParticipantResource, StartTimeAfter, StatusCallbackEvent, TwilioClient, UpdateStatus,
 };
 pub use error::{ApiError, RetryClass, TransportKind, TwilioError};

@@ -183,7 +183,6 @@ pub struct Conference {
     pub status_callback_event: Option<String>,
 }
 
-
 /// `<Redirect>`: continue with the TwiML at `url`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Redirect {

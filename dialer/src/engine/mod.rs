@@ -4,10 +4,10 @@
 pub mod campaigns;
 pub mod dispatch;
 pub mod housekeeping;
+pub mod operators;
 pub mod pacing;
 pub mod reconcile;
 pub mod scheduler;
-pub mod operators;
 pub mod sms;
 
 use std::sync::Arc;

@@ -70,7 +70,10 @@ async fn setup(hold_limit_s: u32, callee: impl FnOnce(String) -> Callee) -> (Env
 async fn operator(env: &Env, name: &str, available: bool) -> i64 {
     let identity = Identity::parse(name).unwrap();
     let key = ApiKeySecret::generate();
-    env.store.operators_create_with_key(&format!("operator:{name}"), &key, &[Scope::CampaignsRead], &identity).await.unwrap();
+    env.store
+        .operators_create_with_key(&format!("operator:{name}"), &key, &[Scope::CampaignsRead], &identity)
+        .await
+        .unwrap();
     let key_id: i64 = sqlx::query_scalar("SELECT api_key_id FROM operators WHERE identity = $1")
         .bind(name)
         .fetch_one(env.store.pool())
@@ -195,13 +198,9 @@ async fn nobody_answers_and_the_callee_asks_for_a_call_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_callee_who_hangs_up_while_waiting_is_abandoned() {
-    let (mut env, id, phone) = setup(600, |number| Callee {
-        number,
-        keys: "0".into(),
-        hold_patience_secs: Some(20.0),
-        keys_after_hold: None,
-    })
-    .await;
+    let (mut env, id, phone) =
+        setup(600, |number| Callee { number, keys: "0".into(), hold_patience_secs: Some(20.0), keys_after_hold: None })
+            .await;
     // An operator who is away is never rung.
     operator(&env, "carol", false).await;
     env.spawn("all", 5.0, EXTRA);
@@ -244,12 +243,13 @@ async fn an_announcement_from_the_api_reaches_a_caller_in_the_waiting_room() {
     // The caller waits in the room (its conference SID known from the conference's status callback).
     let start = Instant::now();
     let attempt: i64 = loop {
-        let row: Option<(i64, Option<String>)> =
-            sqlx::query_as("SELECT attempt_id, conference_sid FROM transfers WHERE campaign_id = $1 AND state = 'waiting'")
-                .bind(id)
-                .fetch_optional(env.store.pool())
-                .await
-                .unwrap();
+        let row: Option<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT attempt_id, conference_sid FROM transfers WHERE campaign_id = $1 AND state = 'waiting'",
+        )
+        .bind(id)
+        .fetch_optional(env.store.pool())
+        .await
+        .unwrap();
         if let Some((a, Some(_))) = row {
             break a;
         }
