@@ -143,8 +143,15 @@ pub(crate) async fn operator_status(
     let status = CallStatus::parse(status).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let attempt_id = req.token.attempt_id();
     let applied = app.state.store.transfers_leg_event(attempt_id, q.ring, &sid, status).await?;
+    for step in &applied {
+        count_leg_step(attempt_id, &sid, status, step);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn count_leg_step(attempt_id: i64, sid: &CallSid, status: CallStatus, step: &LegApplied) {
     let m = Metrics::global();
-    match &applied {
+    match step {
         LegApplied::Connected { campaign_id, operator, waited_s } => {
             let campaign = campaign_id.to_string();
             m.operator_rings.with_label_values(&["answered"]).inc();
@@ -163,7 +170,6 @@ pub(crate) async fn operator_status(
         }
         LegApplied::Nothing => {}
     }
-    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize)]

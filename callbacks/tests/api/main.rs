@@ -6,4 +6,5 @@ mod keypress;
 mod ordering;
 mod retries;
 mod security;
+mod transfer;
 mod twiml_model;

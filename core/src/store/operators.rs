@@ -356,14 +356,15 @@ impl Store {
     /// A status callback of an operator leg (`ring_no` from its signed URL). Answered while the callee
     /// waits: connected, result `transferred`, operator busy — in one transaction. Ended: the transfer
     /// ends (if it was connected) or the callee waits for the next operator (missed: the operator is set
-    /// away); the operator is idle again either way. A leg of an earlier ring changes nothing.
+    /// away); the operator is idle again either way. A leg of an earlier ring changes nothing. Returns
+    /// what happened, in order (a `completed` that overtook its `in-progress` both connects and ends).
     pub async fn transfers_leg_event(
         &self,
         attempt_id: i64,
         ring_no: i32,
         leg_sid: &CallSid,
         status: CallStatus,
-    ) -> Result<LegApplied> {
+    ) -> Result<Vec<LegApplied>> {
         let mut tx = self.pool.begin().await?;
         // Lock order: attempt, transfer, operator (see the module's note).
         sqlx::query!("SELECT id FROM attempts WHERE id = $1 FOR UPDATE", attempt_id).fetch_optional(&mut *tx).await?;
@@ -378,10 +379,10 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?
         else {
-            return Ok(LegApplied::Nothing);
+            return Ok(Vec::new());
         };
         if t.ring_no != ring_no || t.leg_sid.as_deref().is_some_and(|s| s != leg_sid.as_str()) {
-            return Ok(LegApplied::Nothing);
+            return Ok(Vec::new());
         }
         if t.leg_sid.is_none() {
             sqlx::query!("UPDATE transfers SET leg_sid = $2 WHERE attempt_id = $1", attempt_id, leg_sid.as_str())
@@ -390,74 +391,75 @@ impl Store {
         }
         let (Some(operator_id), Some(identity)) = (t.ring_operator_id, t.identity) else {
             tx.commit().await?;
-            return Ok(LegApplied::Nothing);
+            return Ok(Vec::new());
         };
         let now = Utc::now();
-        let applied = match (status, t.state) {
-            (CallStatus::InProgress, TransferState::Ringing) => {
-                sqlx::query!(
-                    "UPDATE transfers SET state = 'connected', operator_id = $2, operator_identity = $3, answered_at = $4
-                     WHERE attempt_id = $1",
-                    attempt_id,
-                    operator_id,
-                    identity.as_str(),
-                    now
-                )
+        let mut applied = Vec::new();
+        // `completed` is only ever reported for a leg that was answered (else no-answer, busy, failed,
+        // canceled): arriving before its `in-progress` (callbacks are not ordered), it answers too.
+        let answered_now =
+            t.state == TransferState::Ringing && matches!(status, CallStatus::InProgress | CallStatus::Completed);
+        let mut state = t.state;
+        let mut answered_at = t.answered_at;
+        if answered_now {
+            sqlx::query!(
+                "UPDATE transfers SET state = 'connected', operator_id = $2, operator_identity = $3, answered_at = $4
+                 WHERE attempt_id = $1",
+                attempt_id,
+                operator_id,
+                identity.as_str(),
+                now
+            )
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query!("UPDATE operators SET engaged = 'busy', engaged_at = now(), missed = 0 WHERE id = $1", operator_id)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query!(
-                    "UPDATE operators SET engaged = 'busy', engaged_at = now(), missed = 0 WHERE id = $1",
-                    operator_id
-                )
+            // The result only now that a person took the call.
+            sqlx::query!("UPDATE attempts SET result = $2 WHERE id = $1", attempt_id, TRANSFERRED_RESULT)
                 .execute(&mut *tx)
                 .await?;
-                // The result only now that a person took the call.
-                sqlx::query!("UPDATE attempts SET result = $2 WHERE id = $1", attempt_id, TRANSFERRED_RESULT)
-                    .execute(&mut *tx)
-                    .await?;
-                super::results::insert_result(&mut tx, attempt_id, &t.menu, "", TRANSFERRED_RESULT).await?;
-                let waited_s = (now - t.requested_at).num_milliseconds() as f64 / 1000.0;
-                LegApplied::Connected { campaign_id: t.campaign_id, operator: identity, waited_s }
+            super::results::insert_result(&mut tx, attempt_id, &t.menu, "", TRANSFERRED_RESULT).await?;
+            let waited_s = (now - t.requested_at).num_milliseconds() as f64 / 1000.0;
+            applied.push(LegApplied::Connected { campaign_id: t.campaign_id, operator: identity.clone(), waited_s });
+            state = TransferState::Connected;
+            answered_at = Some(now);
+        }
+        if status.is_terminal() && t.leg_open {
+            let (next, outcome) = match state {
+                TransferState::Connected => {
+                    let handled_s = answered_at.map(|a| (now - a).num_milliseconds() as f64 / 1000.0).unwrap_or(0.0);
+                    (TransferState::Ended, LegApplied::Ended { campaign_id: t.campaign_id, operator: identity, handled_s })
+                }
+                TransferState::Ringing => {
+                    (TransferState::Waiting, LegApplied::Missed { campaign_id: t.campaign_id, operator: identity })
+                }
+                // The transfer moved on (abandoned, offered…): the leg just ends.
+                other => (other, LegApplied::Nothing),
+            };
+            sqlx::query!(
+                "UPDATE transfers SET state = $2, leg_open = false,
+                     ended_at = CASE WHEN $2 = 'ended' THEN COALESCE(ended_at, now()) ELSE ended_at END
+                 WHERE attempt_id = $1",
+                attempt_id,
+                next as _
+            )
+            .execute(&mut *tx)
+            .await?;
+            let missed = matches!(outcome, LegApplied::Missed { .. });
+            sqlx::query!(
+                "UPDATE operators SET engaged = 'idle', engaged_at = now(), available = available AND NOT $2,
+                     missed = CASE WHEN $2 THEN missed + 1 ELSE missed END
+                 WHERE id = $1 AND engaged <> 'idle'",
+                operator_id,
+                missed
+            )
+            .execute(&mut *tx)
+            .await?;
+            if outcome != LegApplied::Nothing {
+                applied.push(outcome);
             }
-            (s, state) if s.is_terminal() && t.leg_open => {
-                let (next, applied) = match state {
-                    TransferState::Connected => {
-                        let handled_s =
-                            t.answered_at.map(|a| (now - a).num_milliseconds() as f64 / 1000.0).unwrap_or(0.0);
-                        (
-                            TransferState::Ended,
-                            LegApplied::Ended { campaign_id: t.campaign_id, operator: identity, handled_s },
-                        )
-                    }
-                    TransferState::Ringing => {
-                        (TransferState::Waiting, LegApplied::Missed { campaign_id: t.campaign_id, operator: identity })
-                    }
-                    // The transfer moved on (abandoned, offered…): the leg just ends.
-                    other => (other, LegApplied::Nothing),
-                };
-                sqlx::query!(
-                    "UPDATE transfers SET state = $2, leg_open = false,
-                         ended_at = CASE WHEN $2 = 'ended' THEN COALESCE(ended_at, now()) ELSE ended_at END
-                     WHERE attempt_id = $1",
-                    attempt_id,
-                    next as _
-                )
-                .execute(&mut *tx)
-                .await?;
-                let missed = matches!(applied, LegApplied::Missed { .. });
-                sqlx::query!(
-                    "UPDATE operators SET engaged = 'idle', engaged_at = now(), available = available AND NOT $2,
-                         missed = CASE WHEN $2 THEN missed + 1 ELSE missed END
-                     WHERE id = $1 AND engaged <> 'idle'",
-                    operator_id,
-                    missed
-                )
-                .execute(&mut *tx)
-                .await?;
-                applied
-            }
-            _ => LegApplied::Nothing,
-        };
+        }
         tx.commit().await?;
         Ok(applied)
     }

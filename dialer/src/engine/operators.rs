@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use dialer_core::domain::{AttemptToken, CallStatus};
 use dialer_core::metrics::{Metrics, OPERATOR_STATUSES};
-use dialer_core::store::{Ring, StoreError};
+use dialer_core::store::{LegApplied, Ring, StoreError};
 use dialer_core::twilio::{CreateParticipant, RetryClass, UpdateStatus};
 use tracing::Instrument;
 
@@ -69,7 +69,11 @@ pub async fn once(engine: &Engine) -> Result<bool, StoreError> {
             // Already over, or unknown to Twilio: nothing left to hang up.
             Err(e) => tracing::info!(attempt_id = l.attempt_id, call_sid = %l.leg_sid, error = %e, "operator leg"),
         }
-        store.transfers_leg_event(l.attempt_id, l.ring_no, &l.leg_sid, CallStatus::Canceled).await?;
+        let steps = store.transfers_leg_event(l.attempt_id, l.ring_no, &l.leg_sid, CallStatus::Canceled).await?;
+        // A ring that outlived its timeout without a callback counts as missed.
+        if steps.iter().any(|s| matches!(s, LegApplied::Missed { .. })) {
+            Metrics::global().operator_rings.with_label_values(&["missed"]).inc();
+        }
     }
     let rings = store.transfers_ring_next(BATCH).await?;
     let n = rings.len();
