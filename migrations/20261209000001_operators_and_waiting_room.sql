@@ -53,6 +53,8 @@ CREATE TABLE transfers (
 CREATE INDEX transfers_open ON transfers (requested_at) WHERE state IN ('waiting', 'ringing');
 CREATE INDEX transfers_legs ON transfers (attempt_id) WHERE leg_open;
 CREATE INDEX transfers_campaign ON transfers (campaign_id);
+-- The results export names who answered a contact's call and for how long.
+CREATE INDEX transfers_contact ON transfers (contact_id) WHERE answered_at IS NOT NULL;
 
 -- Announcements from the console into a live call or a waiting room: what was said, by whom, and
 -- whether Twilio took the request.

@@ -38,6 +38,10 @@ pub struct ResultView {
     /// The SMS fallback's delivery status (`delivered`, `undelivered`, `failed`…) once sent, else where it
     /// stands (`pending`, `skipped`, `rejected`, `unknown`); null when no text was due.
     sms: Option<String>,
+    /// The operator who answered the contact's latest transfer to a person.
+    operator: Option<String>,
+    /// How long that operator talked to the contact, in seconds.
+    handle_s: Option<f64>,
 }
 
 #[derive(ToSchema)]

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use crate::store::ResultRow;
 
-pub const CSV_HEADER: [&str; 12] = [
+pub const CSV_HEADER: [&str; 14] = [
     "contact_id",
     "external_id",
     "phone",
@@ -17,11 +17,14 @@ pub const CSV_HEADER: [&str; 12] = [
     "zone_source",
     "inbound_calls",
     "sms",
+    "operator",
+    "handle_s",
 ];
 
 /// CSV with a header: contact_id, external_id, phone, state, outcome, result, attempts, last_call_at
 /// (RFC 3339, UTC), zones (the callee's, `&`-separated) and where they came from (given, number, campaign),
-/// calls the contact made to us, and the SMS fallback's status. Empty fields for missing values. Free-text cells (the external reference, the
+/// calls the contact made to us, the SMS fallback's status, and the operator who answered and for how long
+/// (seconds). Empty fields for missing values. Free-text cells (the external reference, the
 /// result) that a spreadsheet would run as a formula are neutralized ([`spreadsheet_safe`]).
 pub fn write_csv<W: Write>(rows: &[ResultRow], writer: W) -> Result<(), csv::Error> {
     let mut w = csv::Writer::from_writer(writer);
@@ -48,6 +51,8 @@ pub fn write_csv_row<W: Write>(w: &mut csv::Writer<W>, r: &ResultRow) -> Result<
         r.zone_source.to_string(),
         r.inbound_calls.to_string(),
         r.sms.clone().unwrap_or_default(),
+        r.operator.clone().unwrap_or_default(),
+        r.handle_s.map(|s| format!("{s:.1}")).unwrap_or_default(),
     ])
 }
 

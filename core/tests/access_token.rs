@@ -5,7 +5,6 @@
 //! skipped, or fails when `CI` is set.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -56,21 +55,6 @@ for c in cases:
     })
 print(json.dumps(out))
 "#;
-
-/// A Python that can `import twilio`, or why there is none.
-fn python_with_twilio() -> Result<PathBuf, String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root");
-    let candidates = [root.join("target/pyenv/bin/python"), PathBuf::from("python3")];
-    let mut tried = Vec::new();
-    for py in candidates {
-        match Command::new(&py).args(["-c", "import twilio"]).output() {
-            Ok(o) if o.status.success() => return Ok(py),
-            Ok(_) => tried.push(format!("{} cannot import twilio", py.display())),
-            Err(e) => tried.push(format!("{}: {e}", py.display())),
-        }
-    }
-    Err(tried.join("; "))
-}
 
 struct Case {
     identity: &'static str,
@@ -126,16 +110,7 @@ fn decode_segment(segment: &str) -> Value {
 
 #[test]
 fn tokens_are_byte_for_byte_those_of_the_official_python_library() {
-    let python = match python_with_twilio() {
-        Ok(p) => p,
-        Err(why) if std::env::var_os("CI").is_some() => {
-            panic!("the twilio helper library is needed under CI (scripts/test installs it): {why}")
-        }
-        Err(why) => {
-            println!("skipped: no Python with the twilio package ({why}); run scripts/test to install it");
-            return;
-        }
-    };
+    let Some(python) = testkit::twilio_python() else { return };
     let cases = cases();
     let input: Vec<Value> = cases
         .iter()

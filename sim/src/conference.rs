@@ -17,7 +17,6 @@
 //!   `EndConferenceOnExit`)
 //! - `GET /sim/conferences`: every conference with its participants, events and announcements.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -34,10 +33,10 @@ use tokio::sync::watch;
 
 use super::calls::{finish_with, FaultySink};
 use super::server::{
-    admit, bad_request, count, create_call_entry, http_method, is_http_url, merge, non_empty, not_found, parse_form,
-    parse_query, refuse_in_burst, too_many, ApiError, ApiResult, Paging,
+    admit, bad_request, callback_url, clamped_number, create_call_entry, http_method, is_http_url, non_empty,
+    not_found, parse_filter, parse_form, parse_query, refuse_or_seed, respond, serve, ApiError, ApiResult, Paging,
 };
-use super::state::{lock, rfc2822, rfc3339_ms, CallDirection, CallEntry, CallRequest, Party, Sim};
+use super::state::{lock, rfc2822, rfc3339_ms, CallDirection, CallEntry, CallRequest, HasSid, Party, SidStore, Sim};
 use super::twiml_walk::{parse_twiml, Verb};
 use super::webhook::{fetch_twiml, Params};
 use dialer_core::domain::CallStatus;
@@ -326,16 +325,21 @@ impl Conference {
         }
     }
 
-    /// Records an event and sends its callback if the conference asked for it.
-    fn emit(&self, st: &mut ConfMut, sim: &Sim, event: &str, who: Option<usize>, extra: Params) {
-        let now = sim.clock.now();
-        let mut params: Params = vec![
+    /// What every request about the conference carries: `AccountSid`, `ConferenceSid`, `FriendlyName`.
+    fn request_params(&self, sim: &Sim) -> Params {
+        vec![
             ("AccountSid".into(), sim.config.account_sid.clone()),
             ("ConferenceSid".into(), self.sid.clone()),
             ("FriendlyName".into(), self.friendly_name.clone()),
-            ("StatusCallbackEvent".into(), event.into()),
-            ("Timestamp".into(), rfc2822(now)),
-        ];
+        ]
+    }
+
+    /// Records an event and sends its callback if the conference asked for it.
+    fn emit(&self, st: &mut ConfMut, sim: &Sim, event: &str, who: Option<usize>, extra: Params) {
+        let now = sim.clock.now();
+        let mut params = self.request_params(sim);
+        params.push(("StatusCallbackEvent".into(), event.into()));
+        params.push(("Timestamp".into(), rfc2822(now)));
         let call_sid = who.map(|i| st.participants[i].call_sid.clone());
         if let Some(i) = who {
             let p = &st.participants[i];
@@ -374,23 +378,7 @@ impl Conference {
         let now = sim.clock.now();
         let mut st = lock(&self.state);
         self.adopt_callback(&mut st, sim, spec);
-        st.participants.push(Participant {
-            call_sid: entry.sid.to_string(),
-            label: spec.label.clone(),
-            to: entry.req.to.to_string(),
-            from: entry.req.from.to_string(),
-            joined_by: spec.joined_by,
-            status: ParticipantStatus::Queued,
-            start_on_enter: spec.start_on_enter,
-            end_on_exit: spec.end_on_exit,
-            muted: spec.muted,
-            hold: false,
-            date_created: now,
-            date_updated: now,
-            joined_at: None,
-            left_at: None,
-            left_reason: None,
-        });
+        st.participants.push(Participant::queued(entry, spec, now));
         st.updated_at = now;
     }
 
@@ -422,23 +410,7 @@ impl Conference {
             Some(i) => i,
             None if spec.joined_by == JoinedBy::Api => return false, // removed while it rang
             None => {
-                st.participants.push(Participant {
-                    call_sid: sid.clone(),
-                    label: spec.label.clone(),
-                    to: entry.req.to.to_string(),
-                    from: entry.req.from.to_string(),
-                    joined_by: spec.joined_by,
-                    status: ParticipantStatus::Queued,
-                    start_on_enter: spec.start_on_enter,
-                    end_on_exit: spec.end_on_exit,
-                    muted: spec.muted,
-                    hold: false,
-                    date_created: now,
-                    date_updated: now,
-                    joined_at: None,
-                    left_at: None,
-                    left_reason: None,
-                });
+                st.participants.push(Participant::queued(entry, spec, now));
                 st.participants.len() - 1
             }
         };
@@ -598,6 +570,27 @@ impl Conference {
 }
 
 impl Participant {
+    /// The call of `entry`, joining as `spec` says, before it is in the conference.
+    fn queued(entry: &CallEntry, spec: &JoinSpec, now: DateTime<Utc>) -> Self {
+        Participant {
+            call_sid: entry.sid.to_string(),
+            label: spec.label.clone(),
+            to: entry.req.to.to_string(),
+            from: entry.req.from.to_string(),
+            joined_by: spec.joined_by,
+            status: ParticipantStatus::Queued,
+            start_on_enter: spec.start_on_enter,
+            end_on_exit: spec.end_on_exit,
+            muted: spec.muted,
+            hold: false,
+            date_created: now,
+            date_updated: now,
+            joined_at: None,
+            left_at: None,
+            left_reason: None,
+        }
+    }
+
     fn is(&self, key: &str) -> bool {
         self.call_sid == key || self.label.as_deref() == Some(key)
     }
@@ -699,22 +692,20 @@ pub struct ConferenceEventRecord {
     pub lost: bool,
 }
 
-#[derive(Default)]
-struct StoreInner {
-    order: Vec<Arc<Conference>>,
-    by_sid: HashMap<String, Arc<Conference>>,
+impl HasSid for Conference {
+    fn sid(&self) -> &str {
+        &self.sid
+    }
 }
 
-/// Every conference since start (or the last reset), in creation order.
-#[derive(Default)]
-pub(crate) struct ConferenceStore {
-    inner: Mutex<StoreInner>,
-}
+/// Every conference since start (or the last reset), in creation order. Clearing forgets the records;
+/// conferences in progress carry on (their sinks are released when they end).
+pub(crate) type ConferenceStore = SidStore<Conference>;
 
 impl ConferenceStore {
     /// By sid, else the newest conference with that FriendlyName (one not completed first).
     pub fn find(&self, key: &str) -> Option<Arc<Conference>> {
-        let g = lock(&self.inner);
+        let g = self.index();
         if let Some(c) = g.by_sid.get(key) {
             return Some(c.clone());
         }
@@ -724,27 +715,15 @@ impl ConferenceStore {
 
     /// The conference named `name` that has not ended, created (`init`) if there is none.
     pub fn get_or_create(&self, sim: &Sim, name: &str) -> Arc<Conference> {
-        let mut g = lock(&self.inner);
+        let mut g = self.index();
         if let Some(c) =
             g.order.iter().rev().find(|c| c.friendly_name == name && c.status() != ConferenceStatus::Completed)
         {
             return c.clone();
         }
         let c = Arc::new(Conference::new(sim, name));
-        g.by_sid.insert(c.sid.clone(), c.clone());
-        g.order.push(c.clone());
+        g.insert(c.clone());
         c
-    }
-
-    pub fn all(&self) -> Vec<Arc<Conference>> {
-        lock(&self.inner).order.clone()
-    }
-
-    /// Forgets the records; conferences in progress carry on (their sinks are released when they end).
-    pub fn clear(&self) {
-        let mut g = lock(&self.inner);
-        g.order.clear();
-        g.by_sid.clear();
     }
 }
 
@@ -781,12 +760,8 @@ fn spawn_announcement(sim: &Arc<Sim>, conf: &Arc<Conference>, call_sid: Option<S
     };
     let (sim, conf) = (sim.clone(), conf.clone());
     tokio::spawn(async move {
-        let mut params: Params = vec![
-            ("AccountSid".into(), sim.config.account_sid.clone()),
-            ("ConferenceSid".into(), conf.sid.clone()),
-            ("FriendlyName".into(), conf.friendly_name.clone()),
-            ("ApiVersion".into(), "2010-04-01".into()),
-        ];
+        let mut params = conf.request_params(&sim);
+        params.push(("ApiVersion".into(), "2010-04-01".into()));
         if let Some(c) = &call_sid {
             params.push(("CallSid".into(), c.clone()));
         }
@@ -823,13 +798,9 @@ fn spawn_announcement(sim: &Arc<Sim>, conf: &Arc<Conference>, call_sid: Option<S
 fn spawn_hold_music(sim: &Arc<Sim>, conf: &Arc<Conference>, call_sid: String, url: String, method: String) {
     let (sim, conf) = (sim.clone(), conf.clone());
     tokio::spawn(async move {
-        let params: Params = vec![
-            ("AccountSid".into(), sim.config.account_sid.clone()),
-            ("ConferenceSid".into(), conf.sid.clone()),
-            ("FriendlyName".into(), conf.friendly_name.clone()),
-            ("CallSid".into(), call_sid.clone()),
-            ("ApiVersion".into(), "2010-04-01".into()),
-        ];
+        let mut params = conf.request_params(&sim);
+        params.push(("CallSid".into(), call_sid.clone()));
+        params.push(("ApiVersion".into(), "2010-04-01".into()));
         let held = || {
             lock(&conf.state)
                 .participants
@@ -955,23 +926,29 @@ fn strip_json(s: &str) -> &str {
     s.strip_suffix(".json").unwrap_or(s)
 }
 
+/// The participant of a `…/Participants/{CallSid or Label}.json` path that has not left, or 404.
+fn participant_at(account: &str, c: &Conference, call: &str) -> Result<Participant, ApiError> {
+    let key = strip_json(call);
+    c.find_participant(key).ok_or_else(|| participant_not_found(account, c, key))
+}
+
+/// The conference of a `…/Conferences/{Conference}.json` path, or 404.
+fn conference_at(sim: &Sim, account: &str, conf: &str) -> Result<Arc<Conference>, ApiError> {
+    let key = conf.strip_suffix(".json").ok_or_else(|| conference_not_found(account, conf))?;
+    lookup(sim, account, key)
+}
+
 pub(crate) async fn list_conferences(
     State(sim): State<Arc<Sim>>,
     Path(account_sid): Path<String>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let r = (|| {
-        let _slot = admit(&sim, &headers, &account_sid)?;
+    serve(&sim, &headers, &account_sid, "conference_list", || {
         let q = parse_query(query);
         let paging = Paging::parse(&q)?;
         let name = non_empty(&q, "FriendlyName");
-        let status = match non_empty(&q, "Status") {
-            None => None,
-            Some(s) => {
-                Some(ConferenceStatus::parse(s).ok_or_else(|| bad_request(20001, format!("Invalid Status: {s}")))?)
-            }
-        };
+        let status = parse_filter(&q, "Status", ConferenceStatus::parse)?;
         let matching: Vec<Arc<Conference>> = sim
             .conferences
             .all()
@@ -981,10 +958,7 @@ pub(crate) async fn list_conferences(
             .collect();
         let path = format!("/2010-04-01/Accounts/{account_sid}/Conferences.json");
         Ok(Json(paging.page(&path, &q, "conferences", matching, |c| conference_json(&sim, c))).into_response())
-    })();
-    let r = merge(r);
-    count(&sim, "conference_list", &r);
-    r
+    })
 }
 
 pub(crate) async fn fetch_conference(
@@ -992,15 +966,10 @@ pub(crate) async fn fetch_conference(
     Path((account_sid, conf)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let r = (|| {
-        let _slot = admit(&sim, &headers, &account_sid)?;
-        let key = conf.strip_suffix(".json").ok_or_else(|| conference_not_found(&account_sid, &conf))?;
-        let c = lookup(&sim, &account_sid, key)?;
+    serve(&sim, &headers, &account_sid, "conference_fetch", || {
+        let c = conference_at(&sim, &account_sid, &conf)?;
         Ok(Json(conference_json(&sim, &c)).into_response())
-    })();
-    let r = merge(r);
-    count(&sim, "conference_fetch", &r);
-    r
+    })
 }
 
 /// `Status=completed` ends the conference; `AnnounceUrl` announces into it.
@@ -1010,10 +979,8 @@ pub(crate) async fn update_conference(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let r = (|| {
-        let _slot = admit(&sim, &headers, &account_sid)?;
-        let key = conf.strip_suffix(".json").ok_or_else(|| conference_not_found(&account_sid, &conf))?;
-        let c = lookup(&sim, &account_sid, key)?;
+    serve(&sim, &headers, &account_sid, "conference_update", || {
+        let c = conference_at(&sim, &account_sid, &conf)?;
         let form = parse_form(&body);
         let end = match non_empty(&form, "Status") {
             None => false,
@@ -1032,10 +999,7 @@ pub(crate) async fn update_conference(
             c.end(&sim, "conference-ended-via-api", None);
         }
         Ok(Json(conference_json(&sim, &c)).into_response())
-    })();
-    let r = merge(r);
-    count(&sim, "conference_update", &r);
-    r
+    })
 }
 
 fn parse_participant(sim: &Sim, form: &[(String, String)]) -> Result<(CallRequest, JoinSpec), ApiError> {
@@ -1048,30 +1012,9 @@ fn parse_participant(sim: &Sim, form: &[(String, String)]) -> Result<(CallReques
             return Err(super::server::geo_refused(n.as_str()));
         }
     }
-    let status_callback = non_empty(form, "StatusCallback").map(str::to_string);
-    if let Some(u) = &status_callback {
-        if !is_http_url(u) {
-            return Err(bad_request(21609, format!("StatusCallback is not a valid URL: {u}")));
-        }
-    }
+    let status_callback = callback_url(form, "StatusCallback")?;
     let events = super::server::parse_call_events(form)?;
-    let num = |key: &str, default: f64, lo: f64, hi: f64| -> Result<f64, ApiError> {
-        match non_empty(form, key) {
-            None => Ok(default),
-            Some(v) => v
-                .parse::<f64>()
-                .ok()
-                .filter(|x| x.is_finite())
-                .map(|x| x.clamp(lo, hi))
-                .ok_or_else(|| bad_request(20001, format!("{key} must be a number, not {v:?}"))),
-        }
-    };
-    let conf_callback = non_empty(form, "ConferenceStatusCallback").map(str::to_string);
-    if let Some(u) = &conf_callback {
-        if !is_http_url(u) {
-            return Err(bad_request(21609, format!("ConferenceStatusCallback is not a valid URL: {u}")));
-        }
-    }
+    let conf_callback = callback_url(form, "ConferenceStatusCallback")?;
     let conf_events =
         ConfEvents::parse(form.iter().filter(|(k, _)| k == "ConferenceStatusCallbackEvent").map(|(_, v)| v.as_str()))
             .map_err(|e| bad_request(21626, e))?;
@@ -1089,23 +1032,12 @@ fn parse_participant(sim: &Sim, form: &[(String, String)]) -> Result<(CallReques
         events: conf_events,
     };
     let req = CallRequest {
-        direction: CallDirection::OutboundApi,
-        to,
-        from,
-        url: None,
-        method: "POST".into(),
-        twiml: None,
         status_callback,
         status_callback_method: http_method(form, "StatusCallbackMethod")?,
         events,
-        timeout_secs: num("Timeout", 60.0, 5.0, 600.0)?,
-        time_limit_secs: num("TimeLimit", 14_400.0, 1.0, 86_400.0)?,
-        machine_detection: None,
-        async_amd: false,
-        async_amd_callback: None,
-        async_amd_callback_method: "POST".into(),
-        machine_detection_timeout_secs: 30.0,
-        conference_leg: None,
+        timeout_secs: clamped_number(form, "Timeout", 60.0, 5.0, 600.0)?,
+        time_limit_secs: clamped_number(form, "TimeLimit", 14_400.0, 1.0, 86_400.0)?,
+        ..CallRequest::new(CallDirection::OutboundApi, to, from)
     };
     Ok((req, spec))
 }
@@ -1122,9 +1054,7 @@ pub(crate) async fn create_participant(
     if let Err(e) = &r {
         sim.counters.create_error(e.code);
     }
-    let r = merge(r);
-    count(&sim, "participant_create", &r);
-    r
+    respond(&sim, "participant_create", r)
 }
 
 fn create_participant_inner(
@@ -1142,14 +1072,7 @@ fn create_participant_inner(
         return Err(conference_not_found(account_sid, key));
     }
     // Refused like a call create (nothing is created, not even the conference).
-    refuse_in_burst(sim)?;
-    let (draw, fault_seed) = {
-        let mut rng = lock(&sim.rng);
-        (rng.gen::<f64>(), rng.gen::<u64>())
-    };
-    if draw < sim.config.faults.rate_429 {
-        return Err(too_many(1));
-    }
+    let fault_seed = refuse_or_seed(sim)?;
     let conf = match sim.conferences.find(key) {
         Some(c) if c.sid == key || c.status() != ConferenceStatus::Completed => c,
         _ => sim.conferences.get_or_create(sim, key),
@@ -1169,8 +1092,7 @@ pub(crate) async fn list_participants(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let r = (|| {
-        let _slot = admit(&sim, &headers, &account_sid)?;
+    serve(&sim, &headers, &account_sid, "participant_list", || {
         let c = lookup(&sim, &account_sid, &conf)?;
         let q = parse_query(query);
         let paging = Paging::parse(&q)?;
@@ -1186,10 +1108,7 @@ pub(crate) async fn list_participants(
         let path = format!("{}/Participants.json", conference_base(&account_sid, &c.sid));
         Ok(Json(paging.page(&path, &q, "participants", listed, |p| participant_json(&sim, &c, p, None)))
             .into_response())
-    })();
-    let r = merge(r);
-    count(&sim, "participant_list", &r);
-    r
+    })
 }
 
 pub(crate) async fn fetch_participant(
@@ -1197,16 +1116,11 @@ pub(crate) async fn fetch_participant(
     Path((account_sid, conf, call)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let r = (|| {
-        let _slot = admit(&sim, &headers, &account_sid)?;
+    serve(&sim, &headers, &account_sid, "participant_fetch", || {
         let c = lookup(&sim, &account_sid, &conf)?;
-        let key = strip_json(&call);
-        let p = c.find_participant(key).ok_or_else(|| participant_not_found(&account_sid, &c, key))?;
+        let p = participant_at(&account_sid, &c, &call)?;
         Ok(Json(participant_json(&sim, &c, &p, None)).into_response())
-    })();
-    let r = merge(r);
-    count(&sim, "participant_fetch", &r);
-    r
+    })
 }
 
 /// `Hold` (+ `HoldUrl`, `HoldMethod`), `Muted`, `EndConferenceOnExit`, `AnnounceUrl` (+ `AnnounceMethod`).
@@ -1216,8 +1130,7 @@ pub(crate) async fn update_participant(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let r = (|| {
-        let _slot = admit(&sim, &headers, &account_sid)?;
+    serve(&sim, &headers, &account_sid, "participant_update", || {
         let c = lookup(&sim, &account_sid, &conf)?;
         let key = strip_json(&call);
         let form = parse_form(&body);
@@ -1240,34 +1153,17 @@ pub(crate) async fn update_participant(
                 .ok_or_else(|| participant_not_found(&account_sid, &c, key))?;
             let now = sim.clock.now();
             let connected = st.participants[i].status == ParticipantStatus::Connected;
-            if let Some(m) = muted {
-                if st.participants[i].muted != m {
-                    st.participants[i].muted = m;
+            let mut set = |flag: fn(&mut Participant) -> &mut bool, want: Option<bool>, [on, off]: [&str; 2]| {
+                // A change is an event only for a participant in the conference.
+                if let Some(w) = want.filter(|&w| *flag(&mut st.participants[i]) != w) {
+                    *flag(&mut st.participants[i]) = w;
                     if connected {
-                        c.emit(
-                            &mut st,
-                            &sim,
-                            if m { "participant-mute" } else { "participant-unmute" },
-                            Some(i),
-                            vec![],
-                        );
+                        c.emit(&mut st, &sim, if w { on } else { off }, Some(i), vec![]);
                     }
                 }
-            }
-            if let Some(h) = hold {
-                if st.participants[i].hold != h {
-                    st.participants[i].hold = h;
-                    if connected {
-                        c.emit(
-                            &mut st,
-                            &sim,
-                            if h { "participant-hold" } else { "participant-unhold" },
-                            Some(i),
-                            vec![],
-                        );
-                    }
-                }
-            }
+            };
+            set(|p| &mut p.muted, muted, ["participant-mute", "participant-unmute"]);
+            set(|p| &mut p.hold, hold, ["participant-hold", "participant-unhold"]);
             if let Some(e) = end_on_exit {
                 st.participants[i].end_on_exit = e;
             }
@@ -1283,10 +1179,7 @@ pub(crate) async fn update_participant(
             spawn_announcement(&sim, &c, Some(p.call_sid.clone()), url, announce_method);
         }
         Ok(Json(participant_json(&sim, &c, &p, None)).into_response())
-    })();
-    let r = merge(r);
-    count(&sim, "participant_update", &r);
-    r
+    })
 }
 
 /// Removes a participant: one in the conference leaves it (an API leg then hangs up, completed; a
@@ -1296,11 +1189,9 @@ pub(crate) async fn delete_participant(
     Path((account_sid, conf, call)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let r = (|| {
-        let _slot = admit(&sim, &headers, &account_sid)?;
+    serve(&sim, &headers, &account_sid, "participant_delete", || {
         let c = lookup(&sim, &account_sid, &conf)?;
-        let key = strip_json(&call);
-        let p = c.find_participant(key).ok_or_else(|| participant_not_found(&account_sid, &c, key))?;
+        let p = participant_at(&account_sid, &c, &call)?;
         c.leave(&sim, &p.call_sid, LeaveReason::Kicked);
         if p.status.pending() {
             if let Some(e) = sim.store.get(&p.call_sid) {
@@ -1310,10 +1201,7 @@ pub(crate) async fn delete_participant(
             }
         }
         Ok(StatusCode::NO_CONTENT.into_response())
-    })();
-    let r = merge(r);
-    count(&sim, "participant_delete", &r);
-    r
+    })
 }
 
 pub(crate) async fn sim_conferences(State(sim): State<Arc<Sim>>) -> Response {

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::calls::{finish, CallCtx, CallbackSink, Stop};
 use super::numbers::PhoneNumber;
 use super::server::twilio_error;
-use super::state::{lock, stable_hash, CallDirection, CallEntry, CallMut, CallRecord, CallRequest, EventSet, Sim};
+use super::state::{lock, stable_hash, CallDirection, CallEntry, CallMut, CallRecord, CallRequest, Sim};
 use super::twiml_walk::WalkEnd;
 use dialer_core::domain::{CallSid, CallStatus, E164};
 
@@ -105,23 +105,11 @@ pub(crate) async fn run_inbound_call(
     // An inbound call never waits in the (outbound) CPS queue.
     state.started_at = Some(now);
     let req = CallRequest {
-        direction: CallDirection::Inbound,
-        to: to.into(),
-        from: from.into(),
         url: Some(url),
         method: number.voice_method.clone(),
-        twiml: None,
         status_callback: number.status_callback.clone(),
         status_callback_method: number.status_callback_method.clone(),
-        events: EventSet { completed: true, ..EventSet::default() },
-        timeout_secs: 60.0,
-        time_limit_secs: 14_400.0,
-        machine_detection: None,
-        async_amd: false,
-        async_amd_callback: None,
-        async_amd_callback_method: "POST".into(),
-        machine_detection_timeout_secs: 30.0,
-        conference_leg: None,
+        ..CallRequest::new(CallDirection::Inbound, to.into(), from.into())
     };
     let entry = Arc::new(CallEntry::new(CallSid::random(), now, req, sim.shutdown.child_token(), state));
     sim.store.insert(entry.clone());

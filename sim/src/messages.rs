@@ -4,7 +4,6 @@
 //! (`POST /sim/messages/inbound`) is posted, signed, to our number's `SmsUrl`, and the `<Message>` replies
 //! of its TwiML answer are handed back.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -22,10 +21,10 @@ use super::calls::{country_of, FaultySink};
 use super::config::SmsOutcome;
 use super::inbound::{our_number, parse_json, parse_number, InboundError};
 use super::server::{
-    admit, bad_request, count, http_method, is_http_url, merge, non_empty, normalise_number, not_found, parse_form,
-    parse_query, refuse_in_burst, too_many, ApiError, ApiResult, Paging,
+    admit, bad_request, callback_url, http_method, non_empty, normalise_number, not_found, parse_form, parse_query,
+    refuse_or_seed, respond, serve, ApiError, ApiResult, Paging,
 };
-use super::state::{lock, rfc2822, rfc3339_ms, stable_hash, Sim};
+use super::state::{lock, rfc2822, rfc3339_ms, stable_hash, HasSid, SidStore, Sim};
 use super::twiml_walk::message_bodies;
 use super::webhook::{fetch_twiml, Params};
 use dialer_core::domain::E164;
@@ -199,39 +198,14 @@ impl MessageEntry {
     }
 }
 
-#[derive(Default)]
-struct StoreInner {
-    order: Vec<Arc<MessageEntry>>,
-    by_sid: HashMap<String, Arc<MessageEntry>>,
+impl HasSid for MessageEntry {
+    fn sid(&self) -> &str {
+        &self.sid
+    }
 }
 
 /// Every message since start (or the last reset), in creation order.
-#[derive(Default)]
-pub(crate) struct MessageStore {
-    inner: Mutex<StoreInner>,
-}
-
-impl MessageStore {
-    fn insert(&self, e: Arc<MessageEntry>) {
-        let mut g = lock(&self.inner);
-        g.by_sid.insert(e.sid.clone(), e.clone());
-        g.order.push(e);
-    }
-
-    fn get(&self, sid: &str) -> Option<Arc<MessageEntry>> {
-        lock(&self.inner).by_sid.get(sid).cloned()
-    }
-
-    pub fn all(&self) -> Vec<Arc<MessageEntry>> {
-        lock(&self.inner).order.clone()
-    }
-
-    pub fn clear(&self) {
-        let mut g = lock(&self.inner);
-        g.order.clear();
-        g.by_sid.clear();
-    }
-}
+pub(crate) type MessageStore = SidStore<MessageEntry>;
 
 /// GSM-7's basic character set (and its extension table, which costs two septets).
 const GSM7_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
@@ -302,12 +276,7 @@ fn parse_create(sim: &Sim, form: &[(String, String)]) -> Result<MessageRequest, 
     if body.chars().count() > MAX_BODY_CHARS {
         return Err(bad_request(21617, "The concatenated message body exceeds the 1600 character limit."));
     }
-    let status_callback = non_empty(form, "StatusCallback").map(str::to_string);
-    if let Some(u) = &status_callback {
-        if !is_http_url(u) {
-            return Err(bad_request(21609, format!("StatusCallback is not a valid URL: {u}")));
-        }
-    }
+    let status_callback = callback_url(form, "StatusCallback")?;
     Ok(MessageRequest {
         to,
         from,
@@ -360,23 +329,14 @@ pub(crate) async fn create(
     if let Err(e) = &r {
         *lock(&sim.counters.message_create_errors).entry(e.code).or_default() += 1;
     }
-    let r = merge(r);
-    count(&sim, "message_create", &r);
-    r
+    respond(&sim, "message_create", r)
 }
 
 fn create_inner(sim: &Arc<Sim>, account_sid: &str, headers: &HeaderMap, body: &[u8]) -> ApiResult {
     let _slot = admit(sim, headers, account_sid)?;
     let req = parse_create(sim, &parse_form(body))?;
-    refuse_in_burst(sim)?;
-    let (draw, fault_seed) = {
-        let mut rng = lock(&sim.rng);
-        (rng.gen::<f64>(), rng.gen::<u64>())
-    };
-    // Only the 429 refusal applies to messages: nothing is created, so a client may simply retry.
-    if draw < sim.config.faults.rate_429 {
-        return Err(too_many(1));
-    }
+    // Only the 429 refusals apply to messages: nothing is created, so a client may simply retry.
+    let fault_seed = refuse_or_seed(sim)?;
     let entry = Arc::new(MessageEntry::new(MessageDirection::OutboundApi, req, MessageStatus::Queued, sim.clock.now()));
     sim.messages.insert(entry.clone());
     sim.metrics.messages_created.inc();
@@ -483,16 +443,12 @@ pub(crate) async fn fetch(
     Path((account_sid, message)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let r = (|| {
-        let _slot = admit(&sim, &headers, &account_sid)?;
+    serve(&sim, &headers, &account_sid, "message_fetch", || {
         let path = format!("/2010-04-01/Accounts/{account_sid}/Messages/{message}");
         let sid = message.strip_suffix(".json").ok_or_else(|| not_found(&path))?;
         let e = sim.messages.get(sid).ok_or_else(|| not_found(&path))?;
         Ok(Json(message_json(&sim, &e)).into_response())
-    })();
-    let r = merge(r);
-    count(&sim, "message_fetch", &r);
-    r
+    })
 }
 
 pub(crate) async fn list(
@@ -501,8 +457,7 @@ pub(crate) async fn list(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let r = (|| {
-        let _slot = admit(&sim, &headers, &account_sid)?;
+    serve(&sim, &headers, &account_sid, "message_list", || {
         let q = parse_query(query);
         let paging = Paging::parse(&q)?;
         let to = non_empty(&q, "To").map(normalise_number);
@@ -519,10 +474,7 @@ pub(crate) async fn list(
         let path = format!("/2010-04-01/Accounts/{account_sid}/Messages.json");
         let body = paging.page(&path, &q, "messages", matching, |e| message_json(&sim, e));
         Ok(Json(body).into_response())
-    })();
-    let r = merge(r);
-    count(&sim, "message_list", &r);
-    r
+    })
 }
 
 pub(crate) async fn sim_messages(State(sim): State<Arc<Sim>>) -> Response {

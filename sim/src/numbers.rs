@@ -12,8 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::server::{
-    admit, bad_request, count, http_method, is_http_url, merge, non_empty, not_found, parse_form, parse_query,
-    ApiError, Paging,
+    bad_request, http_method, is_http_url, non_empty, not_found, parse_form, parse_query, serve, ApiError, Paging,
 };
 use super::state::{lock, rfc2822, Sim};
 use dialer_core::domain::E164;
@@ -210,8 +209,7 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let r = (|| {
-        let _slot = admit(&sim, &headers, &account_sid)?;
+    serve(&sim, &headers, &account_sid, "number_create", || {
         let form = parse_form(&body);
         let raw = non_empty(&form, "PhoneNumber")
             .ok_or_else(|| bad_request(21452, "PhoneNumber is required (the simulator does not search by AreaCode)"))?;
@@ -223,10 +221,7 @@ pub(crate) async fn create(
             return Err(bad_request(21422, format!("PhoneNumber {raw} is not available: this account owns it")));
         }
         Ok((StatusCode::CREATED, Json(number_json(&sim.config.account_sid, &n))).into_response())
-    })();
-    let r = merge(r);
-    count(&sim, "number_create", &r);
-    r
+    })
 }
 
 fn sid_of<'a>(account_sid: &str, number: &'a str) -> Result<&'a str, ApiError> {
@@ -240,15 +235,11 @@ pub(crate) async fn fetch(
     Path((account_sid, number)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let r = (|| {
-        let _slot = admit(&sim, &headers, &account_sid)?;
+    serve(&sim, &headers, &account_sid, "number_fetch", || {
         let sid = sid_of(&account_sid, &number)?;
         let n = sim.numbers.by_sid(sid).ok_or_else(|| not_found(&format!("IncomingPhoneNumbers/{number}")))?;
         Ok(Json(number_json(&sim.config.account_sid, &n)).into_response())
-    })();
-    let r = merge(r);
-    count(&sim, "number_fetch", &r);
-    r
+    })
 }
 
 pub(crate) async fn update(
@@ -257,8 +248,7 @@ pub(crate) async fn update(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let r = (|| {
-        let _slot = admit(&sim, &headers, &account_sid)?;
+    serve(&sim, &headers, &account_sid, "number_update", || {
         let sid = sid_of(&account_sid, &number)?;
         let form = parse_form(&body);
         let now = sim.clock.now();
@@ -271,10 +261,7 @@ pub(crate) async fn update(
             })
             .ok_or_else(|| not_found(&format!("IncomingPhoneNumbers/{number}")))??;
         Ok(Json(number_json(&sim.config.account_sid, &n)).into_response())
-    })();
-    let r = merge(r);
-    count(&sim, "number_update", &r);
-    r
+    })
 }
 
 pub(crate) async fn list(
@@ -283,8 +270,7 @@ pub(crate) async fn list(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let r = (|| {
-        let _slot = admit(&sim, &headers, &account_sid)?;
+    serve(&sim, &headers, &account_sid, "number_list", || {
         let q = parse_query(query);
         let paging = Paging::parse(&q)?;
         let phone = non_empty(&q, "PhoneNumber").map(super::server::normalise_number);
@@ -300,8 +286,5 @@ pub(crate) async fn list(
         let account = &sim.config.account_sid;
         let body = paging.page(&path, &q, "incoming_phone_numbers", matching, |n| number_json(account, n));
         Ok(Json(body).into_response())
-    })();
-    let r = merge(r);
-    count(&sim, "number_list", &r);
-    r
+    })
 }

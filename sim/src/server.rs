@@ -170,12 +170,36 @@ pub(crate) fn geo_refused(to: &str) -> ApiError {
     )
 }
 
-pub(crate) fn count(sim: &Sim, op: &str, r: &Response) {
+/// The response of a REST route (its error as Twilio answers it), counted under `op`.
+pub(crate) fn respond(sim: &Sim, op: &str, r: ApiResult) -> Response {
+    let r = r.unwrap_or_else(IntoResponse::into_response);
     sim.metrics.rest_requests.with_label_values(&[op, r.status().as_str()]).inc();
+    r
 }
 
-pub(crate) fn merge(r: ApiResult) -> Response {
-    r.unwrap_or_else(IntoResponse::into_response)
+/// A REST route: [`admit`], then `f` while the slot is held; its answer [`respond`]ed under `op`.
+pub(crate) fn serve(
+    sim: &Sim,
+    headers: &HeaderMap,
+    account_sid: &str,
+    op: &str,
+    f: impl FnOnce() -> ApiResult,
+) -> Response {
+    respond(sim, op, admit(sim, headers, account_sid).and_then(|_slot| f()))
+}
+
+/// The refusals of a create that leave nothing behind (a `--fault-429-burst`, then the 429 rate); else the
+/// seed of the new resource's faults.
+pub(crate) fn refuse_or_seed(sim: &Sim) -> Result<u64, ApiError> {
+    refuse_in_burst(sim)?;
+    let (draw, fault_seed) = {
+        let mut rng = lock(&sim.rng);
+        (rng.gen::<f64>(), rng.gen::<u64>())
+    };
+    if draw < sim.config.faults.rate_429 {
+        return Err(too_many(1));
+    }
+    Ok(fault_seed)
 }
 
 pub(crate) fn parse_form(body: &[u8]) -> Vec<(String, String)> {
@@ -192,6 +216,42 @@ pub(crate) fn non_empty<'a>(form: &'a [(String, String)], key: &str) -> Option<&
 
 pub(crate) fn is_http_url(u: &str) -> bool {
     url::Url::parse(u).is_ok_and(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some())
+}
+
+/// A callback URL parameter (`StatusCallback`, …): `None` when absent; 400 / 21609 when not an http(s) URL.
+pub(crate) fn callback_url(form: &[(String, String)], key: &str) -> Result<Option<String>, ApiError> {
+    match non_empty(form, key) {
+        Some(u) if !is_http_url(u) => Err(bad_request(21609, format!("{key} is not a valid URL: {u}"))),
+        u => Ok(u.map(str::to_string)),
+    }
+}
+
+/// A number parameter clamped to `lo..=hi`, `default` when absent; 400 / 20001 when not a finite number.
+pub(crate) fn clamped_number(
+    form: &[(String, String)],
+    key: &str,
+    default: f64,
+    lo: f64,
+    hi: f64,
+) -> Result<f64, ApiError> {
+    match non_empty(form, key) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .map(|x| x.clamp(lo, hi))
+            .ok_or_else(|| bad_request(20001, format!("{key} must be a number, not {v:?}"))),
+    }
+}
+
+/// A list filter parsed with `parse`: `None` when absent; 400 / 20001 `Invalid {key}: …` when `parse` fails.
+pub(crate) fn parse_filter<T>(
+    q: &[(String, String)],
+    key: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    non_empty(q, key).map(|v| parse(v).ok_or_else(|| bad_request(20001, format!("Invalid {key}: {v}")))).transpose()
 }
 
 pub(crate) fn http_method(form: &[(String, String)], key: &str) -> Result<String, ApiError> {
@@ -241,36 +301,15 @@ fn parse_create(form: &[(String, String)]) -> Result<CallRequest, ApiError> {
         (Some(u), None) if !is_http_url(u) => return Err(bad_request(21205, format!("Url is not a valid URL: {u}"))),
         _ => {}
     }
-    let status_callback = non_empty(form, "StatusCallback").map(str::to_string);
-    if let Some(u) = &status_callback {
-        if !is_http_url(u) {
-            return Err(bad_request(21609, format!("StatusCallback is not a valid URL: {u}")));
-        }
-    }
+    let status_callback = callback_url(form, "StatusCallback")?;
     let events = parse_call_events(form)?;
-    let num = |key: &str, default: f64, lo: f64, hi: f64| -> Result<f64, ApiError> {
-        match non_empty(form, key) {
-            None => Ok(default),
-            Some(v) => v
-                .parse::<f64>()
-                .ok()
-                .filter(|x| x.is_finite())
-                .map(|x| x.clamp(lo, hi))
-                .ok_or_else(|| bad_request(20001, format!("{key} must be a number, not {v:?}"))),
-        }
-    };
     let machine_detection = match non_empty(form, "MachineDetection") {
         None => None,
         Some("Enable") => Some(MachineDetection::Enable),
         Some("DetectMessageEnd") => Some(MachineDetection::DetectMessageEnd),
         Some(other) => return Err(bad_request(21236, format!("Invalid MachineDetection: {other}"))),
     };
-    let async_amd_callback = non_empty(form, "AsyncAmdStatusCallback").map(str::to_string);
-    if let Some(u) = &async_amd_callback {
-        if !is_http_url(u) {
-            return Err(bad_request(21609, format!("AsyncAmdStatusCallback is not a valid URL: {u}")));
-        }
-    }
+    let async_amd_callback = callback_url(form, "AsyncAmdStatusCallback")?;
     Ok(CallRequest {
         direction: CallDirection::OutboundApi,
         to,
@@ -281,13 +320,13 @@ fn parse_create(form: &[(String, String)]) -> Result<CallRequest, ApiError> {
         status_callback,
         status_callback_method: http_method(form, "StatusCallbackMethod")?,
         events,
-        timeout_secs: num("Timeout", 60.0, 1.0, 600.0)?,
-        time_limit_secs: num("TimeLimit", 14_400.0, 1.0, 86_400.0)?,
+        timeout_secs: clamped_number(form, "Timeout", 60.0, 1.0, 600.0)?,
+        time_limit_secs: clamped_number(form, "TimeLimit", 14_400.0, 1.0, 86_400.0)?,
         machine_detection,
         async_amd: non_empty(form, "AsyncAmd").is_some_and(|v| v.eq_ignore_ascii_case("true")),
         async_amd_callback,
         async_amd_callback_method: http_method(form, "AsyncAmdStatusCallbackMethod")?,
-        machine_detection_timeout_secs: num("MachineDetectionTimeout", 30.0, 3.0, 59.0)?,
+        machine_detection_timeout_secs: clamped_number(form, "MachineDetectionTimeout", 30.0, 3.0, 59.0)?,
         conference_leg: None,
     })
 }
@@ -328,9 +367,7 @@ async fn create_call(
     if let Err(e) = &r {
         sim.counters.create_error(e.code);
     }
-    let r = merge(r);
-    count(&sim, "create", &r);
-    r
+    respond(&sim, "create", r)
 }
 
 async fn create_call_inner(sim: &Arc<Sim>, account_sid: &str, headers: &HeaderMap, body: &[u8]) -> ApiResult {
@@ -434,14 +471,10 @@ async fn fetch_call(
     Path((account_sid, call)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let r = (|| {
-        let _slot = admit(&sim, &headers, &account_sid)?;
+    serve(&sim, &headers, &account_sid, "fetch", || {
         let e = lookup(&sim, &account_sid, &call)?;
         Ok(Json(call_json(&sim, &e)).into_response())
-    })();
-    let r = merge(r);
-    count(&sim, "fetch", &r);
-    r
+    })
 }
 
 async fn update_call(
@@ -450,8 +483,7 @@ async fn update_call(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let r = (|| {
-        let _slot = admit(&sim, &headers, &account_sid)?;
+    serve(&sim, &headers, &account_sid, "update", || {
         let e = lookup(&sim, &account_sid, &call)?;
         let form = parse_form(&body);
         let wanted = match non_empty(&form, "Status") {
@@ -472,10 +504,7 @@ async fn update_call(
             e.cancel.cancel();
         }
         Ok(Json(call_json(&sim, &e)).into_response())
-    })();
-    let r = merge(r);
-    count(&sim, "update", &r);
-    r
+    })
 }
 
 /// An update with `Url` (+ `Method`) or `Twiml` and no `Status`: a call in progress leaves what it is doing
@@ -621,16 +650,12 @@ async fn list_calls(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let r = (|| {
-        let _slot = admit(&sim, &headers, &account_sid)?;
+    serve(&sim, &headers, &account_sid, "list", || {
         let q = parse_query(query);
         let paging = Paging::parse(&q)?;
         let to = non_empty(&q, "To").map(normalise_number);
         let from = non_empty(&q, "From").map(normalise_number);
-        let status = match non_empty(&q, "Status") {
-            None => None,
-            Some(s) => Some(CallStatus::parse(s).map_err(|_| bad_request(20001, format!("Invalid Status: {s}")))?),
-        };
+        let status = parse_filter(&q, "Status", |s| CallStatus::parse(s).ok())?;
         let parent = non_empty(&q, "ParentCallSid").is_some();
         let mut times = Vec::new();
         for (key, field, cmp) in [
@@ -641,8 +666,7 @@ async fn list_calls(
             ("EndTime>", false, Cmp::OnOrAfter),
             ("EndTime<", false, Cmp::Before),
         ] {
-            if let Some(v) = non_empty(&q, key) {
-                let w = parse_when(v).ok_or_else(|| bad_request(20001, format!("Invalid {key}: {v}")))?;
+            if let Some(w) = parse_filter(&q, key, parse_when)? {
                 times.push((field, cmp, w));
             }
         }
@@ -679,10 +703,7 @@ async fn list_calls(
         let path = format!("/2010-04-01/Accounts/{account_sid}/Calls.json");
         let body = paging.page(&path, &q, "calls", matching, |e| call_json(&sim, e));
         Ok(Json(body).into_response())
-    })();
-    let r = merge(r);
-    count(&sim, "list", &r);
-    r
+    })
 }
 
 async fn sim_calls(State(sim): State<Arc<Sim>>) -> Response {

@@ -171,6 +171,33 @@ pub(crate) struct CallRequest {
     pub conference_leg: Option<ConfLeg>,
 }
 
+impl CallRequest {
+    /// A call with Twilio's defaults for what a create leaves out: no document yet (`POST` when there is
+    /// one), no status callback but `completed` asked for, 60 s to answer, a 4 h limit, no answering-machine
+    /// detection, not a conference leg.
+    pub fn new(direction: CallDirection, to: Party, from: Party) -> Self {
+        Self {
+            direction,
+            to,
+            from,
+            url: None,
+            method: "POST".into(),
+            twiml: None,
+            status_callback: None,
+            status_callback_method: "POST".into(),
+            events: EventSet { completed: true, ..EventSet::default() },
+            timeout_secs: 60.0,
+            time_limit_secs: 14_400.0,
+            machine_detection: None,
+            async_amd: false,
+            async_amd_callback: None,
+            async_amd_callback_method: "POST".into(),
+            machine_detection_timeout_secs: 30.0,
+            conference_leg: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MachineDetection {
     Enable,
@@ -380,39 +407,70 @@ pub struct CallRecord {
     pub conferences: Vec<String>,
 }
 
-#[derive(Default)]
-struct StoreInner {
-    order: Vec<Arc<CallEntry>>,
-    by_sid: HashMap<String, Arc<CallEntry>>,
+/// Kept in a [`SidStore`] under its sid.
+pub(crate) trait HasSid {
+    fn sid(&self) -> &str;
 }
 
-/// Every call since start (or the last reset), in creation order.
-#[derive(Default)]
-pub(crate) struct Store {
-    inner: Mutex<StoreInner>,
+/// Records by sid and in creation order.
+pub(crate) struct SidIndex<T> {
+    pub order: Vec<Arc<T>>,
+    pub by_sid: HashMap<String, Arc<T>>,
 }
 
-impl Store {
-    pub fn insert(&self, e: Arc<CallEntry>) {
-        let mut g = lock(&self.inner);
-        g.by_sid.insert(e.sid.to_string(), e.clone());
-        g.order.push(e);
+impl<T: HasSid> SidIndex<T> {
+    pub fn insert(&mut self, e: Arc<T>) {
+        self.by_sid.insert(e.sid().to_string(), e.clone());
+        self.order.push(e);
+    }
+}
+
+/// Every record of one kind (calls, messages, conferences) since start (or the last reset), in creation
+/// order.
+pub(crate) struct SidStore<T> {
+    inner: Mutex<SidIndex<T>>,
+}
+
+impl<T> Default for SidStore<T> {
+    fn default() -> Self {
+        Self { inner: Mutex::new(SidIndex { order: Vec::new(), by_sid: HashMap::new() }) }
+    }
+}
+
+impl<T: HasSid> SidStore<T> {
+    pub fn insert(&self, e: Arc<T>) {
+        lock(&self.inner).insert(e);
     }
 
-    pub fn get(&self, sid: &str) -> Option<Arc<CallEntry>> {
+    pub fn get(&self, sid: &str) -> Option<Arc<T>> {
         lock(&self.inner).by_sid.get(sid).cloned()
     }
 
-    pub fn all(&self) -> Vec<Arc<CallEntry>> {
+    pub fn all(&self) -> Vec<Arc<T>> {
         lock(&self.inner).order.clone()
     }
 
+    /// The index, locked: to look up and insert as one step.
+    pub fn index(&self) -> MutexGuard<'_, SidIndex<T>> {
+        lock(&self.inner)
+    }
+
+    /// Forgets the records (what is still running carries on).
     pub fn clear(&self) {
         let mut g = lock(&self.inner);
         g.order.clear();
         g.by_sid.clear();
     }
 }
+
+impl HasSid for CallEntry {
+    fn sid(&self) -> &str {
+        self.sid.as_str()
+    }
+}
+
+/// Every call since start (or the last reset), in creation order.
+pub(crate) type Store = SidStore<CallEntry>;
 
 /// Callback counters (also exported as metrics).
 #[derive(Debug, Default)]

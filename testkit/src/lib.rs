@@ -111,6 +111,26 @@ pub fn missing(what: &str, how_to_get: &str) {
     eprintln!("skipped: {what} is missing ({how_to_get})");
 }
 
+/// A Python that can `import twilio` (Twilio's official helper library, unmodified from PyPI):
+/// `target/pyenv/bin/python` (scripts/test makes it), else a `python3` on the PATH that has it; else
+/// [`missing`].
+pub fn twilio_python() -> Option<PathBuf> {
+    let candidates = [workspace_root().join("target/pyenv/bin/python"), PathBuf::from("python3")];
+    let mut tried = Vec::new();
+    for py in candidates {
+        match std::process::Command::new(&py).args(["-c", "import twilio"]).output() {
+            Ok(o) if o.status.success() => return Some(py),
+            Ok(_) => tried.push(format!("{} cannot import twilio", py.display())),
+            Err(e) => tried.push(format!("{}: {e}", py.display())),
+        }
+    }
+    missing(
+        &format!("a Python with the twilio package ({})", tried.join("; ")),
+        "run scripts/test to install it in target/pyenv",
+    );
+    None
+}
+
 /// The `../shared/twilio/` directory beside the workspace (Twilio's API spec, signature vectors, error codes
 /// and TwiML model), when present; else [`missing`].
 pub fn shared_twilio_dir() -> Option<PathBuf> {

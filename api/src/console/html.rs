@@ -58,6 +58,8 @@ pub fn page(status: StatusCode, title: &str, chrome: &Chrome, body: &str) -> Res
         .text(title)
         .raw(" · Dialer console</title>")
         .raw("<link rel=\"stylesheet\" href=\"/console/assets/console.css\">")
+        // No favicon request (and no 404 in every page's console).
+        .raw("<link rel=\"icon\" href=\"data:,\">")
         .raw("<script src=\"/console/assets/console.js\" defer></script></head><body>")
         .raw("<a class=\"skip\" href=\"#main\">Skip to content</a><header><span class=\"brand\">Dialer console</span>");
     if let Some(csrf) = chrome.csrf {

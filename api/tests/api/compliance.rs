@@ -47,7 +47,7 @@ async fn pushed_contacts_get_their_zone_from_the_number_and_a_zoneless_number_is
     assert_eq!(progress["by_zone_source"], json!({"given": 1, "number": 2}), "{progress}");
     let export = api.req(Method::GET, &format!("/api/v1/campaigns/{id}/results/export"), &key).send().await.unwrap();
     let csv = export.text().await.unwrap();
-    assert!(csv.lines().next().unwrap().ends_with(",zones,zone_source,inbound_calls,sms"), "{csv}");
+    assert!(csv.lines().next().unwrap().ends_with(",zones,zone_source,inbound_calls,sms,operator,handle_s"), "{csv}");
     assert!(csv.contains(",America/Los_Angeles,number"), "{csv}");
 }
 

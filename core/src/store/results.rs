@@ -102,6 +102,10 @@ pub struct ResultRow {
     /// The SMS fallback: Twilio's delivery status once sent, else where it stands (`pending`, `skipped`,
     /// `rejected`, `unknown`); none when no text was due.
     pub sms: Option<String>,
+    /// The operator who answered the contact's latest transfer, if one did.
+    pub operator: Option<String>,
+    /// How long that operator talked to the contact, in seconds (once the conversation ended).
+    pub handle_s: Option<f64>,
 }
 
 impl Store {
@@ -262,13 +266,20 @@ impl Store {
                       c.zone_source AS "zone_source: ZoneSource",
                       (SELECT count(*) FROM attempts i WHERE i.contact_id = c.id AND i.direction = 'inbound')
                           AS "inbound_calls!",
-                      (SELECT COALESCE(m.status, m.state) FROM messages m WHERE m.contact_id = c.id) AS sms
+                      (SELECT COALESCE(m.status, m.state) FROM messages m WHERE m.contact_id = c.id) AS sms,
+                      op.operator_identity AS "operator?", op.handle_s AS "handle_s?"
                FROM contacts c JOIN campaigns k ON k.id = c.campaign_id
                LEFT JOIN LATERAL (
                    SELECT a.outcome, a.requested_at FROM attempts a
                    WHERE a.contact_id = c.id AND a.requested_at IS NOT NULL
                    ORDER BY a.attempt_no DESC LIMIT 1
                ) last ON true
+               LEFT JOIN LATERAL (
+                   SELECT t.operator_identity,
+                          extract(epoch FROM t.ended_at - t.answered_at)::float8 AS handle_s
+                   FROM transfers t WHERE t.contact_id = c.id AND t.answered_at IS NOT NULL
+                   ORDER BY t.answered_at DESC LIMIT 1
+               ) op ON true
                WHERE c.campaign_id = $1 AND c.id > $2
                  AND ($4::text IS NULL OR COALESCE(c.final_outcome, last.outcome)::text = $4)
                  AND ($5::text IS NULL OR c.result = $5)

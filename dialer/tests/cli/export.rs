@@ -114,11 +114,11 @@ async fn results_export_lists_every_contact_with_its_outcome_and_result() {
 
     let csv = export("csv");
     assert!(
-        csv.starts_with("contact_id,external_id,phone,state,outcome,result,attempts,last_call_at,zones,zone_source,inbound_calls,sms\n"),
+        csv.starts_with("contact_id,external_id,phone,state,outcome,result,attempts,last_call_at,zones,zone_source,inbound_calls,sms,operator,handle_s\n"),
         "{csv}"
     );
     // Imported without a zone: San Francisco's, from the number.
-    assert!(csv.contains(",America/Los_Angeles,number,0,\n"), "{csv}");
+    assert!(csv.contains(",America/Los_Angeles,number,0,,,\n"), "{csv}");
     assert_eq!(
         (&rows[0]["zones"], &rows[0]["zone_source"]),
         (&Value::from("America/Los_Angeles"), &Value::from("number"))

@@ -127,6 +127,10 @@ async fn a_callee_who_presses_0_reaches_an_operator() {
     .await
     .unwrap();
     assert!(handled > 0.0, "handle time is recorded: {handled}");
+    // …and in the results export: who answered and for how long.
+    let rows = env.store.results_export(id).await.unwrap();
+    assert_eq!(rows[0].operator.as_deref(), Some("alice"));
+    assert_eq!(rows[0].handle_s, Some(handled));
 
     // The simulator's record: the callee joined its room by TwiML, alice by the Participants API.
     let callee = env.sim.calls().into_iter().find(|c| c.to == phone).expect("the callee's call");

@@ -3,22 +3,17 @@
 //! live calls are redirected out of hold, announcements are recorded; every webhook is checked with the
 //! product's signature validator.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
-use dialer_core::twilio::signature::validate;
 use dialer_sim::{
-    self as sim, CallRecord, ConferenceRecord, ConferenceStatus, DigitDist, Faults, Operator, OutcomeMix,
-    ParticipantStatus, SecsRange, SimConfig, SimHandle,
+    CallRecord, ConferenceRecord, ConferenceStatus, DigitDist, Faults, Operator, OutcomeMix, ParticipantStatus,
+    SecsRange, SimConfig, SimHandle,
 };
 use serde_json::{json, Value};
+
+use crate::support::{auth, http, start, until, App, Hit};
 
 const FROM: &str = "+81312345678";
 const CALLEE: &str = "+818012340001";
@@ -34,19 +29,6 @@ fn config() -> SimConfig {
         digits: DigitDist::always(None),
         ..SimConfig::default()
     }
-}
-
-async fn start(config: SimConfig) -> SimHandle {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    sim::spawn(config, listener).await.unwrap()
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
-}
-
-fn auth(sim: &SimHandle, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-    rb.basic_auth(&sim.config().account_sid, Some(&sim.config().auth_token))
 }
 
 async fn post(sim: &SimHandle, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
@@ -74,17 +56,6 @@ async fn sim_json(sim: &SimHandle, method: reqwest::Method, path: &str, body: Op
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-/// Polls `f` until it gives `Some` (at most 10 s: a deadline for a hung test, not a timing assertion).
-async fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..1000 {
-        if let Some(t) = f() {
-            return t;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("gave up waiting for {what}");
-}
-
 fn conference(sim: &SimHandle) -> ConferenceRecord {
     let all = sim.conferences();
     assert_eq!(all.len(), 1, "{all:#?}");
@@ -103,53 +74,10 @@ async fn in_conference(sim: &SimHandle, call: &str) -> ConferenceRecord {
 
 // ---- the application: TwiML and callbacks -------------------------------------------------------------
 
-#[derive(Debug, Clone)]
-struct Hit {
-    path: String,
-    params: HashMap<String, String>,
-    signature_ok: bool,
-}
-
-impl Hit {
-    fn get(&self, k: &str) -> &str {
-        self.params.get(k).map(String::as_str).unwrap_or("")
-    }
-}
-
-#[derive(Clone)]
-struct App {
-    base: String,
-    token: String,
-    hits: Arc<Mutex<Vec<Hit>>>,
-}
-
-impl App {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn hits(&self, path: &str) -> Vec<Hit> {
-        self.hits.lock().unwrap().iter().filter(|h| h.path == path).cloned().collect()
-    }
-
-    async fn wait_for(&self, path: &str, n: usize) -> Vec<Hit> {
-        until(&format!("{n} requests to {path}"), || {
-            let h = self.hits(path);
-            (h.len() >= n).then_some(h)
-        })
-        .await
-    }
-}
-
 /// The product's side: the callee's TwiML puts it in the waiting room `transfer-123`.
-async fn answer(State(app): State<App>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-    let signature = headers.get("X-Twilio-Signature").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let signature_ok = validate(&app.token, &format!("{}{}", app.base, uri), &params, signature);
-    let path = uri.path().to_string();
-    app.hits.lock().unwrap().push(Hit { path: path.clone(), params: params.into_iter().collect(), signature_ok });
+fn answer(app: &App, hit: &Hit) -> Response {
     let xml = |s: String| ([("Content-Type", "text/xml")], s).into_response();
-    match path.as_str() {
+    match hit.path.as_str() {
         "/callee" => xml(format!(
             r#"<?xml version="1.0" encoding="UTF-8"?><Response><Say>Connecting you to an operator.</Say>
                <Dial action="{dial}" method="POST"><Conference waitUrl="{wait}" waitMethod="POST"
@@ -170,15 +98,6 @@ async fn answer(State(app): State<App>, uri: Uri, headers: HeaderMap, body: Byte
         "/announce-one" => xml("<Response><Say>Your caller is waiting.</Say></Response>".into()),
         _ => StatusCode::NO_CONTENT.into_response(),
     }
-}
-
-async fn app(token: &str) -> App {
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = tcp.local_addr().unwrap();
-    let app = App { base: format!("http://{addr}"), token: token.into(), hits: Arc::default() };
-    let router = Router::new().fallback(answer).with_state(app.clone());
-    tokio::spawn(async move { axum::serve(tcp, router).await });
-    app
 }
 
 /// The callee's call: answered at once, its TwiML puts it in the waiting room.
@@ -220,7 +139,7 @@ fn count(says: &[String], text: &str) -> usize {
 #[tokio::test]
 async fn a_callee_holds_until_an_operator_answers_then_its_dial_completes() {
     let config = config();
-    let app = app(&config.auth_token).await;
+    let app = App::start(&config.auth_token, answer).await;
     let sim = start(config).await;
     let (code, ops) = sim_json(
         &sim,
@@ -261,7 +180,7 @@ async fn a_callee_holds_until_an_operator_answers_then_its_dial_completes() {
 
     // The operator answers, talks and hangs up; the conference ends and the callee's Dial completes.
     assert!(sim.wait_idle(Duration::from_secs(10)).await);
-    let done = app.wait_for("/dial-done", 1).await;
+    let done = app.wait_for_at("/dial-done", 1).await;
     assert_eq!(done[0].get("DialCallStatus"), "completed");
     assert!(done[0].get("DialCallDuration").parse::<u64>().unwrap() >= 5, "{:?}", done[0]);
     assert_eq!(done[0].get("CallSid"), callee);
@@ -273,7 +192,7 @@ async fn a_callee_holds_until_an_operator_answers_then_its_dial_completes() {
     assert_eq!(c.conferences, [cf.as_str()]);
     assert!(count(&c.says, "Please hold.") >= 2, "hold music plays over and over: {:?}", c.says);
     assert_eq!(c.says.last().map(String::as_str), Some("Thank you, goodbye."));
-    let holds = app.hits("/wait");
+    let holds = app.hits_at("/wait");
     assert!(holds.len() >= 2);
     assert!(holds.iter().all(|h| h.signature_ok && h.get("ConferenceSid") == cf && h.get("CallSid") == callee));
 
@@ -287,7 +206,7 @@ async fn a_callee_holds_until_an_operator_answers_then_its_dial_completes() {
         (code, fetched["to"].as_str(), fetched["direction"].as_str()),
         (200, Some("client:alice"), Some("outbound-api"))
     );
-    let legs = app.wait_for("/leg-status", 4).await;
+    let legs = app.wait_for_at("/leg-status", 4).await;
     let statuses: Vec<&str> = legs.iter().map(|h| h.get("CallStatus")).collect();
     assert_eq!(statuses, ["initiated", "ringing", "in-progress", "completed"]);
     assert!(legs.iter().all(|h| h.signature_ok && h.get("CallSid") == leg && h.get("To") == "client:alice"));
@@ -318,7 +237,7 @@ async fn a_callee_holds_until_an_operator_answers_then_its_dial_completes() {
             ("conference-end", None),
         ]
     );
-    let cbs = app.wait_for("/conference-status", 6).await;
+    let cbs = app.wait_for_at("/conference-status", 6).await;
     let mut seq: Vec<(u32, &str)> =
         cbs.iter().map(|h| (h.get("SequenceNumber").parse().unwrap(), h.get("StatusCallbackEvent"))).collect();
     seq.sort();
@@ -373,7 +292,7 @@ async fn a_callee_holds_until_an_operator_answers_then_its_dial_completes() {
 async fn an_operator_who_never_answers_gives_no_answer_and_the_room_ends_by_api() {
     // 20x: the 5 s ring of the leg is 250 ms.
     let config = SimConfig { speed: 20.0, operators: vec!["bob=never".parse::<Operator>().unwrap()], ..config() };
-    let app = app(&config.auth_token).await;
+    let app = App::start(&config.auth_token, answer).await;
     let sim = start(config).await;
     let (_, ops) = sim_json(&sim, reqwest::Method::GET, "/sim/operators", None).await;
     assert_eq!(ops, json!([{"name": "bob", "answer_after_secs": null, "talk_secs": null}]));
@@ -389,7 +308,7 @@ async fn an_operator_who_never_answers_gives_no_answer_and_the_room_ends_by_api(
         list["participants"].as_array().unwrap().iter().map(|p| p["call_sid"].as_str().unwrap()).collect();
     assert!(listed.contains(&leg.as_str()) && listed.contains(&callee.as_str()), "{list}");
 
-    let legs = app.wait_for("/leg-status", 3).await;
+    let legs = app.wait_for_at("/leg-status", 3).await;
     let statuses: Vec<&str> = legs.iter().map(|h| h.get("CallStatus")).collect();
     assert_eq!(statuses, ["initiated", "ringing", "no-answer"]);
     assert_eq!(legs[2].get("CallDuration"), "0");
@@ -412,7 +331,7 @@ async fn an_operator_who_never_answers_gives_no_answer_and_the_room_ends_by_api(
     let (code, body) = post(&sim, &format!("/Conferences/{cf}.json"), &[("Status", "completed")]).await;
     assert_eq!((code, body["status"].as_str()), (200, Some("completed")));
     assert_eq!(body["reason_conference_ended"], "conference-ended-via-api");
-    let done = app.wait_for("/dial-done", 1).await;
+    let done = app.wait_for_at("/dial-done", 1).await;
     assert_eq!(done[0].get("DialCallStatus"), "completed");
     assert!(sim.wait_idle(Duration::from_secs(10)).await);
     assert_eq!(call(&sim, &callee).status.as_str(), "completed");
@@ -427,7 +346,7 @@ async fn an_operator_who_never_answers_gives_no_answer_and_the_room_ends_by_api(
 #[tokio::test]
 async fn an_impatient_callee_hangs_up_on_hold() {
     let config = config();
-    let app = app(&config.auth_token).await;
+    let app = App::start(&config.auth_token, answer).await;
     let sim = start(config).await;
     let (code, _) = sim_json(
         &sim,
@@ -447,12 +366,12 @@ async fn an_impatient_callee_hangs_up_on_hold() {
     assert!(c.abandoned_in_conference, "{c:#?}");
     assert!(!c.ended_by_update);
     assert!(c.says.contains(&"Please hold.".to_string()));
-    assert!(app.hits("/dial-done").is_empty(), "a callee who hangs up never reaches the Dial action");
+    assert!(app.hits_at("/dial-done").is_empty(), "a callee who hangs up never reaches the Dial action");
     let conf = conference(&sim);
     assert_eq!(conf.status, ConferenceStatus::Completed);
     assert_eq!(conf.reason_conference_ended.as_deref(), Some("participant-with-end-conference-on-exit-left"));
     assert_eq!(conf.participants[0].left_reason.as_deref(), Some("participant_hung_up"));
-    let cbs = app.wait_for("/conference-status", 3).await;
+    let cbs = app.wait_for_at("/conference-status", 3).await;
     let mut seq: Vec<(u32, &str, &str)> = cbs
         .iter()
         .map(|h| (h.get("SequenceNumber").parse().unwrap(), h.get("StatusCallbackEvent"), h.get("CallSid")))
@@ -466,14 +385,14 @@ async fn an_impatient_callee_hangs_up_on_hold() {
             (2, "conference-end", "")
         ]
     );
-    let status = app.wait_for("/callee-status", 1).await;
+    let status = app.wait_for_at("/callee-status", 1).await;
     assert_eq!(status[0].get("CallStatus"), "completed");
 }
 
 #[tokio::test]
 async fn a_redirect_takes_a_callee_out_of_hold_into_a_gather() {
     let config = config();
-    let app = app(&config.auth_token).await;
+    let app = App::start(&config.auth_token, answer).await;
     let sim = start(config).await;
     sim.set_callee(dialer_sim::Callee {
         number: CALLEE.into(),
@@ -484,12 +403,12 @@ async fn a_redirect_takes_a_callee_out_of_hold_into_a_gather() {
     .unwrap();
     let callee = call_callee(&sim, &app, CALLEE).await;
     in_conference(&sim, &callee).await;
-    app.wait_for("/wait", 1).await;
+    app.wait_for_at("/wait", 1).await;
 
     let menu = app.url("/menu");
     let (code, body) = post(&sim, &format!("/Calls/{callee}.json"), &[("Url", &menu), ("Method", "POST")]).await;
     assert_eq!((code, body["status"].as_str()), (200, Some("in-progress")), "{body}");
-    let done = app.wait_for("/menu-done", 1).await;
+    let done = app.wait_for_at("/menu-done", 1).await;
     assert_eq!(done[0].get("Digits"), "1", "the callee's after-hold keys");
     assert!(done[0].signature_ok);
     assert!(sim.wait_idle(Duration::from_secs(10)).await);
@@ -500,8 +419,8 @@ async fn a_redirect_takes_a_callee_out_of_hold_into_a_gather() {
     let menu_at = c.says.iter().position(|s| s == "Press 1 to be called back.").expect("the menu was said");
     assert!(c.says[..menu_at].contains(&"Please hold.".to_string()));
     assert_eq!(c.says.last().map(String::as_str), Some("We will call you back."));
-    assert!(app.hits("/dial-done").is_empty(), "redirected out: the Dial action is not asked");
-    let menu_req = app.wait_for("/menu", 1).await;
+    assert!(app.hits_at("/dial-done").is_empty(), "redirected out: the Dial action is not asked");
+    let menu_req = app.wait_for_at("/menu", 1).await;
     assert_eq!((menu_req[0].get("CallSid"), menu_req[0].get("CallStatus")), (callee.as_str(), "in-progress"));
 
     let conf = conference(&sim);
@@ -521,7 +440,7 @@ async fn a_redirect_takes_a_callee_out_of_hold_into_a_gather() {
 #[tokio::test]
 async fn a_redirect_interrupts_a_say_and_inline_twiml_replaces_a_queued_calls_url() {
     let config = SimConfig { cps: 1.0, ..config() };
-    let app = app(&config.auth_token).await;
+    let app = App::start(&config.auth_token, answer).await;
     let sim = start(config).await;
     // The first call talks for a long time; the second waits a second in the CPS queue.
     let long = format!("<Response><Say>{}</Say></Response>", "blah ".repeat(2000));
@@ -544,13 +463,13 @@ async fn a_redirect_interrupts_a_say_and_inline_twiml_replaces_a_queued_calls_ur
     assert_eq!(c.says.last().map(String::as_str), Some("Interrupted."));
     assert!(c.duration.unwrap() < 600, "the 10000-character Say was cut short");
     assert_eq!(call(&sim, &queued).says, ["Replaced."]);
-    assert!(app.hits("/menu").is_empty(), "the replaced Url is never fetched");
+    assert!(app.hits_at("/menu").is_empty(), "the replaced Url is never fetched");
 }
 
 #[tokio::test]
 async fn announcements_hold_mute_and_removing_an_operator() {
     let config = config();
-    let app = app(&config.auth_token).await;
+    let app = App::start(&config.auth_token, answer).await;
     let sim = start(config).await;
     sim.set_operator(Operator { name: "carol".into(), answer_after_secs: Some(1.0), talk_secs: Some(100_000.0) })
         .unwrap();
@@ -588,7 +507,7 @@ async fn announcements_hold_mute_and_removing_an_operator() {
     assert_eq!(count(&op_says, "This call is recorded."), 1, "{op_says:?}");
     assert_eq!(count(&op_says, "Your caller is waiting."), 1, "{op_says:?}");
     assert_eq!(count(&call(&sim, &callee).says, "Your caller is waiting."), 0, "the callee did not hear that one");
-    assert!(app.hits("/announce-all").iter().chain(app.hits("/announce-one").iter()).all(|h| h.signature_ok));
+    assert!(app.hits_at("/announce-all").iter().chain(app.hits_at("/announce-one").iter()).all(|h| h.signature_ok));
 
     // Hold and mute, fetched by label and by call sid.
     let (code, body) =
@@ -603,7 +522,7 @@ async fn announcements_hold_mute_and_removing_an_operator() {
     assert_eq!(delete(&sim, &format!("/Conferences/{cf}/Participants/{leg}.json")).await, 204);
     assert!(sim.wait_idle(Duration::from_secs(10)).await);
     assert_eq!(call(&sim, &leg).status.as_str(), "completed");
-    let done = app.wait_for("/dial-done", 1).await;
+    let done = app.wait_for_at("/dial-done", 1).await;
     assert_eq!(done[0].get("DialCallStatus"), "completed");
     let conf = conference(&sim);
     assert_eq!(conf.reason_conference_ended.as_deref(), Some("participant-with-end-conference-on-exit-kicked"));
@@ -669,7 +588,7 @@ async fn participant_legs_are_refused_like_call_creates() {
 #[tokio::test]
 async fn when_the_callee_leaves_first_the_operator_leg_completes_and_a_late_operator_hangs_up_at_once() {
     let config = config();
-    let app = app(&config.auth_token).await;
+    let app = App::start(&config.auth_token, answer).await;
     let sim = start(config).await;
     sim.set_operator(Operator { name: "alice".into(), answer_after_secs: Some(1.0), talk_secs: Some(100_000.0) })
         .unwrap();
@@ -688,7 +607,7 @@ async fn when_the_callee_leaves_first_the_operator_leg_completes_and_a_late_oper
     assert_eq!(conf.status, ConferenceStatus::Completed);
     assert_eq!(conf.reason_conference_ended.as_deref(), Some("participant-with-end-conference-on-exit-left"));
     assert_eq!(conf.call_sid_ending_conference.as_deref(), Some(callee.as_str()));
-    assert!(app.hits("/dial-done").is_empty(), "the callee hung up: no Dial action");
+    assert!(app.hits_at("/dial-done").is_empty(), "the callee hung up: no Dial action");
 
     // Dave answers after the end: his leg is answered and completes at once, and he never joins.
     assert!(sim.wait_idle(Duration::from_secs(10)).await);
@@ -706,7 +625,7 @@ async fn when_the_callee_leaves_first_the_operator_leg_completes_and_a_late_oper
 #[tokio::test]
 async fn a_ringing_operator_leg_is_canceled_by_the_calls_api() {
     let config = SimConfig { operators: vec!["erin=never".parse().unwrap()], ..config() };
-    let app = app(&config.auth_token).await;
+    let app = App::start(&config.auth_token, answer).await;
     let sim = start(config).await;
     let callee = call_callee(&sim, &app, CALLEE).await;
     let cf = in_conference(&sim, &callee).await.sid;
@@ -717,10 +636,10 @@ async fn a_ringing_operator_leg_is_canceled_by_the_calls_api() {
     assert_eq!((code, body["status"].as_str()), (200, Some("ringing")));
     let (code, body) = post(&sim, &format!("/Calls/{leg}.json"), &[("Status", "canceled")]).await;
     assert_eq!((code, body["status"].as_str()), (200, Some("canceled")));
-    let legs = app.wait_for("/leg-status", 3).await;
+    let legs = app.wait_for_at("/leg-status", 3).await;
     assert_eq!(legs.iter().map(|h| h.get("CallStatus")).collect::<Vec<_>>(), ["initiated", "ringing", "canceled"]);
     let conf = conference(&sim);
     assert_eq!(conf.participants.iter().find(|p| p.call_sid == leg).unwrap().status, ParticipantStatus::Failed);
     assert_eq!(conf.status, ConferenceStatus::Init, "the callee still waits");
-    assert!(app.hits("/menu").is_empty());
+    assert!(app.hits_at("/menu").is_empty());
 }

@@ -4,41 +4,18 @@
 //! or a `python3` that can import `twilio`; without either the test says it skipped, or fails when `CI` is
 //! set.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use dialer_sim::{self as sim, SimConfig};
+use dialer_sim::SimConfig;
 
-/// A Python that can `import twilio`, or why there is none.
-fn python_with_twilio() -> Result<PathBuf, String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root");
-    let candidates = [root.join("target/pyenv/bin/python"), PathBuf::from("python3")];
-    let mut tried = Vec::new();
-    for py in candidates {
-        match Command::new(&py).args(["-c", "import twilio"]).output() {
-            Ok(o) if o.status.success() => return Ok(py),
-            Ok(_) => tried.push(format!("{} cannot import twilio", py.display())),
-            Err(e) => tried.push(format!("{}: {e}", py.display())),
-        }
-    }
-    Err(tried.join("; "))
-}
+use crate::support::start;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_python_helper_library_works_against_the_simulator() {
-    let python = match python_with_twilio() {
-        Ok(p) => p,
-        Err(why) if std::env::var_os("CI").is_some() => {
-            panic!("the twilio helper library is needed under CI (scripts/test installs it): {why}")
-        }
-        Err(why) => {
-            println!("skipped: no Python with the twilio package ({why}); run scripts/test to install it");
-            return;
-        }
-    };
+    let Some(python) = testkit::twilio_python() else { return };
     let config = SimConfig { cps: 100.0, speed: 100.0, ..SimConfig::default() };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim = sim::spawn(config, listener).await.unwrap();
+    let sim = start(config).await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helper_library/messages.py");
     let args = [
         script.display().to_string(),

@@ -2,21 +2,15 @@
 //! signatures, CPS queueing, fault injection and the record/stats.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
-use dialer_core::twilio::signature::compute_signature;
-use dialer_sim::{
-    self as sim, peak_in_window, Burst, CallRecord, DigitDist, Faults, OutcomeMix, SecsRange, SimConfig, SimHandle,
-};
+use dialer_sim::{peak_in_window, Burst, CallRecord, DigitDist, Faults, OutcomeMix, SecsRange, SimConfig, SimHandle};
 use futures::StreamExt;
 use serde_json::Value;
+
+use crate::support::{auth, http, start, App, Hit};
 
 const TO: &str = "+818012345678";
 const FROM: &str = "+81312345678";
@@ -32,19 +26,6 @@ fn fast_config() -> SimConfig {
         digits: DigitDist::always(Some('1')),
         ..SimConfig::default()
     }
-}
-
-async fn start(config: SimConfig) -> SimHandle {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    sim::spawn(config, listener).await.unwrap()
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
-}
-
-fn auth(sim: &SimHandle, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-    rb.basic_auth(&sim.config().account_sid, Some(&sim.config().auth_token))
 }
 
 async fn create(sim: &SimHandle, form: &[(&str, &str)]) -> (StatusCode, Value) {
@@ -66,66 +47,9 @@ async fn get_json(sim: &SimHandle, path_and_query: &str) -> (u16, Value) {
 
 // ---- a local "callbacks service" -------------------------------------------------------------------
 
-#[derive(Debug, Clone)]
-struct Hit {
-    path: String,
-    params: HashMap<String, String>,
-    signature_ok: bool,
-    idempotency: Option<String>,
-}
-
-impl Hit {
-    fn get(&self, k: &str) -> &str {
-        self.params.get(k).map(String::as_str).unwrap_or("")
-    }
-}
-
-#[derive(Clone)]
-struct Receiver {
-    addr: SocketAddr,
-    hits: Arc<Mutex<Vec<Hit>>>,
-}
-
-impl Receiver {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn hits(&self, prefix: &str) -> Vec<Hit> {
-        self.hits.lock().unwrap().iter().filter(|h| h.path.starts_with(prefix)).cloned().collect()
-    }
-
-    /// Waits until `n` hits under `prefix` arrived (callbacks are sent after the call ends).
-    async fn wait_for(&self, prefix: &str, n: usize) -> Vec<Hit> {
-        for _ in 0..500 {
-            if self.hits(prefix).len() >= n {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.hits(prefix)
-    }
-}
-
-struct RecvState {
-    addr: SocketAddr,
-    token: String,
-    hits: Arc<Mutex<Vec<Hit>>>,
-}
-
-async fn receive(State(st): State<Arc<RecvState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-    let url = format!("http://{}{}", st.addr, uri);
-    let expected = compute_signature(&st.token, &url, &params);
-    let signature_ok = headers.get("X-Twilio-Signature").and_then(|v| v.to_str().ok()) == Some(expected.as_str());
-    let idempotency = headers.get("I-Twilio-Idempotency-Token").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let path = uri.path().to_string();
-    st.hits.lock().unwrap().push(Hit {
-        path: path.clone(),
-        params: params.into_iter().collect(),
-        signature_ok,
-        idempotency,
-    });
+/// The application's TwiML: a menu per token under `/twiml/`, a redirect loop, hold, a failing URL.
+fn answer(_: &App, hit: &Hit) -> Response {
+    let path = hit.path.as_str();
     let xml = |s: &str| ([("Content-Type", "text/xml")], s.to_string()).into_response();
     if let Some(tok) = path.strip_prefix("/twiml/") {
         xml(&format!(
@@ -146,16 +70,6 @@ async fn receive(State(st): State<Arc<RecvState>>, uri: Uri, headers: HeaderMap,
     } else {
         StatusCode::NO_CONTENT.into_response()
     }
-}
-
-async fn receiver(auth_token: &str) -> Receiver {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hits = Arc::new(Mutex::new(Vec::new()));
-    let st = Arc::new(RecvState { addr, token: auth_token.to_string(), hits: hits.clone() });
-    let app = Router::new().fallback(receive).with_state(st);
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Receiver { addr, hits }
 }
 
 fn all_events<'a>(form: &mut Vec<(&'a str, &'a str)>) {
@@ -329,7 +243,7 @@ async fn fetch_list_update_round_trip_and_paging() {
 #[tokio::test]
 async fn twiml_gather_and_signed_status_callbacks() {
     let config = fast_config();
-    let cb = receiver(&config.auth_token).await;
+    let cb = App::start(&config.auth_token, answer).await;
     let sim = start(config).await;
     let (twiml, status) = (cb.url("/twiml/tok1"), cb.url("/status/tok1"));
     let mut form = vec![("To", TO), ("From", FROM), ("Url", twiml.as_str()), ("StatusCallback", status.as_str())];
@@ -347,7 +261,7 @@ async fn twiml_gather_and_signed_status_callbacks() {
     let events2 = cb.wait_for("/status/tok2", 1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let all = cb.hits.lock().unwrap().clone();
+    let all = cb.hits("");
     assert!(all.iter().all(|h| h.signature_ok), "every request is signed: {all:#?}");
     assert!(all.iter().all(|h| h.idempotency.is_some()));
 
@@ -408,7 +322,7 @@ async fn twiml_gather_and_signed_status_callbacks() {
 async fn machine_detection_sync_and_async() {
     let config =
         SimConfig { outcomes: OutcomeMix { human: 0.0, machine: 100.0, ..OutcomeMix::all_human() }, ..fast_config() };
-    let cb = receiver(&config.auth_token).await;
+    let cb = App::start(&config.auth_token, answer).await;
     let sim = start(config).await;
     let (twiml, status, amd) = (cb.url("/twiml/sync"), cb.url("/status/sync"), cb.url("/amd/async"));
     create_ok(
@@ -442,7 +356,7 @@ async fn machine_detection_sync_and_async() {
 #[tokio::test]
 async fn redirect_loops_are_capped_and_fetch_errors_end_the_call() {
     let config = fast_config();
-    let cb = receiver(&config.auth_token).await;
+    let cb = App::start(&config.auth_token, answer).await;
     let sim = start(config).await;
     let looping = create_ok(&sim, &[("To", TO), ("From", FROM), ("Url", &cb.url("/loop"))]).await;
     let failing = create_ok(&sim, &[("To", "+818011112222"), ("From", FROM), ("Url", &cb.url("/fail"))]).await;
@@ -525,9 +439,9 @@ async fn cps_queueing_paces_departures() {
 
 /// One call that hangs up at once, asking for every status event at `path` of a fresh receiver, under
 /// `faults`; returns once the simulator is idle.
-async fn one_hung_up_call(faults: Faults, path: &str) -> (SimHandle, Receiver) {
+async fn one_hung_up_call(faults: Faults, path: &str) -> (SimHandle, App) {
     let config = SimConfig { faults, ..fast_config() };
-    let cb = receiver(&config.auth_token).await;
+    let cb = App::start(&config.auth_token, answer).await;
     let sim = start(config).await;
     let status = cb.url(path);
     let mut form = vec![("To", TO), ("From", FROM), ("Twiml", HANGUP), ("StatusCallback", status.as_str())];
@@ -578,7 +492,7 @@ async fn reordered_callbacks_arrive_shuffled() {
 #[tokio::test]
 async fn failing_receiver_gets_exactly_one_retry() {
     let config = fast_config();
-    let cb = receiver(&config.auth_token).await;
+    let cb = App::start(&config.auth_token, answer).await;
     let sim = start(config).await;
     let status = cb.url("/fail");
     create_ok(&sim, &[("To", TO), ("From", FROM), ("Twiml", HANGUP), ("StatusCallback", status.as_str())]).await;
@@ -725,7 +639,7 @@ async fn stats_count_windows_and_duplicate_pairs() {
 #[ignore]
 async fn throughput_smoke() {
     let config = SimConfig { cps: 100_000.0, max_concurrent_requests: 1000, ..fast_config() };
-    let cb = receiver(&config.auth_token).await;
+    let cb = App::start(&config.auth_token, answer).await;
     let sim = start(config).await;
     let client = http();
     let (twiml, status) = (cb.url("/twiml/x"), cb.url("/status/x"));

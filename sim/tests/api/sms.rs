@@ -3,20 +3,16 @@
 //! walking a menu on a local listener.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
-use dialer_core::twilio::signature::validate;
 use dialer_sim::{
-    self as sim, CallDirection, DigitDist, Faults, InboundError, MessageDirection, MessageStatus, OutcomeMix,
-    SecsRange, SimConfig, SimHandle, SmsMix,
+    CallDirection, DigitDist, Faults, InboundError, MessageDirection, MessageStatus, OutcomeMix, SecsRange, SimConfig,
+    SimHandle, SmsMix,
 };
 use serde_json::{json, Value};
+
+use crate::support::{auth, http, start, App, Hit};
 
 const OURS: &str = "+815012345678";
 const TO: &str = "+818012345678";
@@ -34,17 +30,8 @@ fn fast_config() -> SimConfig {
     }
 }
 
-async fn start(config: SimConfig) -> SimHandle {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    sim::spawn(config, listener).await.unwrap()
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
-}
-
 async fn send(sim: &SimHandle, rb: reqwest::RequestBuilder) -> (u16, Value) {
-    let r = rb.basic_auth(&sim.config().account_sid, Some(&sim.config().auth_token)).send().await.unwrap();
+    let r = auth(sim, rb).send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
 }
@@ -65,54 +52,14 @@ async fn post_json(sim: &SimHandle, path: &str, body: Value) -> (u16, Value) {
 
 // ---- a local "callbacks service" that checks signatures with the product's validator -------------------
 
-#[derive(Debug, Clone)]
-struct Hit {
-    path: String,
-    params: HashMap<String, String>,
-    signature_ok: bool,
-}
-
-impl Hit {
-    fn get(&self, k: &str) -> &str {
-        self.params.get(k).map(String::as_str).unwrap_or("")
-    }
-}
-
-#[derive(Clone)]
-struct App {
-    base: String,
-    token: String,
-    hits: Arc<Mutex<Vec<Hit>>>,
-}
-
-impl App {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn hits(&self, prefix: &str) -> Vec<Hit> {
-        self.hits.lock().unwrap().iter().filter(|h| h.path.starts_with(prefix)).cloned().collect()
-    }
-
-    async fn wait_for(&self, prefix: &str, n: usize) -> Vec<Hit> {
-        for _ in 0..500 {
-            if self.hits(prefix).len() >= n {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.hits(prefix)
-    }
-}
-
 /// The TwiML our "callbacks service" answers with: an SMS opt-out, and a delivery menu for calls.
-fn answer(path: &str, params: &HashMap<String, String>) -> Response {
+fn answer(_: &App, hit: &Hit) -> Response {
     let xml = |s: &str| ([("Content-Type", "text/xml")], s.to_string()).into_response();
-    let digits = params.get("Digits").map(String::as_str).unwrap_or("");
-    match path {
+    let digits = hit.get("Digits");
+    match hit.path.as_str() {
         "/sms" => xml(&format!(
             "<Response><Message>You said {}. You will get no more messages.</Message></Response>",
-            params.get("Body").map(String::as_str).unwrap_or("")
+            hit.get("Body")
         )),
         "/sms-silent" => ([("Content-Type", "text/xml")], "").into_response(),
         "/voice" => xml(
@@ -129,25 +76,6 @@ fn answer(path: &str, params: &HashMap<String, String>) -> Response {
         "/hold" => xml(r#"<Response><Say>Please hold.</Say><Pause length="600"/></Response>"#),
         _ => axum::http::StatusCode::NO_CONTENT.into_response(),
     }
-}
-
-async fn hook(State(app): State<App>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-    let sig = headers.get("X-Twilio-Signature").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let signature_ok = validate(&app.token, &app.url(&uri.to_string()), &params, sig);
-    let params: HashMap<String, String> = params.into_iter().collect();
-    let path = uri.path().to_string();
-    let r = answer(&path, &params);
-    app.hits.lock().unwrap().push(Hit { path, params, signature_ok });
-    r
-}
-
-async fn app(token: &str) -> App {
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app = App { base: format!("http://{}", tcp.local_addr().unwrap()), token: token.into(), hits: Arc::default() };
-    let router = Router::new().fallback(hook).with_state(app.clone());
-    tokio::spawn(async move { axum::serve(tcp, router).await });
-    app
 }
 
 // ---- Messages API -------------------------------------------------------------------------------------
@@ -279,7 +207,7 @@ async fn delivery_callbacks_are_signed_and_follow_the_mix() {
         ..fast_config()
     })
     .await;
-    let app = app(&sim.config().auth_token).await;
+    let app = App::start(&sim.config().auth_token, answer).await;
     let status_url = app.url("/sms-status");
     let mut sids = Vec::new();
     for i in 0..30 {
@@ -346,7 +274,7 @@ async fn delivery_callbacks_under_faults_still_end_every_message() {
         ..Faults::default()
     };
     let sim = start(SimConfig { seed: Some(5), faults, ..fast_config() }).await;
-    let app = app(&sim.config().auth_token).await;
+    let app = App::start(&sim.config().auth_token, answer).await;
     let status_url = app.url("/sms-status");
     for i in 0..40 {
         let to = format!("+8180123451{i:02}");
@@ -458,7 +386,7 @@ async fn incoming_phone_numbers_create_update_list() {
 #[tokio::test]
 async fn inbound_sms_reaches_the_sms_url_signed_and_replies_come_back() {
     let sim = start(fast_config()).await;
-    let app = app(&sim.config().auth_token).await;
+    let app = App::start(&sim.config().auth_token, answer).await;
     sim.set_number(OURS, None, Some(app.url("/sms")), None).unwrap();
 
     let (code, out) =
@@ -536,7 +464,7 @@ async fn inbound_traffic_to_an_unknown_number_is_404() {
 #[tokio::test]
 async fn inbound_call_walks_the_menu_with_the_callers_keys() {
     let sim = start(fast_config()).await;
-    let app = app(&sim.config().auth_token).await;
+    let app = App::start(&sim.config().auth_token, answer).await;
     sim.set_number(OURS, Some(app.url("/voice")), None, Some(app.url("/status"))).unwrap();
 
     let (code, rec) = post_json(
@@ -607,7 +535,7 @@ async fn inbound_call_walks_the_menu_with_the_callers_keys() {
 #[tokio::test]
 async fn inbound_call_transfers_runs_out_of_keys_and_hangs_up() {
     let sim = start(fast_config()).await;
-    let app = app(&sim.config().auth_token).await;
+    let app = App::start(&sim.config().auth_token, answer).await;
     sim.set_number(OURS, Some(app.url("/voice")), None, None).unwrap();
 
     // 0 → Dial: the transfer is recorded.

@@ -230,7 +230,7 @@ try {
     page.getByRole("link", { name: "Download all (CSV)" }).click(),
   ]);
   const csv = readFileSync(await download.path(), "utf8").trim().split("\n");
-  assert(csv[0] === "contact_id,external_id,phone,state,outcome,result,attempts,last_call_at,zones,zone_source,inbound_calls,sms", "CSV header: " + csv[0]);
+  assert(csv[0] === "contact_id,external_id,phone,state,outcome,result,attempts,last_call_at,zones,zone_source,inbound_calls,sms,operator,handle_s", "CSV header: " + csv[0]);
   assert(csv.length === 11, "10 rows: " + csv.length);
   for (const row of csv.slice(1)) {
     const f = row.split(",");
