@@ -412,9 +412,12 @@ impl Store {
             )
             .execute(&mut *tx)
             .await?;
-            sqlx::query!("UPDATE operators SET engaged = 'busy', engaged_at = now(), missed = 0 WHERE id = $1", operator_id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query!(
+                "UPDATE operators SET engaged = 'busy', engaged_at = now(), missed = 0 WHERE id = $1",
+                operator_id
+            )
+            .execute(&mut *tx)
+            .await?;
             // The result only now that a person took the call.
             sqlx::query!("UPDATE attempts SET result = $2 WHERE id = $1", attempt_id, TRANSFERRED_RESULT)
                 .execute(&mut *tx)
@@ -429,7 +432,10 @@ impl Store {
             let (next, outcome) = match state {
                 TransferState::Connected => {
                     let handled_s = answered_at.map(|a| (now - a).num_milliseconds() as f64 / 1000.0).unwrap_or(0.0);
-                    (TransferState::Ended, LegApplied::Ended { campaign_id: t.campaign_id, operator: identity, handled_s })
+                    (
+                        TransferState::Ended,
+                        LegApplied::Ended { campaign_id: t.campaign_id, operator: identity, handled_s },
+                    )
                 }
                 TransferState::Ringing => {
                     (TransferState::Waiting, LegApplied::Missed { campaign_id: t.campaign_id, operator: identity })
