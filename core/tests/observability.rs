@@ -100,6 +100,19 @@ fn alert_rules_pass_promtool_check_rules() {
     assert!(ok, "promtool check rules dashboard/alerts.yml:\n{report}");
 }
 
+/// The alerts' unit tests (`dashboard/alerts.test.yml`): the abandonment alert fires above 3 % of a
+/// campaign's answered calls over 30 days and not below it, nor on too few calls.
+#[test]
+fn alert_rules_pass_their_promtool_unit_tests() {
+    if promtool().is_none() {
+        return;
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboard/alerts.test.yml");
+    let out = Command::new("promtool").args(["test", "rules"]).arg(&path).output().expect("run promtool");
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool test rules dashboard/alerts.test.yml:\n{report}");
+}
+
 /// Every panel query parses as PromQL (with the Grafana variables replaced by what Grafana sends).
 #[test]
 fn dashboard_queries_parse_as_promql() {
