@@ -46,7 +46,15 @@ pub(crate) async fn enter(
         // Pressed again after the room was left (a replayed request): nothing to wait for any more.
         return Ok(script.goodbye(prefix));
     }
-    Metrics::global().transfer_requests.with_label_values(&[&ctx.campaign_id.to_string()]).inc();
+    let m = Metrics::global();
+    let campaign = ctx.campaign_id.to_string();
+    m.transfer_requests.with_label_values(&[&campaign]).inc();
+    // Every outcome exported from the first request, at 0, so rates and the abandonment ratio read 0
+    // rather than "no data".
+    for outcome in dialer_core::metrics::TRANSFER_OUTCOMES {
+        m.transfers.with_label_values(&[campaign.as_str(), outcome]);
+    }
+    m.waiting_callers.with_label_values(&[campaign.as_str()]);
     let url = |route: &str| script.url(route);
     let mut r = Response::new();
     for say in prefix {
@@ -76,15 +84,31 @@ pub(crate) async fn hold(State(app): State<App>, Extension(req): Extension<Twili
     }))
 }
 
-/// The conference's status callback: its SID is what announcements address.
-pub(crate) async fn conference(State(app): State<App>, Extension(req): Extension<TwilioRequest>) -> StatusCode {
+/// The conference's status callback: its SID is what announcements address; the callee leaving it while
+/// still waiting is an abandoned call (for a caller who called us, the only sign of it).
+pub(crate) async fn conference(
+    State(app): State<App>,
+    Extension(req): Extension<TwilioRequest>,
+) -> Result<StatusCode, ApiError> {
+    let attempt_id = req.token.attempt_id();
+    let store = &app.state.store;
     if let Some(sid) = req.param("ConferenceSid").filter(|s| s.starts_with("CF")) {
-        if let Err(e) = app.state.store.transfers_set_conference(req.token.attempt_id(), sid).await {
-            tracing::warn!(error = %e, "recording the conference SID");
-            return StatusCode::INTERNAL_SERVER_ERROR;
+        store.transfers_set_conference(attempt_id, sid).await?;
+    }
+    if req.param("StatusCallbackEvent") == Some("participant-leave") {
+        let who = req.param("CallSid").and_then(|s| CallSid::parse(s).ok());
+        let ctx = store.attempts_call_context(attempt_id).await?;
+        // Only the callee's own leaving: an operator's leg leaving is not the caller hanging up.
+        if let (Some(who), Some(ctx)) = (who, ctx.filter(|c| c.call_sid.is_some())) {
+            if ctx.call_sid.as_ref() == Some(&who) {
+                if let Some(campaign) = store.transfers_callee_left(attempt_id).await? {
+                    Metrics::global().transfer_ended(&campaign.to_string(), "abandoned");
+                    tracing::info!(attempt_id, call_sid = %who, "caller left the waiting room: abandoned");
+                }
+            }
         }
     }
-    StatusCode::NO_CONTENT
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The `<Dial>`'s action: the conversation (or the conference) is over.

@@ -262,3 +262,40 @@ async fn forged_signatures_on_the_waiting_room_routes_are_refused_and_write_noth
     assert_eq!(app.scalar_i64("SELECT count(*) FROM transfers").await, 0);
     assert_eq!(app.scalar_i64("SELECT count(*) FROM results").await, 0);
 }
+
+#[tokio::test]
+async fn the_callee_leaving_the_waiting_room_is_abandoned_but_an_operator_leaving_is_not() {
+    let app = TestApp::spawn().await;
+    let call = setup(&app, "+12125550501").await;
+    press_0(&app, &call).await;
+    let path = format!("/transfer/conference/{}", call.token);
+    let cf = "CF0123456789abcdef0123456789abcdef";
+    let leave =
+        |sid: &str| form(&[("ConferenceSid", cf), ("StatusCallbackEvent", "participant-leave"), ("CallSid", sid)]);
+    // Someone else's leg leaving (an operator's) changes nothing.
+    assert_eq!(app.post(&path, &leave(CallSid::random().as_str())).await.status(), 204);
+    let state = |app: &TestApp| {
+        let id = call.attempt_id;
+        let pool = app.store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT state FROM transfers WHERE attempt_id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(state(&app).await, "waiting");
+    // The callee's own leaving while waiting: abandoned, with its result, once.
+    assert_eq!(app.post(&path, &leave(call.sid.as_str())).await.status(), 204);
+    assert_eq!(app.post(&path, &leave(call.sid.as_str())).await.status(), 204);
+    assert_eq!(state(&app).await, "abandoned");
+    assert_eq!(
+        app.scalar_i64(&format!(
+            "SELECT count(*) FROM results WHERE attempt_id = {} AND result = 'abandoned'",
+            call.attempt_id
+        ))
+        .await,
+        1
+    );
+}

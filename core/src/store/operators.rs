@@ -14,7 +14,7 @@ use sqlx::PgConnection;
 
 use super::{Result, Store};
 use crate::domain::operators::{Identity, ABANDONED_RESULT, NO_OPERATOR_RESULT, TRANSFERRED_RESULT};
-use crate::domain::{CallSid, CallStatus, OperatorEngaged, TransferState, E164};
+use crate::domain::{CallSid, CallStatus, Direction, OperatorEngaged, TransferState, E164};
 
 /// An operator as the console and the API show them.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -370,9 +370,10 @@ impl Store {
         sqlx::query!("SELECT id FROM attempts WHERE id = $1 FOR UPDATE", attempt_id).fetch_optional(&mut *tx).await?;
         let Some(t) = sqlx::query!(
             r#"SELECT t.state AS "state: TransferState", t.ring_no, t.ring_operator_id, t.leg_sid, t.leg_open,
-                      t.campaign_id, t.menu, t.requested_at, t.answered_at,
-                      o.identity AS "identity?: Identity"
-               FROM transfers t LEFT JOIN operators o ON o.id = t.ring_operator_id
+                      t.campaign_id, t.contact_id, t.menu, t.requested_at, t.answered_at,
+                      o.identity AS "identity?: Identity", a.direction AS "direction: Direction"
+               FROM transfers t JOIN attempts a ON a.id = t.attempt_id
+               LEFT JOIN operators o ON o.id = t.ring_operator_id
                WHERE t.attempt_id = $1 FOR UPDATE OF t"#,
             attempt_id
         )
@@ -423,6 +424,16 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             super::results::insert_result(&mut tx, attempt_id, &t.menu, "", TRANSFERRED_RESULT).await?;
+            if t.direction == Direction::Inbound {
+                // A contact who called us: reached now, as a keypress result in their call would.
+                super::transitions::contact_result_outside_call_in(
+                    &mut tx,
+                    t.contact_id,
+                    TRANSFERRED_RESULT,
+                    "result from a call back",
+                )
+                .await?;
+            }
             let waited_s = (now - t.requested_at).num_milliseconds() as f64 / 1000.0;
             applied.push(LegApplied::Connected { campaign_id: t.campaign_id, operator: identity.clone(), waited_s });
             state = TransferState::Connected;
@@ -468,6 +479,35 @@ impl Store {
         }
         tx.commit().await?;
         Ok(applied)
+    }
+
+    /// The conference says the callee left it. Still seeking an operator: abandoned (result `abandoned`).
+    /// Settling does the same when the call ends, but a caller who called us (an inbound attempt) never
+    /// settles. Returns the campaign when it applied.
+    pub async fn transfers_callee_left(&self, attempt_id: i64) -> Result<Option<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(a) = sqlx::query!(
+            r#"SELECT campaign_id, contact_id, direction AS "direction: Direction" FROM attempts WHERE id = $1 FOR UPDATE"#,
+            attempt_id
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let closed = transfers_close_on_hangup_in(&mut tx, &[attempt_id], true).await?;
+        let applied = closed.contains_key(&attempt_id);
+        if applied && a.direction == Direction::Inbound {
+            super::transitions::contact_result_outside_call_in(
+                &mut tx,
+                a.contact_id,
+                ABANDONED_RESULT,
+                "abandoned a call back",
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(applied.then_some(a.campaign_id))
     }
 
     /// Callees who waited past the hold limit move to `offered`, in one statement; the dialer then
@@ -528,6 +568,19 @@ impl Store {
         sqlx::query!("UPDATE attempts SET result = $2 WHERE id = $1", attempt_id, result).execute(&mut *tx).await?;
         super::results::insert_result(&mut tx, attempt_id, &menu, if wants_callback { "1" } else { "" }, result)
             .await?;
+        let inbound =
+            sqlx::query!(r#"SELECT contact_id FROM attempts WHERE id = $1 AND direction = 'inbound'"#, attempt_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(a) = inbound {
+            super::transitions::contact_result_outside_call_in(
+                &mut tx,
+                a.contact_id,
+                result,
+                "result from a call back",
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -605,13 +658,15 @@ impl Store {
     }
 }
 
-/// The callee's call ended (settling, under the attempt's lock): a transfer still seeking an operator is
+/// The callee's call ended (settling, under the attempt's lock; or `only_seeking`: the callee left the
+/// waiting room, as the conference reports, which is how a caller who called us hangs up): a transfer still seeking an operator is
 /// `abandoned` (result `abandoned`), one offered a call back without an answer is `no_operator`, a
 /// connected one `ended` and its operator idle. Returns the new state per attempt, and the result
 /// recorded for it, so settling reads it as the call's result.
 pub(super) async fn transfers_close_on_hangup_in(
     conn: &mut PgConnection,
     attempt_ids: &[i64],
+    only_seeking: bool,
 ) -> Result<HashMap<i64, (TransferState, Option<&'static str>)>> {
     let rows = sqlx::query!(
         r#"WITH t AS (
@@ -619,7 +674,8 @@ pub(super) async fn transfers_close_on_hangup_in(
                    state = CASE t.state WHEN 'connected' THEN 'ended' WHEN 'offered' THEN 'no_operator'
                                         ELSE 'abandoned' END,
                    ended_at = COALESCE(t.ended_at, now())
-               WHERE t.attempt_id = ANY($1) AND t.state IN ('waiting', 'ringing', 'connected', 'offered')
+               WHERE t.attempt_id = ANY($1)
+                 AND (t.state IN ('waiting', 'ringing') OR (NOT $4 AND t.state IN ('connected', 'offered')))
                RETURNING t.attempt_id, t.contact_id, t.campaign_id, t.menu, t.state, t.operator_id
            ), r AS (
                INSERT INTO results (attempt_id, contact_id, campaign_id, menu, digits, result)
@@ -639,6 +695,7 @@ pub(super) async fn transfers_close_on_hangup_in(
         attempt_ids,
         ABANDONED_RESULT,
         NO_OPERATOR_RESULT,
+        only_seeking,
     )
     .fetch_all(&mut *conn)
     .await?;

@@ -408,7 +408,7 @@ pub(crate) async fn settle_many_in(
     let transfers = if in_transfer.is_empty() {
         HashMap::new()
     } else {
-        super::operators::transfers_close_on_hangup_in(conn, &in_transfer).await?
+        super::operators::transfers_close_on_hangup_in(conn, &in_transfer, false).await?
     };
     for r in rows.iter_mut() {
         if let Some((_, Some(result))) = transfers.get(&r.id) {

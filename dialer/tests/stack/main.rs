@@ -243,6 +243,22 @@ async fn the_local_stack_scrapes_every_service_and_every_dashboard_query_returns
         .await
         .unwrap();
     assert!(text.status().is_success());
+    // Another calls back and presses 0: the waiting room, alice (the simulator plays her browser) answers.
+    let call: Value = http
+        .post(format!("{sim}/sim/calls/inbound"))
+        .json(&serde_json::json!({"from": "+819030000003", "to": caller_id, "digits": "0"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(call["direction"], "inbound", "{call}");
+    let started = Instant::now();
+    while scalar(&http, &prom, r#"sum(dialer_transfers_total{outcome="connected"}) > 0"#).await.is_none() {
+        assert!(started.elapsed() < Duration::from_secs(120), "Prometheus never saw alice answer a caller");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let started = Instant::now();
     while scalar(&http, &prom, "sum(dialer_sms_status_total) and sum(dialer_inbound_calls_total)").await.is_none() {
         assert!(started.elapsed() < Duration::from_secs(120), "Prometheus never saw a text's status or a call back");
@@ -318,6 +334,7 @@ async fn the_local_stack_scrapes_every_service_and_every_dashboard_query_returns
         ("the webhook receiver", r#"sum(dialer_webhook_deliveries_total{result="delivered"})"#),
         ("the API polling", r#"sum(dialer_api_requests_total{route="/api/v1/campaigns/{id}/progress", status="200"})"#),
         ("the do-not-call number", r#"sum(dialer_deferrals_total{reason="dnc"})"#),
+        ("the caller alice answered", r#"sum(dialer_operator_handle_seconds_count)"#),
     ] {
         let v = scalar(&http, &prom, expr).await;
         // `increase` extrapolates, so a single event may read a little under 1.
