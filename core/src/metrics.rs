@@ -542,6 +542,11 @@ impl Metrics {
         for result in ["answered", "missed", "failed"] {
             m.operator_rings.with_label_values(&[result]);
         }
+        for via in ["conference", "call"] {
+            for result in ["sent", "failed"] {
+                m.announcements.with_label_values(&[via, result]);
+            }
+        }
 
         m
     }
@@ -599,6 +604,18 @@ impl Metrics {
             &self.webhook_lag,
             &self.webhook_backlog,
             &self.webhook_dead,
+            &self.inbound_calls,
+            &self.sms_sent,
+            &self.sms_status,
+            &self.sms_replies,
+            &self.transfer_requests,
+            &self.transfers,
+            &self.transfer_wait,
+            &self.operator_handle,
+            &self.operator_rings,
+            &self.operators,
+            &self.waiting_callers,
+            &self.announcements,
         ]
     }
 
