@@ -370,10 +370,9 @@ impl Store {
         sqlx::query!("SELECT id FROM attempts WHERE id = $1 FOR UPDATE", attempt_id).fetch_optional(&mut *tx).await?;
         let Some(t) = sqlx::query!(
             r#"SELECT t.state AS "state: TransferState", t.ring_no, t.ring_operator_id, t.leg_sid, t.leg_open,
-                      t.campaign_id, t.contact_id, t.menu, t.requested_at, t.answered_at,
-                      o.identity AS "identity?: Identity", a.direction AS "direction: Direction"
-               FROM transfers t JOIN attempts a ON a.id = t.attempt_id
-               LEFT JOIN operators o ON o.id = t.ring_operator_id
+                      t.campaign_id, t.menu, t.requested_at, t.answered_at,
+                      o.identity AS "identity?: Identity"
+               FROM transfers t LEFT JOIN operators o ON o.id = t.ring_operator_id
                WHERE t.attempt_id = $1 FOR UPDATE OF t"#,
             attempt_id
         )
@@ -420,20 +419,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             // The result only now that a person took the call.
-            sqlx::query!("UPDATE attempts SET result = $2 WHERE id = $1", attempt_id, TRANSFERRED_RESULT)
-                .execute(&mut *tx)
-                .await?;
-            super::results::insert_result(&mut tx, attempt_id, &t.menu, "", TRANSFERRED_RESULT).await?;
-            if t.direction == Direction::Inbound {
-                // A contact who called us: reached now, as a keypress result in their call would.
-                super::transitions::contact_result_outside_call_in(
-                    &mut tx,
-                    t.contact_id,
-                    TRANSFERRED_RESULT,
-                    "result from a call back",
-                )
-                .await?;
-            }
+            super::results::record_result_in(&mut tx, attempt_id, &t.menu, "", TRANSFERRED_RESULT).await?;
             let waited_s = (now - t.requested_at).num_milliseconds() as f64 / 1000.0;
             applied.push(LegApplied::Connected { campaign_id: t.campaign_id, operator: identity.clone(), waited_s });
             state = TransferState::Connected;
@@ -565,22 +551,8 @@ impl Store {
         else {
             return Ok(false);
         };
-        sqlx::query!("UPDATE attempts SET result = $2 WHERE id = $1", attempt_id, result).execute(&mut *tx).await?;
-        super::results::insert_result(&mut tx, attempt_id, &menu, if wants_callback { "1" } else { "" }, result)
+        super::results::record_result_in(&mut tx, attempt_id, &menu, if wants_callback { "1" } else { "" }, result)
             .await?;
-        let inbound =
-            sqlx::query!(r#"SELECT contact_id FROM attempts WHERE id = $1 AND direction = 'inbound'"#, attempt_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(a) = inbound {
-            super::transitions::contact_result_outside_call_in(
-                &mut tx,
-                a.contact_id,
-                result,
-                "result from a call back",
-            )
-            .await?;
-        }
         tx.commit().await?;
         Ok(true)
     }

@@ -176,26 +176,7 @@ impl Store {
     /// new.
     pub async fn results_record(&self, attempt_id: i64, menu: &str, digits: &str, result: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        // The attempt first, then (the webhook trigger on `results`) its contact: the order settling locks
-        // them in, so a keypress and a settle of the same call wait for each other rather than deadlock.
-        let a = sqlx::query!(
-            r#"UPDATE attempts SET result = $2 WHERE id = $1 RETURNING contact_id, direction AS "direction: Direction""#,
-            attempt_id,
-            result
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        let new = insert_result(&mut tx, attempt_id, menu, digits, result).await?;
-        // A contact calling back is reached now: no call of ours will settle it.
-        if let Some(a) = a.filter(|a| a.direction == Direction::Inbound) {
-            super::transitions::contact_result_outside_call_in(
-                &mut tx,
-                a.contact_id,
-                result,
-                "result from a call back",
-            )
-            .await?;
-        }
+        let new = record_result_in(&mut tx, attempt_id, menu, digits, result).await?;
         tx.commit().await?;
         Ok(new)
     }
@@ -307,6 +288,32 @@ impl Store {
             all.extend(page);
         }
     }
+}
+
+/// A result of an attempt: on the attempt, once in `results`, and — for a contact who called us, whom no
+/// call of ours will settle — on the contact now. The attempt is locked first, then (the webhook trigger on
+/// `results`) its contact: the order settling locks them in, so they wait for each other rather than
+/// deadlock. Returns whether the result row was new.
+pub(super) async fn record_result_in(
+    conn: &mut PgConnection,
+    attempt_id: i64,
+    menu: &str,
+    digits: &str,
+    result: &str,
+) -> Result<bool> {
+    let a = sqlx::query!(
+        r#"UPDATE attempts SET result = $2 WHERE id = $1 RETURNING contact_id, direction AS "direction: Direction""#,
+        attempt_id,
+        result
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let new = insert_result(conn, attempt_id, menu, digits, result).await?;
+    if let Some(a) = a.filter(|a| a.direction == Direction::Inbound) {
+        super::transitions::contact_result_outside_call_in(conn, a.contact_id, result, "result from a call back")
+            .await?;
+    }
+    Ok(new)
 }
 
 pub(super) async fn insert_result(
