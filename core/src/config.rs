@@ -15,14 +15,16 @@ pub const DEFAULT_API_RATE_LIMIT: u32 = 50;
 pub const DEFAULT_API_RATE_BURST: u32 = 100;
 /// Twilio's default account limit is 1 call/s; raise it to what your account has.
 pub const DEFAULT_ACCOUNT_CPS: f64 = 1.0;
-pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 32;
+/// The ceiling of REST requests in flight; the engine sizes the real number from rate × latency.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1000;
 pub const DEFAULT_CLAIM_BATCH: i64 = 200;
 /// Longer than the Twilio request timeout, so a live dialer's lease never expires under it.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
 pub const DEFAULT_TWILIO_TIMEOUT: Duration = Duration::from_secs(15);
 /// The pacer's one-second window guard waits this much longer than a second: calls are timed at our
 /// side, but Twilio counts them as they arrive, and arrival jitter must not push CPS + 1 into a second.
-pub const DEFAULT_PACING_MARGIN: Duration = Duration::from_millis(20);
+/// It costs its share of a second in rate (5 ms: 0.5 %).
+pub const DEFAULT_PACING_MARGIN: Duration = Duration::from_millis(5);
 /// An attempt without a terminal callback for this long is reconciled through the API.
 pub const DEFAULT_STALE_CALL: Duration = Duration::from_secs(15 * 60);
 /// Result webhooks are retried for a day (DESIGN.md guarantee 7), then given up (dead, replayable).
@@ -65,7 +67,8 @@ pub struct Config {
     pub attempt_token_secret: Option<SecretString>,
     /// `ACCOUNT_CPS`: the Twilio account's calls per second, shared by all dialer replicas.
     pub account_cps: f64,
-    /// `TWILIO_MAX_CONCURRENT_REQUESTS`: REST requests in flight per dialer process.
+    /// `TWILIO_MAX_CONCURRENT_REQUESTS`: the most REST requests in flight per dialer process (the engine
+    /// sizes the number it uses from its rate and Twilio's latency, up to this).
     pub max_concurrent_requests: usize,
     /// `CLAIM_BATCH_SIZE`: contacts claimed per round trip.
     pub claim_batch: i64,

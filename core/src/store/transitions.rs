@@ -116,6 +116,23 @@ impl Store {
         .await?)
     }
 
+    /// When the next pending contact of these campaigns falls due (past if one already has), or None:
+    /// the scheduler sleeps until then instead of a fixed tick. One probe of `contacts_due` per campaign.
+    pub async fn contacts_next_due(&self, campaign_ids: &[i64]) -> Result<Option<DateTime<Utc>>> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT min(d.at) AS "at"
+               FROM unnest($1::bigint[]) AS c(id)
+               CROSS JOIN LATERAL (
+                   SELECT next_attempt_at AS at FROM contacts
+                   WHERE campaign_id = c.id AND state = 'pending'
+                   ORDER BY next_attempt_at LIMIT 1
+               ) d"#,
+            campaign_ids
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// **dialing**: the last check and the commit before the POST, for many attempts of one campaign in
     /// one statement (the calls its pacer has just let through). DNC, the rolling 24 h limit
     /// (`max_calls_24h`, per attempt: a state's rule may be stricter than the campaign's; missing entries mean none) and
@@ -267,32 +284,29 @@ impl Store {
 
     /// **created**: Twilio created the calls (one statement for a batch of POST responses, or a call found
     /// by reconciliation). A callback may already have bound the SID or finished the attempt, so the SID
-    /// is only filled in and the state only moves from `dialing`/`parked`. Returns the attempts that now
-    /// carry the given CallSid.
+    /// is only filled in and the state only moves from `dialing`/`parked`; a row a callback has already
+    /// bound and moved on is left alone (no new row version for nothing). Returns how many rows changed.
     pub async fn attempts_set_created_many(
         &self,
         attempt_ids: &[i64],
         call_sids: &[&CallSid],
         queue_time_ms: &[Option<i32>],
-    ) -> Result<HashSet<i64>> {
+    ) -> Result<u64> {
         Ok(sqlx::query!(
             r#"UPDATE attempts a SET call_sid = COALESCE(a.call_sid, u.sid),
                  queue_time_ms = COALESCE(a.queue_time_ms, u.qt),
                  state = CASE WHEN a.state = ANY($4::text[]) THEN 'created' ELSE a.state END
              FROM unnest($1::bigint[], $2::text[], $3::int[]) AS u(id, sid, qt)
              WHERE a.id = u.id
-             RETURNING a.id, a.call_sid = u.sid AS "bound!""#,
+               AND (a.call_sid IS NULL OR a.state = ANY($4::text[]) OR (a.queue_time_ms IS NULL AND u.qt IS NOT NULL))"#,
             attempt_ids,
             call_sids as _,
             queue_time_ms as _,
             T::Created.from() as _,
         )
-        .fetch_all(&self.pool)
+        .execute(&self.pool)
         .await?
-        .into_iter()
-        .filter(|r| r.bound)
-        .map(|r| r.id)
-        .collect())
+        .rows_affected())
     }
 
     /// **parked**: the POST's fate is unknown; the attempt waits for reconciliation and is never re-POSTed

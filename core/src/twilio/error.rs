@@ -272,6 +272,11 @@ impl TwilioError {
         }
     }
 
+    /// Twilio refused the request for load (HTTP 429 / code 20429): fewer requests at once.
+    pub fn is_throttled(&self) -> bool {
+        matches!(self, Self::Api(e) if e.status == 429 || e.code == Some(20429))
+    }
+
     /// A 404 (code 20404 or none): for `fetch_call`, the call does not exist on this account.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Api(e) if e.status == 404 && matches!(e.code, None | Some(20404)))

@@ -1,6 +1,6 @@
 //! A running campaign as the engine needs it, parsed once from its row.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dialer_core::domain::compliance::{CallPolicy, ContactZone};
@@ -24,6 +24,8 @@ pub struct LiveCampaign {
     /// the pacer). The scheduler claims only while this is under what the pacer lets through in a third
     /// of the lease, so no claim expires while it waits here.
     pub held: AtomicUsize,
+    /// Moving average of the pre-POST commit's duration, µs: how far ahead a call books its send time.
+    commit_us: AtomicU64,
 }
 
 impl LiveCampaign {
@@ -45,7 +47,22 @@ impl LiveCampaign {
             ring_timeout_s: row.ring_timeout_s.max(5) as u32,
             pacer: Pacer::new(share / live.max(1) as f64, margin),
             held: AtomicUsize::new(0),
+            commit_us: AtomicU64::new(10_000),
         }))
+    }
+
+    /// How far ahead of now to book a send time: twice the usual pre-POST commit, within the pacers' lead.
+    pub fn commit_lead(&self) -> std::time::Duration {
+        let us = self.commit_us.load(Ordering::Relaxed);
+        std::time::Duration::from_micros(us * 2 + 2_000).min(super::pacing::LEAD)
+    }
+
+    /// Counts one pre-POST commit's duration into [`Self::commit_lead`].
+    pub fn commit_took(&self, d: std::time::Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        // Racy read-modify-write on purpose: an average that loses a sample now and then is fine.
+        let old = self.commit_us.load(Ordering::Relaxed);
+        self.commit_us.store((old * 7 + us) / 8, Ordering::Relaxed);
     }
 
     fn policy(&self) -> std::sync::RwLockReadGuard<'_, CallPolicy> {

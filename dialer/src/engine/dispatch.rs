@@ -1,13 +1,14 @@
 //! A campaign's dispatcher: the last policy check, pacing, and the POST that creates the call.
 //!
-//! Order per attempt: calling-window re-check → campaign pacer → REST permit → account pacer → commit
-//! `dialing` (DNC, 24 h limit and one-per-reference checked again in the same statement) → both levels'
-//! one-second window guards → POST. The attempt is committed as `dialing` before the POST, no transaction
-//! is open during it, and a POST never starts long after its commit (the fence, see `dispatch_one`).
+//! Order per attempt: calling-window re-check → book a send time at both levels (campaign and account,
+//! [`pacing::book`]) → REST permit → commit `dialing` (DNC, 24 h limit and one-per-reference checked again in
+//! the same statement) → wait for the booked instant → POST. The attempt is committed as `dialing` at most
+//! [`pacing::LEAD`] before its send time, no transaction is open during the POST, and a POST never starts
+//! long after its commit (the fence, see `post`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
@@ -17,17 +18,19 @@ use dialer_core::metrics::Metrics;
 use dialer_core::store::{Block, ClaimedAttempt, DialingGate, StoreError};
 use dialer_core::twilio::{CreateCall, HttpMethod, MachineDetection, RetryClass, StatusCallbackEvent};
 use rand::Rng;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{info, warn, Instrument};
 
 use super::campaigns::LiveCampaign;
 use super::pacing;
+use super::rest::RestPermit;
 use super::{Created, Engine, WRITERS, WRITE_BATCH};
 
-/// Workers per campaign. The pacers serialize the sends themselves; the workers overlap each call's last
-/// check before the POST with the next calls' pacing waits, and the calls let through together share one
-/// statement for that check.
-const WORKERS: usize = 32;
+/// Workers per campaign. Each holds one call from its booking through the pre-POST commit (the POST
+/// itself runs on its own task), so a campaign moves about WORKERS / commit time calls per second; the
+/// calls let through together share one statement for that commit.
+const WORKERS: usize = 128;
 
 /// How long a call waits while another call about the same reference is under way.
 const REFERENCE_RETRY: chrono::Duration = chrono::Duration::minutes(5);
@@ -135,32 +138,38 @@ async fn dispatch_one(
         m.deferrals.with_label_values(&[&c.label, "window"]).inc();
         return Ok(Dispatched::Deferred);
     }
-    // Pacing comes before the commit: an attempt is committed `dialing` only when its slot has come, and
-    // is sent at once, so reconciliation never finds a `dialing` attempt whose worker still waits to
-    // send it (with several campaigns on a small account CPS those waits used to exceed its grace).
-    let permit = tokio::select! {
-        permit = async {
-            c.pacer.pace().await;
-            let permit = engine.rest.clone().acquire_owned().await.expect("semaphore never closed");
-            engine.account.pace().await;
-            permit
-        } => permit,
+    // The send time is booked before the commit: an attempt is committed `dialing` only shortly before
+    // its slot and is sent at it, so reconciliation never finds a `dialing` attempt whose worker still
+    // waits (with several campaigns on a small account CPS those waits used to exceed its grace). It is
+    // booked far enough ahead for the commit to finish first, so the POST leaves on time.
+    let booked = tokio::select! {
+        booked = async {
+            // Booked before the permit is taken: a permit held while waiting for one campaign's slot would
+            // be missing for the other campaigns.
+            let at = pacing::book(&[&c.pacer, &engine.account], Instant::now() + c.commit_lead()).await;
+            (engine.rest.acquire().await, at)
+        } => booked,
         _ = engine.shutdown.cancelled() => {
             release(engine, std::slice::from_ref(&a)).await;
             return Ok(Dispatched::Released);
         }
     };
-    // The pacer may have held the call for a while: the window is checked again right before the commit
-    // that stamps `requested_at`, so a call never starts after the window closed.
-    if let Some(at) = c.closed_until(&zone, Utc::now()) {
+    let (permit, at) = booked;
+    // The call leaves at `at`: the window is checked for that instant, right before the commit that stamps
+    // `requested_at`, so a call never starts after the window closed.
+    let send_utc =
+        Utc::now() + chrono::Duration::from_std(at.saturating_duration_since(Instant::now())).unwrap_or_default();
+    if let Some(until) = c.closed_until(&zone, send_utc) {
         drop(permit);
-        engine.store.attempts_release_many(&engine.node_id, &[a.attempt_id], &[at]).await?;
+        engine.store.attempts_release_many(&engine.node_id, &[a.attempt_id], &[until]).await?;
         m.deferrals.with_label_values(&[&c.label, "window"]).inc();
         return Ok(Dispatched::Deferred);
     }
     // Either error leaves the claim to its lease: whether the check committed is not known here.
+    let started = Instant::now();
     let gate = gate.submit(a.clone()).await.context("pre-POST check")?;
     let committed = Instant::now();
+    c.commit_took(committed - started);
     match gate {
         DialingGate::Go => {}
         DialingGate::Dnc | DialingGate::AlreadyNotified => {
@@ -196,15 +205,31 @@ async fn dispatch_one(
         DialingGate::LeaseLost => return Ok(Dispatched::LeaseLost),
     }
     m.calls_by_zone_source.with_label_values(&[c.label.as_str(), zone.source.as_str()]).inc();
-    m.scheduler_lag.observe((Utc::now() - a.next_attempt_at).num_milliseconds().max(0) as f64 / 1000.0);
-    // Both levels' one-second windows, at the send time itself (Twilio counts on arrival).
-    pacing::admit(&[&c.pacer, &engine.account]).await;
+    let engine = engine.clone();
+    let c = c.clone();
+    let span = tracing::Span::current();
+    tokio::spawn(async move { post(&engine, &c, a, permit, at, committed).await }.instrument(span));
+    Ok(Dispatched::Sent)
+}
+
+/// Sends the POST and records its fate. Never retried here: a not-created attempt goes back to pending
+/// (a new attempt later), an unknown fate is parked for reconciliation.
+async fn post(
+    engine: &Engine,
+    c: &LiveCampaign,
+    a: ClaimedAttempt,
+    _permit: RestPermit,
+    at: Instant,
+    committed: Instant,
+) {
+    let m = Metrics::global();
+    pacing::wait_for(&[&c.pacer, &engine.account], at).await;
     // The fence: a POST starting this long after its commit could still be in flight when reconciliation
     // treats the attempt as never created (2 × timeout + 2 s after the commit). It is not sent; the
     // attempt is closed as not created and the contact is due again at once. Not expected to happen.
     if committed.elapsed() > engine.twilio_timeout {
         warn!(attempt_id = a.attempt_id, waited = ?committed.elapsed(), "not sent: held too long after its commit");
-        engine
+        let r = engine
             .store
             .attempts_not_created(
                 a.attempt_id,
@@ -213,21 +238,15 @@ async fn dispatch_one(
                 Some(Utc::now()),
                 None,
             )
-            .await?;
+            .await;
+        if let Err(e) = r {
+            warn!(attempt_id = a.attempt_id, error = %e, "recording a call not sent failed");
+            m.internal_error("dispatch");
+        }
         m.deferrals.with_label_values(&[&c.label, "fence"]).inc();
-        return Ok(Dispatched::Released);
+        return;
     }
-    let engine = engine.clone();
-    let c = c.clone();
-    let span = tracing::Span::current();
-    tokio::spawn(async move { post(&engine, &c, a, permit).await }.instrument(span));
-    Ok(Dispatched::Sent)
-}
-
-/// Sends the POST and records its fate. Never retried here: a not-created attempt goes back to pending
-/// (a new attempt later), an unknown fate is parked for reconciliation.
-async fn post(engine: &Engine, c: &LiveCampaign, a: ClaimedAttempt, _permit: OwnedSemaphorePermit) {
-    let m = Metrics::global();
+    m.scheduler_lag.observe((Utc::now() - a.next_attempt_at).num_milliseconds().max(0) as f64 / 1000.0);
     let to = a.phone.clone();
     let (twiml_url, status_url) = engine.callback_urls(a.attempt_id);
     let mut req = CreateCall::new(to, c.caller_id.clone(), twiml_url);
@@ -278,6 +297,9 @@ async fn post(engine: &Engine, c: &LiveCampaign, a: ClaimedAttempt, _permit: Own
             m.calls_created.with_label_values(&[&c.label, "created"]).inc();
         }
         Err(err) => {
+            if err.is_throttled() {
+                engine.rest.throttled();
+            }
             let code = err.code().map(|c| c.to_string()).unwrap_or_else(|| "transport".into());
             m.twilio_api_errors.with_label_values(&[&code]).inc();
             let code_i = err.code().map(|c| c as i32);

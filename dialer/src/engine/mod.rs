@@ -7,6 +7,7 @@ pub mod housekeeping;
 pub mod operators;
 pub mod pacing;
 pub mod reconcile;
+pub mod rest;
 pub mod scheduler;
 pub mod sms;
 
@@ -18,10 +19,10 @@ use dialer_core::config::Config;
 use dialer_core::domain::{CallSid, TokenKey};
 use dialer_core::store::{Store, StoreError};
 use dialer_core::twilio::TwilioClient;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use self::pacing::Pacer;
+use self::rest::RestLimiter;
 
 /// Everything the engine's tasks share.
 pub struct Engine {
@@ -40,9 +41,8 @@ pub struct Engine {
     live: std::sync::atomic::AtomicI64,
     /// The account pacer: this replica's share of the account CPS.
     pub account: Pacer,
-    /// Concurrent REST requests.
-    pub rest: Arc<Semaphore>,
-    pub max_concurrent_requests: usize,
+    /// Concurrent REST requests (Little's law, up to `TWILIO_MAX_CONCURRENT_REQUESTS`).
+    pub rest: Arc<RestLimiter>,
     /// How often the operator loop runs.
     pub operator_poll: Duration,
     /// Records CallSids from POST responses, many per statement.
@@ -115,8 +115,7 @@ impl Engine {
             live: std::sync::atomic::AtomicI64::new(1),
             // Until the first heartbeat says otherwise, assume we are alone.
             account: Pacer::new(config.account_cps, config.pacing_margin),
-            rest: Arc::new(Semaphore::new(config.max_concurrent_requests)),
-            max_concurrent_requests: config.max_concurrent_requests,
+            rest: RestLimiter::new(config.max_concurrent_requests, config.account_cps),
             operator_poll: config.operators.poll,
             created,
             shutdown,
@@ -141,9 +140,7 @@ impl Engine {
         self.shutdown.cancel();
         // Drain: POSTs already sent finish (bounded by the Twilio timeout), so their CallSids are recorded
         // rather than left for reconciliation.
-        let all = self.max_concurrent_requests as u32;
-        let drained =
-            tokio::time::timeout(self.twilio_timeout + Duration::from_secs(1), self.rest.acquire_many(all)).await;
+        let drained = tokio::time::timeout(self.twilio_timeout + Duration::from_secs(1), self.rest.idle()).await;
         if drained.is_err() {
             tracing::warn!("shutdown: some POSTs still in flight; reconciliation will resolve them");
         }
@@ -169,6 +166,7 @@ impl Engine {
     pub fn set_share(&self, live: i64) {
         self.live.store(live.max(1), std::sync::atomic::Ordering::Relaxed);
         self.account.set_rate(self.account_cps / live.max(1) as f64);
+        self.rest.set_rate(self.account_cps / live.max(1) as f64);
     }
 
     /// The attempt's `AsyncAmdStatusCallback` URL.

@@ -90,8 +90,9 @@ async fn ring(engine: &Engine, r: Ring) -> Result<(), StoreError> {
     let span = tracing::info_span!("ring", attempt_id = r.attempt_id, operator = %r.identity, ring = r.ring_no);
     async {
         // A participant is an outbound call: it counts against the account's CPS like ours.
-        engine.account.pace().await;
-        let Ok(_permit) = engine.rest.acquire().await else { return Ok(()) };
+        let at = super::pacing::book(&[&engine.account], tokio::time::Instant::now()).await;
+        let _permit = engine.rest.acquire().await;
+        super::pacing::wait_for(&[&engine.account], at).await;
         let req = CreateParticipant {
             from: r.caller_id.clone(),
             to: r.identity.client_address(),

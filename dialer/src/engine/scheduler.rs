@@ -17,8 +17,11 @@ use tracing::{info, warn};
 use super::campaigns::LiveCampaign;
 use super::{dispatch, operators, pacing, Engine};
 
-/// How long the scheduler sleeps when there is nothing due.
+/// The longest the scheduler sleeps when nothing is due (contacts added or made due by others are seen
+/// within it); when a contact falls due sooner, it sleeps until then, but at least `MIN_TICK`, so a
+/// trickle of due contacts is claimed a few at a time rather than one per round trip.
 const IDLE_TICK: Duration = Duration::from_millis(100);
+const MIN_TICK: Duration = Duration::from_millis(10);
 /// How often the list of running campaigns is re-read.
 const CAMPAIGN_REFRESH: Duration = Duration::from_secs(1);
 
@@ -112,8 +115,9 @@ pub async fn run(engine: Arc<Engine>) -> anyhow::Result<()> {
             }
         }
         if !busy {
+            let tick = next_tick(&engine, &running).await;
             tokio::select! {
-                _ = tokio::time::sleep(IDLE_TICK) => {}
+                _ = tokio::time::sleep(tick) => {}
                 _ = engine.shutdown.cancelled() => break,
             }
         } else {
@@ -126,6 +130,32 @@ pub async fn run(engine: Arc<Engine>) -> anyhow::Result<()> {
         let _ = t.await;
     }
     Ok(())
+}
+
+/// How long to sleep when no campaign had a full batch: until the next contact falls due, within
+/// [`MIN_TICK`, `IDLE_TICK`]. A contact already due but not claimed (no room in flight, the dispatcher
+/// full) waits the whole tick: claiming again sooner would find the same.
+async fn next_tick(engine: &Engine, running: &HashMap<i64, Running>) -> Duration {
+    if running.is_empty() {
+        return IDLE_TICK;
+    }
+    let ids: Vec<i64> = running.keys().copied().collect();
+    match engine.store.contacts_next_due(&ids).await {
+        Ok(Some(at)) => {
+            let now = Utc::now();
+            if at <= now {
+                IDLE_TICK
+            } else {
+                (at - now).to_std().unwrap_or(IDLE_TICK).clamp(MIN_TICK, IDLE_TICK)
+            }
+        }
+        Ok(None) => IDLE_TICK,
+        Err(e) => {
+            warn!(error = %e, "reading the next due time");
+            Metrics::global().internal_error("scheduler");
+            IDLE_TICK
+        }
+    }
 }
 
 /// One scheduler step for one campaign: claims a batch if its dispatcher has room, applies claim-time
