@@ -107,8 +107,9 @@ pub async fn load_contacts(
 }
 
 /// A simulator that creates at once and never throttles (`cps` far above anything we send); every call
-/// is `busy` (no TwiML fetch, three callbacks) unless `human`.
-pub async fn start_sim(human: bool) -> anyhow::Result<SimHandle> {
+/// is `busy` (no TwiML fetch, three callbacks) unless `human`. Every REST request takes `api_latency` (the
+/// simulator's `--api-latency-ms`: half before it is handled, half before it is answered).
+pub async fn start_sim(human: bool, api_latency: Duration) -> anyhow::Result<SimHandle> {
     let outcomes = if human {
         OutcomeMix { human: 100.0, machine: 0.0, busy: 0.0, no_answer: 0.0, failed: 0.0, invalid: 0.0 }
     } else {
@@ -119,6 +120,7 @@ pub async fn start_sim(human: bool) -> anyhow::Result<SimHandle> {
         auth_token: AUTH_TOKEN.into(),
         cps: 1_000_000.0,
         max_concurrent_requests: 100_000,
+        api_latency,
         seed: Some(7),
         speed: 100_000.0,
         outcomes,
@@ -240,4 +242,43 @@ pub fn rss_sampler(pid: u32) -> (tokio::task::JoinHandle<()>, std::sync::Arc<std
         }
     });
     (h, peak)
+}
+/// CPU seconds used by PostgreSQL so far: every live `postgres` process (user + system) plus what the
+/// postmaster has reaped from exited backends.
+pub fn postgres_cpu_secs() -> f64 {
+    let mut total = 0.0;
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0.0 };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else { continue };
+        if comm.trim() != "postgres" {
+            continue;
+        }
+        let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(i) = s.rfind(')') else { continue };
+        let f: Vec<f64> = s[i + 2..].split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+        if f.len() < 15 {
+            continue;
+        }
+        // utime, stime; the postmaster (parent not a postgres process) also carries its reaped children.
+        total += f[11] + f[12];
+        let parent_is_pg = std::fs::read_to_string(format!("/proc/{}/comm", f[1] as u32))
+            .map(|c| c.trim() == "postgres")
+            .unwrap_or(false);
+        if !parent_is_pg {
+            total += f[13] + f[14];
+        }
+    }
+    total / 100.0
+}
+
+/// Row versions written so far to the tables a call touches: (table, inserted, updated, of which HOT).
+pub async fn row_versions(store: &Store) -> anyhow::Result<Vec<(String, i64, i64, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT relname::text, n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+         WHERE relname IN ('attempts', 'contacts', 'call_events') ORDER BY relname",
+    )
+    .fetch_all(store.pool())
+    .await?)
 }

@@ -15,6 +15,7 @@ mod db;
 mod dial;
 mod import;
 mod ingest;
+mod peer;
 mod scale;
 mod stats;
 mod webhooks;
@@ -44,6 +45,9 @@ enum Cmd {
     Compliance(compliance::Args),
     /// Result webhook deliveries/s from the outbox to a local receiver (`dialer serve --role all`).
     Webhooks(webhooks::Args),
+    /// Our dial pipeline against the official Twilio Python helper library in a loop, same simulator, at
+    /// simulated API latencies.
+    Peer(peer::Args),
 }
 
 #[tokio::main]
@@ -56,5 +60,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::ApiPush(args) => api_push::run(args).await,
         Cmd::Webhooks(args) => webhooks::run(args).await,
         Cmd::Compliance(args) => compliance::run(args).await,
+        Cmd::Peer(args) => peer::run(args).await,
     }
 }

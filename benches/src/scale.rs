@@ -117,7 +117,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // Dialer RSS against this backlog: ACCOUNT_CPS 100, simulator answering at once.
     if args.rss_seconds > 0 {
-        let sim = common::start_sim(false).await?;
+        let sim = common::start_sim(false, Duration::ZERO).await?;
         let cb_addr = format!("127.0.0.1:{}", common::free_port());
         let d_addr = format!("127.0.0.1:{}", common::free_port());
         let d = common::serve(

@@ -32,6 +32,13 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 100)]
     pub max_concurrent_requests: usize,
 
+    /// Simulated network round trip to the REST API, milliseconds (Twilio far away): every
+    /// `/2010-04-01/…` request waits half of it before it is handled (so a call's `created_at`, the arrival
+    /// Twilio counts CPS on, comes after the way in) and half before its answer leaves. Per request, so
+    /// concurrent requests overlap. 0 = none.
+    #[arg(long, default_value_t = 0)]
+    pub api_latency_ms: u64,
+
     /// Seed for outcomes, ring/talk times and keypresses. With a seed, the outcome for a given `To` number
     /// is deterministic; without one every call draws fresh randomness.
     #[arg(long)]
@@ -180,6 +187,7 @@ impl SimArgs {
             auth_token: self.auth_token,
             cps: self.cps,
             max_concurrent_requests: self.max_concurrent_requests,
+            api_latency: Duration::from_millis(self.api_latency_ms),
             seed: self.seed,
             speed: self.speed,
             outcomes: OutcomeMix {
@@ -229,6 +237,9 @@ pub struct SimConfig {
     pub auth_token: String,
     pub cps: f64,
     pub max_concurrent_requests: usize,
+    /// Simulated round trip of every REST request (`--api-latency-ms`), half before it is handled and half
+    /// after; zero = none.
+    pub api_latency: Duration,
     pub seed: Option<u64>,
     pub speed: f64,
     pub outcomes: OutcomeMix,
@@ -254,6 +265,7 @@ impl Default for SimConfig {
             auth_token: DEFAULT_AUTH_TOKEN.into(),
             cps: 1.0,
             max_concurrent_requests: 100,
+            api_latency: Duration::ZERO,
             seed: None,
             speed: 1.0,
             outcomes: OutcomeMix::default(),

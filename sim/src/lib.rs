@@ -5,7 +5,8 @@
 //! call, so tests can prove that no attempt was dialled twice and no one-second window went over the CPS.
 //! Creates can also be refused the way Twilio refuses them: 429 / 20429 at random or in bursts (with
 //! `Retry-After`), and 400 / 21215 for destinations without geo permission; a refused create leaves no
-//! call in the record and is counted in [`SimStats::create_errors`].
+//! call in the record and is counted in [`SimStats::create_errors`]. `api_latency` (`--api-latency-ms`) puts
+//! Twilio far away: every REST request waits half of it before it is handled and half before it is answered.
 //!
 //! It also owns phone numbers (`IncomingPhoneNumbers`), sends messages (Messages API: a seeded
 //! delivered / undelivered / failed mix, signed status callbacks through the same fault injection as calls),

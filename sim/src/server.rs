@@ -4,8 +4,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -68,7 +69,32 @@ pub(crate) fn router(sim: Arc<Sim>) -> Router {
         .route("/sim/reset", post(sim_reset))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
+        .layer(middleware::from_fn_with_state(sim.clone(), api_latency))
         .with_state(sim)
+}
+
+/// `--api-latency-ms`: a Twilio REST request (`/2010-04-01/…`) waits half the round trip before it is handled
+/// (a call's `created_at` is its arrival) and the other half before its answer leaves. Each request sleeps on
+/// its own, so concurrent ones overlap; the simulator's own routes are not delayed.
+async fn api_latency(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response {
+    let rtt = sim.config.api_latency;
+    if rtt.is_zero() || !req.uri().path().starts_with("/2010-04-01/") {
+        return next.run(req).await;
+    }
+    let inbound = rtt / 2;
+    let pause = |d| {
+        let stop = sim.shutdown.clone();
+        async move {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = stop.cancelled_owned() => {}
+            }
+        }
+    };
+    pause(inbound).await;
+    let r = next.run(req).await;
+    pause(rtt - inbound).await;
+    r
 }
 
 /// A Twilio error answer: `{"code", "message", "more_info", "status"}`.

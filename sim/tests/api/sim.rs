@@ -435,6 +435,34 @@ async fn cps_queueing_paces_departures() {
     assert_eq!(body["queue_time"], calls[19].queue_time_ms.unwrap().to_string());
 }
 
+/// `--api-latency-ms` sets `api_latency` (default none), and with it a create still succeeds and is
+/// recorded, and the call can be fetched (every REST request goes through the delay).
+#[tokio::test]
+async fn api_latency_comes_from_its_flag_and_requests_still_succeed() {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: dialer_sim::SimArgs,
+    }
+    let parse = |args: &[&str]| {
+        let cli = <Cli as clap::Parser>::try_parse_from(["sim"].iter().chain(args).copied()).unwrap();
+        cli.sim.into_config().unwrap().api_latency
+    };
+    assert_eq!(parse(&["--api-latency-ms", "200"]), Duration::from_millis(200));
+    assert_eq!(parse(&[]), Duration::ZERO);
+    assert_eq!(SimConfig::default().api_latency, Duration::ZERO);
+
+    let sim = start(SimConfig { api_latency: Duration::from_millis(200), ..fast_config() }).await;
+    let sid = create_ok(&sim, &[("To", TO), ("From", FROM), ("Twiml", HANGUP)]).await;
+    let calls = sim.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!((calls[0].sid.as_str(), calls[0].to.as_str()), (sid.as_str(), TO));
+    assert_eq!(sim.stats().calls_created, 1);
+    let (status, body) =
+        get_json(&sim, &format!("/2010-04-01/Accounts/{}/Calls/{sid}.json", sim.config().account_sid)).await;
+    assert_eq!((status, body["sid"].as_str()), (200, Some(sid.as_str())));
+}
+
 // ---- fault injection ---------------------------------------------------------------------------------
 
 /// One call that hangs up at once, asking for every status event at `path` of a fresh receiver, under
