@@ -51,10 +51,11 @@ impl LiveCampaign {
         }))
     }
 
-    /// How far ahead of now to book a send time: twice the usual pre-POST commit, within the pacers' lead.
+    /// How far ahead of now to book a send time: four times the usual pre-POST commit and 5 ms, within the
+    /// pacers' lead, so a call is rarely woken after its slot (it would have to book again).
     pub fn commit_lead(&self) -> std::time::Duration {
         let us = self.commit_us.load(Ordering::Relaxed);
-        std::time::Duration::from_micros(us * 2 + 2_000).min(super::pacing::LEAD)
+        std::time::Duration::from_micros(us * 4 + 5_000).min(super::pacing::LEAD)
     }
 
     /// Counts one pre-POST commit's duration into [`Self::commit_lead`].
