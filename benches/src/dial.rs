@@ -150,9 +150,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(m) = args.margin_ms {
         extra.push(("PACING_MARGIN_MS".into(), m.to_string()));
     }
-    if !paced {
-        extra.push(("TWILIO_MAX_CONCURRENT_REQUESTS".into(), "256".into()));
-    }
+    // REST concurrency is left to the dialer (rate × latency up to its default ceiling), as in production;
+    // pass `--env TWILIO_MAX_CONCURRENT_REQUESTS=N` to cap it.
     extra.extend(args.env.iter().cloned());
     let spec = Spec {
         db: "bench_dial",

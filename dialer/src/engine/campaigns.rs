@@ -51,11 +51,13 @@ impl LiveCampaign {
         }))
     }
 
-    /// How far ahead of now to book a send time: four times the usual pre-POST commit and 5 ms, within the
-    /// pacers' lead, so a call is rarely woken after its slot (it would have to book again).
+    /// How far ahead of now to book a send time: four times the usual pre-POST commit and 5 ms, or half
+    /// the campaign's spacing if longer, within the pacers' lead, so a call is rarely woken after its slot
+    /// (it would have to book again, and at a low CPS a missed slot is a whole second).
     pub fn commit_lead(&self) -> std::time::Duration {
         let us = self.commit_us.load(Ordering::Relaxed);
-        std::time::Duration::from_micros(us * 4 + 5_000).min(super::pacing::LEAD)
+        let half_spacing = std::time::Duration::from_secs_f64(0.5 / self.pacer.rate().max(0.001));
+        std::time::Duration::from_micros(us * 4 + 5_000).max(half_spacing).min(super::pacing::LEAD)
     }
 
     /// Counts one pre-POST commit's duration into [`Self::commit_lead`].
