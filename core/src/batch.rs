@@ -2,6 +2,11 @@
 //! each take whatever has queued up and write it in a single statement. Under load batches grow by
 //! themselves; when idle a lone item goes at once, so nobody waits for a timer.
 //!
+//! With a linger ([`Batcher::spawn_lingering`]), a writer that takes a partial batch while another batch is
+//! being written waits up to the linger for more (PostgreSQL's `commit_delay` with `commit_siblings`, in
+//! the client): at a steady medium rate writers would otherwise each take one or two items and pay a
+//! whole transaction for them. A lone item on an idle writer still goes at once.
+//!
 //! The queue is bounded: when the writer falls behind, `submit` waits (backpressure), it never drops.
 //!
 //! Answers are typed: a failed write reaches every caller whose item it held as the writer's own error
@@ -9,7 +14,9 @@
 //! [`BatchError::Closed`], so a caller can tell "the database refused this" from "we are shutting down".
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -61,22 +68,46 @@ where
         F: FnMut(Vec<I>) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Vec<Answer<T, E>>> + Send,
     {
+        Self::spawn_lingering(max, depth, writers, Duration::ZERO, write)
+    }
+
+    /// As [`Batcher::spawn`], but a partial batch taken while another writer is busy waits up to
+    /// `linger` to fill.
+    pub fn spawn_lingering<F, Fut>(max: usize, depth: usize, writers: usize, linger: Duration, write: F) -> Self
+    where
+        F: FnMut(Vec<I>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Vec<Answer<T, E>>> + Send,
+    {
         let (tx, rx) = mpsc::channel::<Queued<I, T, E>>(depth);
         let rx = Arc::new(Mutex::new(rx));
+        let busy = Arc::new(AtomicUsize::new(0));
         for _ in 0..writers.max(1) {
-            let (rx, mut write) = (rx.clone(), write.clone());
+            let (rx, busy, mut write) = (rx.clone(), busy.clone(), write.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::with_capacity(max);
                 loop {
-                    // The lock is held only while taking a batch, not while writing it.
-                    if rx.lock().await.recv_many(&mut buf, max).await == 0 {
-                        return;
+                    {
+                        let mut rx = rx.lock().await;
+                        if rx.recv_many(&mut buf, max).await == 0 {
+                            return;
+                        }
+                        if !linger.is_zero() && buf.len() < max && busy.load(Ordering::Acquire) > 0 {
+                            let until = tokio::time::Instant::now() + linger;
+                            while buf.len() < max {
+                                let room = max - buf.len();
+                                match tokio::time::timeout_at(until, rx.recv_many(&mut buf, room)).await {
+                                    Ok(n) if n > 0 => {}
+                                    _ => break,
+                                }
+                            }
+                        }
+                        busy.fetch_add(1, Ordering::AcqRel);
                     }
                     let (items, replies): (Vec<I>, Vec<oneshot::Sender<Answer<T, E>>>) = buf.drain(..).unzip();
                     let answers = write(items).await;
+                    busy.fetch_sub(1, Ordering::AcqRel);
                     debug_assert_eq!(answers.len(), replies.len(), "one answer per item");
                     for (reply, answer) in replies.into_iter().zip(answers) {
-                        // The submitter may have given up (shutdown); its answer is simply dropped.
                         let _ = reply.send(answer);
                     }
                 }
@@ -85,7 +116,6 @@ where
         Self { tx }
     }
 
-    /// Queues one item and waits for its answer.
     pub async fn submit(&self, item: I) -> Result<T, BatchError<E>> {
         let (reply, rx) = oneshot::channel();
         self.tx.send((item, reply)).await.map_err(|_| BatchError::Closed)?;
@@ -97,7 +127,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test]
     async fn every_item_gets_its_own_answer_and_concurrent_items_share_batches() {
@@ -120,6 +149,57 @@ mod tests {
         }
         let n = batches.load(Ordering::SeqCst);
         assert!(n < 500, "500 concurrent items were written in {n} batches");
+    }
+
+    /// Four writers that take 4 ms per batch, counting the items of each batch.
+    fn slow_writer(linger: Duration, sizes: Arc<std::sync::Mutex<Vec<usize>>>) -> Batcher<u32, u32, Fire> {
+        Batcher::spawn_lingering(64, 64, 4, linger, move |items: Vec<u32>| {
+            sizes.lock().unwrap().push(items.len());
+            async move {
+                tokio::time::sleep(Duration::from_millis(4)).await;
+                items.into_iter().map(Ok).collect()
+            }
+        })
+    }
+
+    /// Items arriving 1 ms apart, faster than one writer commits: without a linger a free writer is always
+    /// waiting and takes each alone; with one, a writer that starts while another is busy gathers more.
+    async fn sizes_at_a_steady_rate(linger: Duration) -> Vec<usize> {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let b = slow_writer(linger, sizes.clone());
+        let mut waiting = Vec::new();
+        for i in 0..40u32 {
+            let b = b.clone();
+            waiting.push(tokio::spawn(async move { b.submit(i).await.map_err(|e| e.to_string()) }));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for (i, w) in waiting.into_iter().enumerate() {
+            assert_eq!(w.await.unwrap(), Ok(i as u32), "every item answered with its own value");
+        }
+        let sizes = sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 40);
+        sizes
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_linger_gathers_a_steady_trickle_into_fewer_batches() {
+        let eager = sizes_at_a_steady_rate(Duration::ZERO).await;
+        let lingering = sizes_at_a_steady_rate(Duration::from_millis(5)).await;
+        assert!(
+            lingering.len() * 2 <= eager.len(),
+            "5 ms linger: {} batches {lingering:?}; none: {} batches {eager:?}",
+            lingering.len(),
+            eager.len()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_item_on_idle_writers_does_not_wait_for_the_linger() {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let b = slow_writer(Duration::from_secs(1), sizes.clone());
+        let t = tokio::time::Instant::now();
+        assert_eq!(b.submit(7).await.unwrap(), 7);
+        assert_eq!(t.elapsed(), Duration::from_millis(4), "answered after the write alone, no linger");
     }
 
     #[derive(Debug, thiserror::Error)]

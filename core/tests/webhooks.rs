@@ -54,6 +54,8 @@ fn completed() -> TerminalFacts {
         sip_response_code: Some(200),
         duration_s: Some(20),
         ended_at: None,
+        answered_at: None,
+        queue_time_ms: None,
     }
 }
 

@@ -44,7 +44,7 @@ pub struct StatusEvent {
 pub enum EventApplied {
     /// First delivery: stored, and the attempt advanced if this was its newest status.
     New {
-        /// An event of this call with a higher rank had already been applied (or came earlier in the batch).
+        /// A later event of this call (higher `SequenceNumber`) was stored before this one's batch.
         out_of_order: bool,
         /// Set when this event finished the attempt.
         settled: Option<Settled>,
@@ -139,9 +139,13 @@ async fn apply_many_in(conn: &mut PgConnection, events: &[StatusEvent]) -> Resul
     ids.sort_unstable();
     ids.dedup();
     // Locks the batch's attempts in id order, so concurrent writers (replicas) cannot deadlock.
+    // With each, the newest status event already stored: an event older than it arrived out of order.
     let locked = sqlx::query!(
-        r#"SELECT id, call_sid AS "call_sid: CallSid", status_rank FROM attempts
-           WHERE id = ANY($1) ORDER BY id FOR UPDATE"#,
+        r#"SELECT a.id, a.call_sid AS "call_sid: CallSid",
+                  (SELECT max(e.sequence_number) FROM call_events e
+                   WHERE e.attempt_id = a.id AND e.kind = 'status') AS seq_before
+           FROM attempts a
+           WHERE a.id = ANY($1) ORDER BY a.id FOR UPDATE OF a"#,
         &ids
     )
     .fetch_all(&mut *conn)
@@ -160,7 +164,7 @@ async fn apply_many_in(conn: &mut PgConnection, events: &[StatusEvent]) -> Resul
     // Which call each attempt belongs to, as this batch goes: the first genuine CallSid binds an
     // attempt that has none yet.
     let mut bound: HashMap<i64, Option<CallSid>> = locked.iter().map(|l| (l.id, l.call_sid.clone())).collect();
-    let rank_before: HashMap<i64, i16> = locked.iter().map(|l| (l.id, l.status_rank)).collect();
+    let seq_before: HashMap<i64, i32> = locked.iter().filter_map(|l| Some((l.id, l.seq_before?))).collect();
     let mut out: Vec<Option<EventApplied>> = vec![None; events.len()];
     let mut accepted: Vec<usize> = Vec::new();
     for (i, e) in events.iter().enumerate() {
@@ -222,17 +226,13 @@ async fn apply_many_in(conn: &mut PgConnection, events: &[StatusEvent]) -> Resul
     let mut plan: Vec<(i64, Vec<usize>, usize, Vec<bool>)> = Vec::with_capacity(per_attempt.len());
     for (attempt_id, mut idx) in per_attempt {
         idx.sort_by_key(|&i| events[i].sequence_number);
-        let mut seen = rank_before.get(&attempt_id).copied().unwrap_or(0) as u8;
-        let mut out_of_order = Vec::with_capacity(idx.len());
-        for &i in &idx {
-            let r = events[i].status.rank();
-            out_of_order.push(r < seen);
-            seen = seen.max(r);
-        }
+        let newest_before = seq_before.get(&attempt_id).copied();
+        let out_of_order: Vec<bool> =
+            idx.iter().map(|&i| newest_before.is_some_and(|n| events[i].sequence_number < n)).collect();
         let best =
             idx.iter().copied().max_by_key(|&i| (events[i].status.rank(), std::cmp::Reverse(i))).expect("non-empty");
         let e = &events[best];
-        progress.push(Progress {
+        let p = Progress {
             attempt_id,
             call_sid: &e.call_sid,
             // Order-free: `answered_at` is the earliest answer whatever came first, even after the end.
@@ -243,8 +243,10 @@ async fn apply_many_in(conn: &mut PgConnection, events: &[StatusEvent]) -> Resul
                 .min(),
             queue_time_ms: idx.iter().find_map(|&i| events[i].queue_time_ms),
             last_event_at: idx.iter().filter_map(|&i| events[i].timestamp).max(),
-            forward: (!e.status.is_terminal()).then_some((e.status, e.answered_by)),
-        });
+            // Of the progress statuses only the answer is kept on the attempt (live calls, transfers);
+            // `initiated` and `ringing` are appended to `call_events` and write no attempt version.
+            forward: (e.status == CallStatus::InProgress).then_some((e.status, e.answered_by)),
+        };
         if e.status.is_terminal() {
             terminal.push((
                 attempt_id,
@@ -255,13 +257,17 @@ async fn apply_many_in(conn: &mut PgConnection, events: &[StatusEvent]) -> Resul
                     sip_response_code: e.sip_response_code,
                     duration_s: e.call_duration_s,
                     ended_at: e.timestamp,
+                    answered_at: p.answered_at,
+                    queue_time_ms: p.queue_time_ms,
                 },
             ));
         }
+        progress.push(p);
         plan.push((attempt_id, idx, best, out_of_order));
     }
 
-    answered_many_in(conn, &progress).await?;
+    // The end first: it writes the answer facts with it, so an attempt that ends in this batch gets one
+    // new row version. The rest (and an end that found the attempt already closed) get the progress update.
     let items: Vec<(i64, &TerminalFacts)> = terminal.iter().map(|(id, f)| (*id, f)).collect();
     let mut settled: HashMap<i64, Settled> = HashMap::with_capacity(items.len());
     for s in settle_many_in(conn, &items).await? {
@@ -270,6 +276,8 @@ async fn apply_many_in(conn: &mut PgConnection, events: &[StatusEvent]) -> Resul
             settled.insert(s.attempt_id, s);
         }
     }
+    progress.retain(|p| !settled.contains_key(&p.attempt_id));
+    answered_many_in(conn, &progress).await?;
     for (attempt_id, idx, best, out_of_order) in plan {
         let mut settled = settled.remove(&attempt_id);
         for (k, &i) in idx.iter().enumerate() {

@@ -35,6 +35,10 @@ pub struct TerminalFacts {
     pub duration_s: Option<i32>,
     /// When the call ended; `now()` when unknown.
     pub ended_at: Option<DateTime<Utc>>,
+    /// The earliest answer known with the end (an `in-progress` delivered in the same batch), kept if
+    /// earlier than the stored one: the end writes the attempt once, not once for the answer and again.
+    pub answered_at: Option<DateTime<Utc>>,
+    pub queue_time_ms: Option<i32>,
 }
 
 /// What settling an attempt did.
@@ -530,6 +534,8 @@ pub(crate) async fn settle_many_in(
                 sip_response_code: s.facts.sip_response_code,
                 duration_s: s.facts.duration_s,
                 ended_at: s.facts.ended_at,
+                answered_at: s.facts.answered_at,
+                queue_time_ms: s.facts.queue_time_ms,
                 requested_at: s.row.requested_at,
                 next: match &d.next {
                     Next::Retry { at, .. } => ContactNext::Retry { at: *at },

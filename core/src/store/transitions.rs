@@ -692,7 +692,8 @@ pub(super) struct Progress<'a> {
 /// **answered**: a batch of callbacks' facts, one statement for every attempt: the CallSid bound (a
 /// `dialing` or `parked` attempt becomes `created`), the earliest answer, the queue time, and a
 /// non-terminal status only forward (a late `ringing` never replaces `in-progress`) and only while the
-/// call is open. Terminal statuses go through [`finished_many_in`].
+/// call is open. Terminal statuses go through [`finished_many_in`]. A row this batch brings nothing new
+/// to is not written.
 pub(super) async fn answered_many_in(conn: &mut PgConnection, items: &[Progress<'_>]) -> Result<()> {
     if items.is_empty() {
         return Ok(());
@@ -723,7 +724,13 @@ pub(super) async fn answered_many_in(conn: &mut PgConnection, items: &[Progress<
          FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::int[], $5::timestamptz[], $6::bool[],
                      $7::text[], $8::smallint[], $9::text[])
               AS u(id, sid, answered_at, qt, last_at, fwd, status, rank, answered_by)
-         WHERE a.id = u.id",
+         WHERE a.id = u.id
+           -- Only a row with something new gets a new version (a late `ringing` alone writes nothing;
+           -- `last_event_at` rides along but never causes a write).
+           AND (a.call_sid IS NULL OR a.state = ANY($10::text[])
+                OR (u.answered_at IS NOT NULL AND (a.answered_at IS NULL OR u.answered_at < a.answered_at))
+                OR (a.queue_time_ms IS NULL AND u.qt IS NOT NULL)
+                OR (u.fwd AND a.status_rank < u.rank AND a.state = ANY($11::text[])))",
         &ids,
         &sids as _,
         &answered as _,
@@ -754,6 +761,8 @@ pub(super) struct Finish<'a> {
     pub sip_response_code: Option<i32>,
     pub duration_s: Option<i32>,
     pub ended_at: Option<DateTime<Utc>>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub queue_time_ms: Option<i32>,
     pub requested_at: Option<DateTime<Utc>>,
     /// The decision for the contact: retry at a time, or end in a final state.
     pub next: ContactNext<'a>,
@@ -786,14 +795,18 @@ pub(super) async fn finished_many_in(conn: &mut PgConnection, items: &[Finish<'_
     let sip: Vec<Option<i32>> = items.iter().map(|f| f.sip_response_code).collect();
     let duration: Vec<Option<i32>> = items.iter().map(|f| f.duration_s).collect();
     let ended: Vec<Option<DateTime<Utc>>> = items.iter().map(|f| f.ended_at).collect();
+    let answered_at: Vec<Option<DateTime<Utc>>> = items.iter().map(|f| f.answered_at).collect();
+    let qt: Vec<Option<i32>> = items.iter().map(|f| f.queue_time_ms).collect();
     let attempts: HashSet<i64> = sqlx::query_scalar!(
         "UPDATE attempts a SET state = 'finished', call_sid = COALESCE(a.call_sid, u.sid), call_status = u.status,
              status_rank = 4, outcome = u.outcome, answered_by = u.answered_by,
              sip_response_code = COALESCE(u.sip, a.sip_response_code),
              duration_s = COALESCE(u.duration, a.duration_s), ended_at = COALESCE(u.ended_at, now()),
+             answered_at = LEAST(a.answered_at, u.answered_at), queue_time_ms = COALESCE(a.queue_time_ms, u.qt),
              last_event_at = GREATEST(a.last_event_at, u.ended_at), finished_at = now()
          FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[],
-                     $8::timestamptz[]) AS u(id, sid, status, outcome, answered_by, sip, duration, ended_at)
+                     $8::timestamptz[], $10::timestamptz[], $11::int[])
+              AS u(id, sid, status, outcome, answered_by, sip, duration, ended_at, answered_at, qt)
          WHERE a.id = u.id AND a.state = ANY($9::text[])
          RETURNING a.id",
         &ids,
@@ -805,6 +818,8 @@ pub(super) async fn finished_many_in(conn: &mut PgConnection, items: &[Finish<'_
         &duration as _,
         &ended as _,
         T::Finished.from() as _,
+        &answered_at as _,
+        &qt as _,
     )
     .fetch_all(&mut *conn)
     .await?

@@ -86,6 +86,8 @@ async fn reconcile_attempt(engine: &Engine, a: &OpenAttempt) -> anyhow::Result<S
         sip_response_code: None,
         duration_s: call.duration.map(|d| d as i32),
         ended_at: call.end_time,
+        answered_at: None,
+        queue_time_ms,
     };
     let settled = engine.store.attempts_settle(a.attempt_id, facts).await?;
     dialer_core::metrics::Metrics::global().settled(&settled);
