@@ -449,3 +449,38 @@ mod cross_campaign_limits {
         assert!(per_ref.values().all(|&n| n == 1), "{per_ref:?}");
     }
 }
+
+/// A hot table that grows from empty is analyzed once it has changed by a thousand rows (more than
+/// twice its analyzed size), so generic plans cached while it was empty stop sequential-scanning it;
+/// then not again until it has tripled.
+#[tokio::test]
+async fn a_hot_table_that_has_grown_from_empty_is_analyzed_once_then_left_alone() {
+    let store = fresh_store().await;
+    assert_eq!(store.stats_refresh_grown().await.unwrap(), Vec::<String>::new(), "nothing has changed yet");
+    let id = store.campaigns_insert(&CampaignSpec::parse(CAMPAIGN, "c.toml").unwrap()).await.unwrap();
+    let contacts: Vec<NewContact> = (0..3000)
+        .map(|i| NewContact {
+            phone: E164::parse(&format!("+1415555{i:04}"), None).unwrap(),
+            zone: dialer_core::domain::compliance::ContactZone::campaigns(),
+            external_id: None,
+            attributes: Default::default(),
+        })
+        .collect();
+    store.contacts_insert_many(id, &contacts, |_| {}).await.unwrap();
+    // Backends report their table counters to the statistics system within about a second.
+    let mut analyzed = Vec::new();
+    for _ in 0..100 {
+        analyzed = store.stats_refresh_grown().await.unwrap();
+        if !analyzed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(analyzed, ["contacts"]);
+    let reltuples: f32 = sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE relname = 'contacts'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(reltuples, 3000.0, "the planner now knows the table's size");
+    assert_eq!(store.stats_refresh_grown().await.unwrap(), Vec::<String>::new(), "not again until it has tripled");
+}

@@ -18,6 +18,7 @@ mod messages;
 mod nodes;
 mod operators;
 mod results;
+mod stats;
 pub mod transitions;
 mod webhooks;
 

@@ -50,6 +50,9 @@ pub async fn maintain_once(engine: &Engine) -> anyhow::Result<()> {
     }
     recur_once(engine, chrono::Utc::now()).await?;
     engine.store.idempotency_keys_purge(IDEMPOTENCY_KEY_TTL).await?;
+    for table in engine.store.stats_refresh_grown().await? {
+        info!(table, "analyzed a table that had grown (planner statistics)");
+    }
     Ok(())
 }
 
