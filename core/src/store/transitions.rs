@@ -293,11 +293,21 @@ impl Store {
         queue_time_ms: &[Option<i32>],
     ) -> Result<u64> {
         Ok(sqlx::query!(
-            r#"UPDATE attempts a SET call_sid = COALESCE(a.call_sid, u.sid),
+            // Rows are locked in id order, as callback batches lock them: in arrival order the two
+            // deadlocked under load. A row a callback has already bound is not locked at all.
+            r#"WITH u AS (
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[]) AS u(id, sid, qt)
+             ), todo AS (
+                 SELECT a.id FROM attempts a JOIN u ON u.id = a.id
+                 WHERE a.call_sid IS NULL OR a.state = ANY($4::text[]) OR (a.queue_time_ms IS NULL AND u.qt IS NOT NULL)
+                 ORDER BY a.id
+                 FOR UPDATE OF a
+             )
+             UPDATE attempts a SET call_sid = COALESCE(a.call_sid, u.sid),
                  queue_time_ms = COALESCE(a.queue_time_ms, u.qt),
                  state = CASE WHEN a.state = ANY($4::text[]) THEN 'created' ELSE a.state END
-             FROM unnest($1::bigint[], $2::text[], $3::int[]) AS u(id, sid, qt)
-             WHERE a.id = u.id
+             FROM u, todo
+             WHERE a.id = u.id AND todo.id = a.id
                AND (a.call_sid IS NULL OR a.state = ANY($4::text[]) OR (a.queue_time_ms IS NULL AND u.qt IS NOT NULL))"#,
             attempt_ids,
             call_sids as _,
