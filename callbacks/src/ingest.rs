@@ -7,7 +7,7 @@
 //! committed. If a batch fails, its events are retried one transaction each, so one bad event cannot fail
 //! its neighbours. Metrics are counted here, after the commit, so each event counts once.
 
-use dialer_core::batch::{all_failed, Answer, Batcher};
+use dialer_core::batch::{self, all_failed, Answer, Batcher};
 use dialer_core::metrics::Metrics;
 use dialer_core::store::{EventApplied, StatusEvent, Store, StoreError};
 
@@ -20,10 +20,6 @@ pub const BATCH_MAX: usize = 256;
 pub const WRITERS: usize = 4;
 /// Events waiting for the writer before handlers wait (a guess: a few seconds of a busy campaign).
 pub const QUEUE_DEPTH: usize = 4096;
-/// How long a partial batch waits for more while another batch is being written. A steady 4,000
-/// callbacks/s (1,000 calls/s) otherwise arrives as transactions of one or two events each; Twilio does
-/// not mind a few ms more before our 200.
-pub const LINGER: std::time::Duration = std::time::Duration::from_millis(3);
 
 /// The handle handlers submit to; the writer task stops when every handle is dropped.
 #[derive(Clone)]
@@ -33,11 +29,16 @@ pub struct Ingest {
 
 impl Ingest {
     pub fn spawn(store: Store) -> Self {
-        let writer =
-            Batcher::spawn_lingering(BATCH_MAX, QUEUE_DEPTH, WRITERS, LINGER, move |events: Vec<StatusEvent>| {
+        let writer = Batcher::spawn_lingering(
+            BATCH_MAX,
+            QUEUE_DEPTH,
+            WRITERS,
+            batch::LINGER,
+            move |events: Vec<StatusEvent>| {
                 let store = store.clone();
                 async move { write_batch(&store, events).await }
-            });
+            },
+        );
         Self { writer }
     }
 

@@ -32,12 +32,6 @@ use super::{Created, Engine, WRITERS, WRITE_BATCH};
 /// calls let through together share one statement for that commit.
 const WORKERS: usize = 128;
 
-/// How long a partial gate batch waits for more while the other one commits. Paced calls reach the gate
-/// one per slot (a millisecond apart at 1,000 CPS) and would each pay a transaction; the wait counts in
-/// the commit time the booking lead is sized from ([`LiveCampaign::commit_lead`]), so calls still leave
-/// on time.
-const GATE_LINGER: Duration = Duration::from_millis(3);
-
 /// How long a call waits while another call about the same reference is under way.
 const REFERENCE_RETRY: chrono::Duration = chrono::Duration::minutes(5);
 
@@ -50,17 +44,26 @@ pub async fn run(engine: Arc<Engine>, campaign: Arc<LiveCampaign>, rx: mpsc::Rec
         let store = engine.store.clone();
         let owner = engine.node_id.clone();
         let c = campaign.clone();
-        Batcher::spawn_lingering(WRITE_BATCH, WORKERS, WRITERS, GATE_LINGER, move |batch: Vec<ClaimedAttempt>| {
-            let (store, owner) = (store.clone(), owner.clone());
-            let max_24h: Vec<Option<i32>> = batch.iter().map(|a| c.max_calls_24h(&c.zone_of(a))).collect();
-            let (id, one_per_ref) = (c.id, c.one_per_reference());
-            async move {
-                match store.attempts_mark_dialing_many(&owner, id, &batch, &max_24h, one_per_ref).await {
-                    Ok(gates) => gates.into_iter().map(Ok).collect(),
-                    Err(e) => all_failed(e, batch.len()),
+        // Paced calls reach the gate one per slot (a millisecond apart at 1,000 CPS); the linger counts in
+        // the commit time the booking lead is sized from (`LiveCampaign::commit_lead`), so they still
+        // leave on time.
+        Batcher::spawn_lingering(
+            WRITE_BATCH,
+            WORKERS,
+            WRITERS,
+            dialer_core::batch::LINGER,
+            move |batch: Vec<ClaimedAttempt>| {
+                let (store, owner) = (store.clone(), owner.clone());
+                let max_24h: Vec<Option<i32>> = batch.iter().map(|a| c.max_calls_24h(&c.zone_of(a))).collect();
+                let (id, one_per_ref) = (c.id, c.one_per_reference());
+                async move {
+                    match store.attempts_mark_dialing_many(&owner, id, &batch, &max_24h, one_per_ref).await {
+                        Ok(gates) => gates.into_iter().map(Ok).collect(),
+                        Err(e) => all_failed(e, batch.len()),
+                    }
                 }
-            }
-        })
+            },
+        )
     };
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let mut workers = tokio::task::JoinSet::new();

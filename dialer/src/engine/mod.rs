@@ -61,9 +61,6 @@ pub struct Created {
 pub const WRITE_BATCH: usize = 256;
 /// Batched writes of one kind in flight at once: one batch fills while another commits.
 pub const WRITERS: usize = 2;
-/// How long a partial batch of CallSids waits for more while the other batch commits: paced calls
-/// answer one by one, and nothing waits on this write but the REST permit's release.
-const CREATED_LINGER: std::time::Duration = std::time::Duration::from_millis(3);
 
 /// How often replicas heartbeat; a replica silent for `LIVE_AFTER` no longer counts.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -89,7 +86,8 @@ impl Engine {
                 WRITE_BATCH,
                 config.max_concurrent_requests.max(WRITE_BATCH),
                 WRITERS,
-                CREATED_LINGER,
+                // Paced calls answer one by one; nothing waits on this write but the REST permit's release.
+                dialer_core::batch::LINGER,
                 move |rows: Vec<Created>| {
                     let store = store.clone();
                     async move {
