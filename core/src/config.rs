@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::twilio::StatusCallbackEvent;
+
 /// Twilio's own API; the simulator or a test overrides it with `TWILIO_API_BASE_URL`.
 pub const DEFAULT_TWILIO_API_BASE_URL: &str = "https://api.twilio.com";
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
@@ -80,6 +82,10 @@ pub struct Config {
     pub stale_call: Duration,
     /// `PACING_MARGIN_MS`: extra spacing in the pacers' one-second window guard.
     pub pacing_margin: Duration,
+    /// `TWILIO_STATUS_CALLBACK_EVENTS` (space or comma separated, default `answered completed`): the call
+    /// events Twilio reports to the callbacks service. `completed` is required (it ends the attempt);
+    /// `initiated` and `ringing` are only logged to `call_events` and cost a callback each.
+    pub status_callback_events: Vec<StatusCallbackEvent>,
     /// `API_LISTEN_ADDR`: the management API's listener (roles `api` and `all`).
     pub api_listen_addr: SocketAddr,
     /// `API_RATE_LIMIT`: requests per second allowed to one API key.
@@ -230,6 +236,32 @@ where
     }
 }
 
+/// The call events to request: a callback per event and call is the dialer's largest write load, so by
+/// default only the two the attempt keeps (the answer and the end).
+pub const DEFAULT_STATUS_CALLBACK_EVENTS: [StatusCallbackEvent; 2] =
+    [StatusCallbackEvent::Answered, StatusCallbackEvent::Completed];
+
+fn status_callback_events(v: Option<String>) -> Result<Vec<StatusCallbackEvent>, ConfigError> {
+    const VAR: &str = "TWILIO_STATUS_CALLBACK_EVENTS";
+    let Some(v) = v else { return Ok(DEFAULT_STATUS_CALLBACK_EVENTS.to_vec()) };
+    let mut events = Vec::new();
+    for name in v.split([' ', ',']).map(str::trim).filter(|n| !n.is_empty()) {
+        let e =
+            StatusCallbackEvent::ALL.into_iter().find(|e| e.as_str() == name).ok_or_else(|| ConfigError::Invalid {
+                var: VAR,
+                reason: format!("{name:?} is not a call event (initiated, ringing, answered, completed)"),
+            })?;
+        if !events.contains(&e) {
+            events.push(e);
+        }
+    }
+    if !events.contains(&StatusCallbackEvent::Completed) {
+        // Without the end, every call would wait for reconciliation (STALE_CALL_SECONDS) to settle.
+        return Err(ConfigError::Invalid { var: VAR, reason: "must include completed".into() });
+    }
+    Ok(events)
+}
+
 /// A duration given in (possibly fractional) hours.
 fn hours(name: &'static str, default: f64) -> Result<Duration, ConfigError> {
     let h: f64 = parse_var(name, default)?;
@@ -257,6 +289,7 @@ impl Config {
                 "PACING_MARGIN_MS",
                 DEFAULT_PACING_MARGIN.as_millis() as u64,
             )?),
+            status_callback_events: status_callback_events(var("TWILIO_STATUS_CALLBACK_EVENTS"))?,
             api_listen_addr: parse_var("API_LISTEN_ADDR", DEFAULT_API_LISTEN_ADDR.parse().expect("valid default"))?,
             api_rate_limit: parse_var("API_RATE_LIMIT", DEFAULT_API_RATE_LIMIT)?,
             api_rate_burst: parse_var("API_RATE_BURST", DEFAULT_API_RATE_BURST)?,
@@ -347,5 +380,25 @@ impl Config {
             Some(s) => Ok(crate::domain::TokenKey::new(s.expose_secret().as_bytes())),
             None => Ok(crate::domain::TokenKey::new(format!("attempt-token:{}", self.auth_token()?).as_bytes())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use StatusCallbackEvent::*;
+
+    #[test]
+    fn status_callback_events_default_to_the_answer_and_the_end_and_must_include_the_end() {
+        assert_eq!(status_callback_events(None).unwrap(), vec![Answered, Completed]);
+        assert_eq!(
+            status_callback_events(Some("initiated,ringing  answered completed ringing".into())).unwrap(),
+            vec![Initiated, Ringing, Answered, Completed]
+        );
+        assert_eq!(status_callback_events(Some("completed".into())).unwrap(), vec![Completed]);
+        let err = status_callback_events(Some("answered".into())).unwrap_err().to_string();
+        assert!(err.contains("TWILIO_STATUS_CALLBACK_EVENTS") && err.contains("completed"), "{err}");
+        let err = status_callback_events(Some("completed rang".into())).unwrap_err().to_string();
+        assert!(err.contains("\"rang\""), "{err}");
     }
 }

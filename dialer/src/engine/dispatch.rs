@@ -16,7 +16,7 @@ use dialer_core::batch::{all_failed, Batcher};
 use dialer_core::domain::{AmdMode, CampaignStatus, FinalState};
 use dialer_core::metrics::Metrics;
 use dialer_core::store::{Block, ClaimedAttempt, DialingGate, StoreError};
-use dialer_core::twilio::{CreateCall, HttpMethod, MachineDetection, RetryClass, StatusCallbackEvent};
+use dialer_core::twilio::{CreateCall, HttpMethod, MachineDetection, RetryClass};
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -262,12 +262,7 @@ async fn post(
     req.method = Some(HttpMethod::Post);
     req.status_callback = Some(status_url);
     req.status_callback_method = Some(HttpMethod::Post);
-    req.status_callback_events = vec![
-        StatusCallbackEvent::Initiated,
-        StatusCallbackEvent::Ringing,
-        StatusCallbackEvent::Answered,
-        StatusCallbackEvent::Completed,
-    ];
+    req.status_callback_events = engine.status_callback_events.clone();
     req.timeout = Some(c.ring_timeout_s);
     req.machine_detection = match c.amd {
         AmdMode::Off => None,

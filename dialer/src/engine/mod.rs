@@ -18,7 +18,7 @@ use dialer_core::batch::{all_failed, Batcher};
 use dialer_core::config::Config;
 use dialer_core::domain::{CallSid, TokenKey};
 use dialer_core::store::{Store, StoreError};
-use dialer_core::twilio::TwilioClient;
+use dialer_core::twilio::{StatusCallbackEvent, TwilioClient};
 use tokio_util::sync::CancellationToken;
 
 use self::pacing::Pacer;
@@ -37,6 +37,8 @@ pub struct Engine {
     pub twilio_timeout: Duration,
     pub stale_call: Duration,
     pub pacing_margin: Duration,
+    /// The call events requested from Twilio (`TWILIO_STATUS_CALLBACK_EVENTS`).
+    pub status_callback_events: Vec<StatusCallbackEvent>,
     /// Live replicas, as the heartbeat last counted them.
     live: std::sync::atomic::AtomicI64,
     /// The account pacer: this replica's share of the account CPS.
@@ -114,6 +116,7 @@ impl Engine {
             twilio_timeout: config.twilio_timeout,
             stale_call: config.stale_call,
             pacing_margin: config.pacing_margin,
+            status_callback_events: config.status_callback_events.clone(),
             live: std::sync::atomic::AtomicI64::new(1),
             // Until the first heartbeat says otherwise, assume we are alone.
             account: Pacer::new(config.account_cps, config.pacing_margin),

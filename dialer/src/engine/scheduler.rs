@@ -290,6 +290,7 @@ say = "Press 1 to confirm."
             twilio_timeout: Duration::from_secs(15),
             stale_call: Duration::from_secs(900),
             pacing_margin: Duration::from_millis(20),
+            status_callback_events: dialer_core::config::DEFAULT_STATUS_CALLBACK_EVENTS.to_vec(),
             webhook_max_age: Duration::from_secs(24 * 3600),
             webhook_concurrency: dialer_core::config::DEFAULT_WEBHOOK_CONCURRENCY,
             webhook_timeout: dialer_core::config::DEFAULT_WEBHOOK_TIMEOUT,

@@ -88,7 +88,9 @@ async fn bursts_of_429_are_retried_after_retry_after_and_the_campaign_still_ends
     let tz = open_zone();
     let toml = campaign_toml(tz.name(), 20.0, r#"amd = "enable""#);
     let id = env.campaign(&toml, &contacts(150, None, 1_000_000)).await;
-    env.spawn("all", 20.0, &[]);
+    // Every call event asked for (the default is the answer and the end): the extra callbacks must settle
+    // the same way.
+    env.spawn("all", 20.0, &[("TWILIO_STATUS_CALLBACK_EVENTS", "initiated,ringing answered completed")]);
     let r = env.wait_finished(id, Duration::from_secs(120)).await;
     assert_eq!(r.contacts, 150);
     assert!(env.sim.wait_idle(Duration::from_secs(30)).await, "every simulated call ended");
@@ -127,6 +129,15 @@ async fn bursts_of_429_are_retried_after_retry_after_and_the_campaign_still_ends
             .unwrap();
     assert_eq!(rejected, 0, "no contact ended because of a 429");
     assert_outcomes_match_the_simulator(&env, id).await;
+    let (initiated,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM call_events e JOIN attempts a ON a.id = e.attempt_id
+         WHERE a.campaign_id = $1 AND e.call_status = 'initiated'",
+    )
+    .bind(id)
+    .fetch_one(env.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(initiated as usize, stats.calls_created, "each call's `initiated` was asked for and logged once");
 }
 
 #[tokio::test(flavor = "multi_thread")]

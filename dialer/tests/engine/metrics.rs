@@ -295,6 +295,10 @@ async fn a_real_campaign_exports_what_the_dashboard_and_alerts_use_with_values_t
     assert_eq!(status_received + duplicates, stats.callbacks_sent as f64);
     assert!(m.sum("dialer_callbacks_out_of_order_total", &[]) > 0.0, "reordered callbacks were seen");
     assert!(m.sum("dialer_callbacks_received_total", &[("event", "twiml")]) > 0.0);
+    for event in ["initiated", "ringing"] {
+        // Not asked for by default (`TWILIO_STATUS_CALLBACK_EVENTS`): one callback less per call each.
+        assert_eq!(m.sum("dialer_callbacks_received_total", &[("event", event)]), 0.0, "{event}");
+    }
     assert_eq!(m.sum("dialer_signature_rejections_total", &[("route", "status")]), 1.0, "the forged request");
     assert_eq!(m.sum("dialer_signature_rejections_total", &[]), 1.0);
 
