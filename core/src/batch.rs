@@ -2,10 +2,11 @@
 //! each take whatever has queued up and write it in a single statement. Under load batches grow by
 //! themselves; when idle a lone item goes at once, so nobody waits for a timer.
 //!
-//! With a linger ([`Batcher::spawn_lingering`]), a writer that takes a partial batch while another batch is
-//! being written waits up to the linger for more (PostgreSQL's `commit_delay` with `commit_siblings`, in
-//! the client): at a steady medium rate writers would otherwise each take one or two items and pay a
-//! whole transaction for them. A lone item on an idle writer still goes at once.
+//! With a linger ([`Batcher::spawn_lingering`]), a writer that takes a small batch (under [`ENOUGH`])
+//! while another batch is being written waits up to the linger for more (PostgreSQL's `commit_delay` with
+//! `commit_siblings`, in the client): at a steady medium rate writers would otherwise each take one or two
+//! items and pay a whole transaction for them. A lone item on an idle writer still goes at once, and so
+//! does a large batch.
 //!
 //! The queue is bounded: when the writer falls behind, `submit` waits (backpressure), it never drops.
 //!
@@ -40,11 +41,16 @@ pub fn all_failed<T, E>(error: E, items: usize) -> Vec<Answer<T, E>> {
     (0..items).map(|_| Err(error.clone())).collect()
 }
 
-/// How long a partial batch waits for more while another batch is being written, for the writers that
-/// linger (callbacks, CallSids, the pre-POST gate). Long enough to gather a steady 1,000 calls/s into
-/// batches (a call or a callback every 0.25–1 ms), short against a commit under load and against what
-/// Twilio or a booked send time notices.
-pub const LINGER: Duration = Duration::from_millis(3);
+/// How long a small batch waits for more while another batch is being written, for the writers that linger
+/// (callbacks, CallSids, the pre-POST gate). At a paced 1,000 calls/s an item reaches them every
+/// millisecond: 10 ms gathers about ten per statement (half the PostgreSQL CPU per call of a 3 ms linger),
+/// short against Twilio's 15 s callback timeout and the booking lead of a paced call.
+pub const LINGER: Duration = Duration::from_millis(10);
+
+/// A batch this large goes without lingering: the writers are fed faster than they write (a burst), and
+/// waiting would only hold back the callers of items already taken (a 10 ms wait under a burst of 256
+/// callbacks in flight cost 17 % of the callbacks/s, BENCHMARKS.md).
+pub const ENOUGH: usize = 32;
 
 type Queued<I, T, E> = (I, oneshot::Sender<Answer<T, E>>);
 
@@ -77,8 +83,8 @@ where
         Self::spawn_lingering(max, depth, writers, Duration::ZERO, write)
     }
 
-    /// As [`Batcher::spawn`], but a partial batch taken while another writer is busy waits up to
-    /// `linger` to fill.
+    /// As [`Batcher::spawn`], but a batch smaller than [`ENOUGH`] taken while another writer is busy waits
+    /// up to `linger` to grow to it.
     pub fn spawn_lingering<F, Fut>(max: usize, depth: usize, writers: usize, linger: Duration, write: F) -> Self
     where
         F: FnMut(Vec<I>) -> Fut + Clone + Send + 'static,
@@ -98,9 +104,10 @@ where
                         if rx.recv_many(&mut buf, max).await == 0 {
                             return;
                         }
-                        if !linger.is_zero() && buf.len() < max && busy.load(Ordering::Acquire) > 0 {
+                        let enough = ENOUGH.min(max);
+                        if !linger.is_zero() && buf.len() < enough && busy.load(Ordering::Acquire) > 0 {
                             let until = tokio::time::Instant::now() + linger;
-                            while buf.len() < max {
+                            while buf.len() < enough {
                                 let room = max - buf.len();
                                 match tokio::time::timeout_at(until, rx.recv_many(&mut buf, room)).await {
                                     Ok(n) if n > 0 => {}
