@@ -75,7 +75,7 @@ impl Store {
     /// keys); the new events of each attempt are reduced to the highest rank before the attempt is touched,
     /// and a terminal one settles the attempt and its contact ([`Store::attempts_settle`]).
     pub async fn events_apply_many(&self, events: &[StatusEvent]) -> Result<Vec<EventApplied>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_hot().await?;
         let out = apply_many_in(&mut tx, events).await?;
         tx.commit().await?;
         Ok(out)

@@ -100,6 +100,16 @@ impl Store {
         &self.pool
     }
 
+    /// A transaction for the hot per-call writes (callback batches, the pre-POST gate, CallSids), whose
+    /// statements reuse one cached generic plan. Left to itself PostgreSQL planned them afresh on every
+    /// execution (a custom plan for each array size): at 100 calls/s planning was 1.7 ms of PostgreSQL CPU
+    /// per call, more than executing. Their plans do not depend on the values (every row is found by
+    /// primary key or a unique key), so the generic plan is the right one. `SET LOCAL` goes with the
+    /// `BEGIN`, in one round trip, and ends with the transaction.
+    pub(crate) async fn begin_hot(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(self.pool.begin_with("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan").await?)
+    }
+
     pub async fn migrate(&self) -> Result<()> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())

@@ -142,10 +142,9 @@ impl Store {
     /// per attempt, in order. A campaign's numbers are unique, so attempts of one batch cannot count
     /// towards each other's 24 h limit.
     ///
-    /// Limits hold across campaigns running at once: when one applies, the check runs in a transaction
-    /// that first takes an advisory lock per number and per reference (sorted, so two batches never
-    /// deadlock), and the statement after it (a new snapshot) sees every call committed by whoever held
-    /// the lock before. Without a limit there is nothing to race for and no transaction.
+    /// Limits hold across campaigns running at once: when one applies, the check's transaction first
+    /// takes an advisory lock per number and per reference (sorted, so two batches never deadlock), and the
+    /// statement after it (a new snapshot) sees every call committed by whoever held the lock before.
     pub async fn attempts_mark_dialing_many(
         &self,
         owner: &str,
@@ -168,16 +167,8 @@ impl Store {
             .collect();
         keys.sort();
         keys.dedup();
-        let (mut tx, mut conn) = if keys.is_empty() {
-            (None, Some(self.pool.acquire().await?))
-        } else {
-            (Some(self.pool.begin().await?), None)
-        };
-        let db: &mut PgConnection = match (&mut tx, &mut conn) {
-            (Some(tx), _) => tx,
-            (None, Some(conn)) => conn,
-            (None, None) => unreachable!("one of the two is set"),
-        };
+        let mut tx = self.begin_hot().await?;
+        let db: &mut PgConnection = &mut tx;
         if !keys.is_empty() {
             sqlx::query!(
                 "SELECT pg_advisory_xact_lock(k) FROM (SELECT hashtextextended(x, 0) AS k FROM unnest($1::text[]) x
@@ -253,9 +244,7 @@ impl Store {
         )
         .fetch_all(&mut *db)
         .await?;
-        if let Some(tx) = tx {
-            tx.commit().await?;
-        }
+        tx.commit().await?;
         let by_id: HashMap<i64, DialingGate> = rows
             .into_iter()
             .map(|r| {
@@ -292,7 +281,8 @@ impl Store {
         call_sids: &[&CallSid],
         queue_time_ms: &[Option<i32>],
     ) -> Result<u64> {
-        Ok(sqlx::query!(
+        let mut tx = self.begin_hot().await?;
+        let n = sqlx::query!(
             // Rows are locked in id order, as callback batches lock them: in arrival order the two
             // deadlocked under load. A row a callback has already bound is not locked at all.
             r#"WITH u AS (
@@ -314,9 +304,11 @@ impl Store {
             queue_time_ms as _,
             T::Created.from() as _,
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
-        .rows_affected())
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// **parked**: the POST's fate is unknown; the attempt waits for reconciliation and is never re-POSTed
