@@ -135,7 +135,9 @@ async fn hang_up_calls(id: i64) -> CliResult {
                 continue;
             };
             // Answered calls are hung up; queued or ringing ones canceled. If the call moved on meanwhile,
-            // the other verb applies.
+            // the other verb applies: Twilio refuses `completed` for a call not yet answered, and answers
+            // `canceled` for an answered one (whose answer we may not have recorded yet) with the call
+            // still in progress, so a call the first verb left up gets the second.
             let first = if call.call_status == Some(CallStatus::InProgress) {
                 UpdateStatus::Completed
             } else {
@@ -143,8 +145,8 @@ async fn hang_up_calls(id: i64) -> CliResult {
             };
             let other = if first == UpdateStatus::Completed { UpdateStatus::Canceled } else { UpdateStatus::Completed };
             let result = match twilio.update_call(sid, first).await {
-                Ok(c) => Ok(c),
-                Err(_) => twilio.update_call(sid, other).await,
+                Ok(c) if c.status.is_terminal() => Ok(c),
+                _ => twilio.update_call(sid, other).await,
             };
             done.insert(call.attempt_id);
             match result {
