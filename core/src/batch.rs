@@ -218,6 +218,27 @@ mod tests {
         assert_eq!(t.elapsed(), Duration::from_millis(4), "answered after the write alone, no linger");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_of_enough_items_goes_without_lingering() {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let b = slow_writer(Duration::from_secs(1), sizes.clone());
+        // One writer busy with a lone item, then a burst: the burst's batch is large enough to go at once.
+        let lone = {
+            let b = b.clone();
+            tokio::spawn(async move { b.submit(0).await.map_err(|e| e.to_string()) })
+        };
+        tokio::task::yield_now().await;
+        let t = tokio::time::Instant::now();
+        let burst = futures::future::join_all((1..=ENOUGH as u32).map(|i| {
+            let b = b.clone();
+            async move { b.submit(i).await.map_err(|e| e.to_string()) }
+        }))
+        .await;
+        assert_eq!(lone.await.unwrap(), Ok(0));
+        assert!(burst.iter().enumerate().all(|(i, a)| *a == Ok(i as u32 + 1)), "{burst:?}");
+        assert!(t.elapsed() < Duration::from_secs(1), "the burst lingered: {:?} {:?}", t.elapsed(), sizes);
+    }
+
     #[derive(Debug, thiserror::Error)]
     #[error("disk on fire")]
     struct Fire;
