@@ -107,8 +107,9 @@ pub async fn load_contacts(
 }
 
 /// A simulator that creates at once and never throttles (`cps` far above anything we send); every call
-/// is `busy` (no TwiML fetch; one callback, `completed`, with the dialer's default call events) unless `human`. Every REST request takes `api_latency` (the
-/// simulator's `--api-latency-ms`: half before it is handled, half before it is answered).
+/// is `busy` (no TwiML fetch; one callback, `completed`, with the dialer's default call events) unless
+/// `human`. Every REST request takes `api_latency` (the simulator's `--api-latency-ms`: half before it is
+/// handled, half before it is answered).
 pub async fn start_sim(human: bool, api_latency: Duration) -> anyhow::Result<SimHandle> {
     let outcomes = if human {
         OutcomeMix { human: 100.0, machine: 0.0, busy: 0.0, no_answer: 0.0, failed: 0.0, invalid: 0.0 }

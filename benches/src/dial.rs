@@ -43,7 +43,8 @@ pub struct Args {
     margin_ms: Option<u64>,
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Simulated outcome: busy (default; no TwiML, one callback with the dialer's default call events) or human.
+    /// Simulated outcome: busy (default; no TwiML, one callback with the dialer's default call events) or
+    /// human.
     #[arg(long)]
     human: bool,
     /// Extra dialer env, KEY=VALUE (e.g. CLAIM_BATCH_SIZE=500, TWILIO_MAX_CONCURRENT_REQUESTS=256).

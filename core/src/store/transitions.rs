@@ -168,14 +168,13 @@ impl Store {
         keys.sort();
         keys.dedup();
         let mut tx = self.begin_hot().await?;
-        let db: &mut PgConnection = &mut tx;
         if !keys.is_empty() {
             sqlx::query!(
                 "SELECT pg_advisory_xact_lock(k) FROM (SELECT hashtextextended(x, 0) AS k FROM unnest($1::text[]) x
                  GROUP BY 1 ORDER BY 1) s",
                 &keys
             )
-            .fetch_all(&mut *db)
+            .fetch_all(&mut *tx)
             .await?;
         }
         let rows = sqlx::query!(
@@ -242,7 +241,7 @@ impl Store {
             max_calls_24h as _,
             T::Dialing.from() as _,
         )
-        .fetch_all(&mut *db)
+        .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
         let by_id: HashMap<i64, DialingGate> = rows
