@@ -232,7 +232,7 @@ async fn post(
     committed: Instant,
 ) {
     let m = Metrics::global();
-    pacing::wait_for(&[&c.pacer, &engine.account], at).await;
+    let at = pacing::wait_for(&[&c.pacer, &engine.account], at).await;
     // The fence: a POST starting this long after its commit could still be in flight when reconciliation
     // treats the attempt as never created (2 × timeout + 2 s after the commit). It is not sent; the
     // attempt is closed as not created and the contact is due again at once. Not expected to happen.
@@ -277,6 +277,7 @@ async fn post(
     }
     let started = Instant::now();
     let result = engine.twilio.create_call(&req).await;
+    pacing::arrived(&[&c.pacer, &engine.account], &engine.trips, at, Instant::now());
     m.twilio_request_duration.with_label_values(&["create"]).observe(started.elapsed().as_secs_f64());
     match result {
         Ok(call) => {

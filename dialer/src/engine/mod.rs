@@ -43,6 +43,8 @@ pub struct Engine {
     live: std::sync::atomic::AtomicI64,
     /// The account pacer: this replica's share of the account CPS.
     pub account: Pacer,
+    /// POST round trips, for where each call's arrival is counted ([`pacing::arrived`]).
+    pub trips: pacing::Trips,
     /// Concurrent REST requests (Little's law, up to `TWILIO_MAX_CONCURRENT_REQUESTS`).
     pub rest: Arc<RestLimiter>,
     /// How often the operator loop runs.
@@ -120,6 +122,7 @@ impl Engine {
             live: std::sync::atomic::AtomicI64::new(1),
             // Until the first heartbeat says otherwise, assume we are alone.
             account: Pacer::new(config.account_cps, config.pacing_margin),
+            trips: pacing::Trips::new(),
             rest: RestLimiter::new(config.max_concurrent_requests, config.account_cps),
             operator_poll: config.operators.poll,
             created,
