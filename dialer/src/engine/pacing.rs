@@ -142,8 +142,7 @@ fn take_slot(pacers: &[&Pacer], mut t: Instant, limit: Option<Instant>) -> Resul
 ///
 /// It books again at once, at the first instant free after the bookings already made (at most [`LEAD`]
 /// and one slot ahead), without waiting for its turn among calls not yet committed: this call is
-/// committed `dialing` and must leave well before the fence.
-/// Returns the booking the call leaves on.
+/// committed `dialing` and must leave well before the fence. Returns the booking the call leaves on.
 pub async fn wait_for(pacers: &[&Pacer], at: Instant) -> Instant {
     let tolerance = pacers.iter().map(|p| p.margin / 2).min().unwrap_or_default();
     let mut at = at;
@@ -210,10 +209,10 @@ pub fn arrived(pacers: &[&Pacer], trips: &Trips, booked: Instant, now: Instant) 
 /// is booked more than [`LEAD`] ahead of now, reach past every booking made so far. Such a window holds
 /// `to` and the bookings after `from`: at most floor(rate) − 1 of them while `from` is still among a
 /// level's last floor(rate) bookings. Later bookings count `to`.
-fn shift(pacers: &[&Pacer], from: Instant, to: Instant) -> bool {
+fn shift(pacers: &[&Pacer], from: Instant, to: Instant) {
     let mut levels: Vec<_> = pacers.iter().map(|p| p.lock()).collect();
     let found: Option<Vec<usize>> = levels.iter().map(|s| s.movable(from)).collect();
-    let Some(found) = found else { return false };
+    let Some(found) = found else { return };
     for (s, i) in levels.iter_mut().zip(found) {
         s.booked.remove(i);
         let at = s.booked.partition_point(|&b| b <= to);
@@ -221,7 +220,6 @@ fn shift(pacers: &[&Pacer], from: Instant, to: Instant) -> bool {
         let after = to + s.spacing();
         s.next = Some(s.next.map_or(after, |n| n.max(after)));
     }
-    true
 }
 
 /// How the account CPS is shared among running campaigns: by weight (`account_cps_share`), each capped by
