@@ -45,6 +45,8 @@ pub struct Engine {
     pub account: Pacer,
     /// POST round trips, for where each call's arrival is counted ([`pacing::arrived`]).
     pub trips: pacing::Trips,
+    /// The same for operator legs (another endpoint, its own fastest trip).
+    pub ring_trips: pacing::Trips,
     /// Concurrent REST requests (Little's law, up to `TWILIO_MAX_CONCURRENT_REQUESTS`).
     pub rest: Arc<RestLimiter>,
     /// How often the operator loop runs.
@@ -123,6 +125,7 @@ impl Engine {
             // Until the first heartbeat says otherwise, assume we are alone.
             account: Pacer::new(config.account_cps, config.pacing_margin),
             trips: pacing::Trips::new(),
+            ring_trips: pacing::Trips::new(),
             rest: RestLimiter::new(config.max_concurrent_requests, config.account_cps),
             operator_poll: config.operators.poll,
             created,

@@ -92,7 +92,7 @@ async fn ring(engine: &Engine, r: Ring) -> Result<(), StoreError> {
         // A participant is an outbound call: it counts against the account's CPS like ours.
         let at = super::pacing::book(&[&engine.account], tokio::time::Instant::now()).await;
         let _permit = engine.rest.acquire().await;
-        super::pacing::wait_for(&[&engine.account], at).await;
+        let at = super::pacing::wait_for(&[&engine.account], at).await;
         let req = CreateParticipant {
             from: r.caller_id.clone(),
             to: r.identity.client_address(),
@@ -103,7 +103,9 @@ async fn ring(engine: &Engine, r: Ring) -> Result<(), StoreError> {
             end_conference_on_exit: true,
         };
         let conference = format!("transfer-{}", r.attempt_id);
-        match engine.twilio.create_participant(&conference, &req).await {
+        let created = engine.twilio.create_participant(&conference, &req).await;
+        super::pacing::arrived(&[&engine.account], &engine.ring_trips, at, tokio::time::Instant::now());
+        match created {
             Ok(p) => engine.store.transfers_leg_created(r.attempt_id, r.ring_no, &p.call_sid).await,
             Err(e) => {
                 tracing::warn!(error = %e, "ringing an operator failed");
