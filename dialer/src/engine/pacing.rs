@@ -184,7 +184,10 @@ impl Trips {
         Self { fastest: Mutex::new(Fastest { since: None, current: None, previous: None }) }
     }
 
-    /// Records one round trip; returns how much longer than the fastest recent one it took.
+    /// Records one round trip; returns how much longer than the fastest recent one it took. Without a
+    /// recent one (the first POSTs, after a quiet spell) the whole trip counts: the first POST of a run
+    /// also opens its connection, and taken as the baseline it would hide its own lateness (it reached
+    /// the simulator 7 ms after its slot and the call a window later came 999 ms after it).
     fn excess(&self, took: Duration, now: Instant) -> Duration {
         let mut f = self.fastest.lock().unwrap_or_else(|e| e.into_inner());
         match f.since {
@@ -195,9 +198,12 @@ impl Trips {
             }
             _ => *f = Fastest { since: Some(now), current: None, previous: None },
         }
-        let current = f.current.map_or(took, |c| c.min(took));
-        f.current = Some(current);
-        took.saturating_sub(f.previous.map_or(current, |p| p.min(current)))
+        let before = match (f.current, f.previous) {
+            (Some(c), Some(p)) => Some(c.min(p)),
+            (c, p) => c.or(p),
+        };
+        f.current = Some(f.current.map_or(took, |c| c.min(took)));
+        before.map_or(took, |b| took.saturating_sub(b))
     }
 }
 
@@ -480,7 +486,9 @@ mod tests {
         let trips = Trips::new();
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        assert_eq!(trips.excess(ms(2), t0), ms(0));
+        // The first trip has nothing to compare with: all of it counts.
+        assert_eq!(trips.excess(ms(3), t0), ms(3));
+        assert_eq!(trips.excess(ms(2), t0 + ms(5)), ms(0));
         assert_eq!(trips.excess(ms(9), t0 + ms(10)), ms(7));
         // A new period starts with a slow trip: the previous period's fastest is still the baseline.
         assert_eq!(trips.excess(ms(10), t0 + FASTEST_FOR + ms(1)), ms(8));
@@ -488,8 +496,8 @@ mod tests {
         // Two periods on, the first period's 2 ms is gone: the path's new speed is the baseline.
         assert_eq!(trips.excess(ms(5), t0 + 2 * FASTEST_FOR + ms(3)), ms(1));
         assert_eq!(trips.excess(ms(6), t0 + 3 * FASTEST_FOR + ms(4)), ms(1));
-        // After a long quiet spell nothing old counts.
-        assert_eq!(trips.excess(ms(30), t0 + 10 * FASTEST_FOR), ms(0));
+        // After a long quiet spell nothing old counts, so the next trip counts whole again.
+        assert_eq!(trips.excess(ms(30), t0 + 10 * FASTEST_FOR), ms(30));
     }
 
     #[tokio::test(start_paused = true)]
