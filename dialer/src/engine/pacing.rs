@@ -351,49 +351,14 @@ mod tests {
         }
     }
 
-    /// Send instants of CPS 100 (both levels) for 20 s, where every tenth call is woken 1–10 ms after its
-    /// booked instant (a busy box) and round trips take 1 ms; `count_arrivals` reports each answer.
-    async fn sends_with_late_wakes(count_arrivals: bool) -> Vec<Instant> {
-        let margin = Duration::from_millis(5);
-        let campaign = std::sync::Arc::new(Pacer::new(100.0, margin));
-        let account = std::sync::Arc::new(Pacer::new(100.0, margin));
-        let trips = std::sync::Arc::new(Trips::new());
-        let stop = Instant::now() + Duration::from_secs(20) + Duration::from_millis(500);
-        let sent = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let mut set = tokio::task::JoinSet::new();
-        for w in 0..32u64 {
-            let (campaign, account, trips, sent) = (campaign.clone(), account.clone(), trips.clone(), sent.clone());
-            set.spawn(async move {
-                let mut n = w;
-                while Instant::now() < stop {
-                    let at = book(&[&campaign, &account], Instant::now()).await;
-                    n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    if (n >> 20) % 10 == 0 {
-                        tokio::time::sleep_until(at + Duration::from_millis(1 + (n >> 33) % 10)).await;
-                    }
-                    let at = wait_for(&[&campaign, &account], at).await;
-                    sent.lock().unwrap().push(Instant::now());
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    if count_arrivals {
-                        arrived(&[&campaign, &account], &trips, at, Instant::now());
-                    }
-                }
-            });
-        }
-        while set.join_next().await.is_some() {}
-        let mut times = sent.lock().unwrap().clone();
-        times.sort();
-        times
-    }
-
     #[tokio::test(start_paused = true)]
     async fn calls_woken_late_are_counted_where_they_leave_and_keep_the_windows() {
         // Late calls leave at once; uncounted, they put 101 into a second.
-        let uncounted = sends_with_late_wakes(false).await;
+        let uncounted = paced_arrivals(late_wakes(), false).await;
         assert!(peak(&uncounted) > 100, "the scenario no longer tests anything: peak {}", peak(&uncounted));
         // Their answers move their bookings to where they left: the windows hold, and each late wake costs
         // its lateness once, not a slot.
-        let times = sends_with_late_wakes(true).await;
+        let times = paced_arrivals(late_wakes(), true).await;
         assert!(peak(&times) <= 100, "peak {}", peak(&times));
         let rate = rate_over(&times, 20);
         assert!(rate >= 98.0, "{rate}/s");
@@ -433,30 +398,38 @@ mod tests {
         assert!(peak(&times) <= 10, "peak {}", peak(&times));
     }
 
-    /// Arrival instants of CPS 100 (both levels) for 20 s, where one POST in ten takes 8 ms longer on the
-    /// way; `count_arrivals` reports each answer to the pacer.
-    async fn arrivals_with_slow_trips(count_arrivals: bool) -> Vec<Instant> {
+    /// How one call in a [`paced_arrivals`] run goes: woken this late after its booking, then this long on
+    /// the way to Twilio and this long back. `n` is a pseudo-random number of the call.
+    struct Trip {
+        late: fn(u64) -> Duration,
+        out: fn(u64) -> Duration,
+        back: Duration,
+    }
+
+    /// Arrival instants of CPS 100 (both levels) for 20 s from 32 callers; `count_arrivals` reports each
+    /// answer to the pacer.
+    async fn paced_arrivals(trip: Trip, count_arrivals: bool) -> Vec<Instant> {
         let margin = Duration::from_millis(5);
         let campaign = std::sync::Arc::new(Pacer::new(100.0, margin));
         let account = std::sync::Arc::new(Pacer::new(100.0, margin));
         let trips = std::sync::Arc::new(Trips::new());
         let stop = Instant::now() + Duration::from_secs(20) + Duration::from_millis(500);
         let arrived_at = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let trip = std::sync::Arc::new(trip);
         let mut set = tokio::task::JoinSet::new();
         for w in 0..32u64 {
-            let (campaign, account, trips, arrived_at) =
-                (campaign.clone(), account.clone(), trips.clone(), arrived_at.clone());
+            let (campaign, account, trips, arrived_at, trip) =
+                (campaign.clone(), account.clone(), trips.clone(), arrived_at.clone(), trip.clone());
             set.spawn(async move {
                 let mut n = w;
                 while Instant::now() < stop {
                     let at = book(&[&campaign, &account], Instant::now()).await;
-                    let at = wait_for(&[&campaign, &account], at).await;
                     n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    let trip =
-                        if (n >> 20) % 10 == 0 { Duration::from_micros(8500) } else { Duration::from_micros(500) };
-                    tokio::time::sleep(trip).await;
+                    tokio::time::sleep_until(at + (trip.late)(n)).await;
+                    let at = wait_for(&[&campaign, &account], at).await;
+                    tokio::time::sleep((trip.out)(n)).await;
                     arrived_at.lock().unwrap().push(Instant::now());
-                    tokio::time::sleep(Duration::from_micros(500)).await;
+                    tokio::time::sleep(trip.back).await;
                     if count_arrivals {
                         arrived(&[&campaign, &account], &trips, at, Instant::now());
                     }
@@ -469,12 +442,30 @@ mod tests {
         times
     }
 
+    /// One POST in ten takes 8 ms longer on the way.
+    fn slow_trips() -> Trip {
+        Trip {
+            late: |_| Duration::ZERO,
+            out: |n| Duration::from_micros(if (n >> 20) % 10 == 0 { 8500 } else { 500 }),
+            back: Duration::from_micros(500),
+        }
+    }
+
+    /// One call in ten is woken 1–10 ms after its booked instant (a busy box); a 1 ms round trip.
+    fn late_wakes() -> Trip {
+        Trip {
+            late: |n| if (n >> 20) % 10 == 0 { Duration::from_millis(1 + (n >> 33) % 10) } else { Duration::ZERO },
+            out: |_| Duration::ZERO,
+            back: Duration::from_millis(1),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_post_slow_on_its_way_moves_its_booking_so_arrivals_keep_the_window() {
         // Without counting arrivals a slow trip puts 101 into a second as Twilio counts it.
-        let uncounted = arrivals_with_slow_trips(false).await;
+        let uncounted = paced_arrivals(slow_trips(), false).await;
         assert!(peak(&uncounted) > 100, "the scenario no longer tests anything: peak {}", peak(&uncounted));
-        let times = arrivals_with_slow_trips(true).await;
+        let times = paced_arrivals(slow_trips(), true).await;
         assert!(peak(&times) <= 100, "peak {}", peak(&times));
         let rate = rate_over(&times, 20);
         // One call in ten 8 ms slow is a heavy load; each costs its excess once.
