@@ -277,8 +277,9 @@ async fn post(
     }
     let started = Instant::now();
     let result = engine.twilio.create_call(&req).await;
-    pacing::arrived(&[&c.pacer, &engine.account], &engine.trips, at, Instant::now());
-    m.twilio_request_duration.with_label_values(&["create"]).observe(started.elapsed().as_secs_f64());
+    let answered = Instant::now();
+    pacing::arrived(&[&c.pacer, &engine.account], &engine.trips, at, answered);
+    m.twilio_request_duration.with_label_values(&["create"]).observe((answered - started).as_secs_f64());
     match result {
         Ok(call) => {
             tracing::Span::current().record("call_sid", call.sid.as_str());
