@@ -6,7 +6,6 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Extension;
 use dialer_core::domain::{AnsweredBy, CallSid};
 use dialer_core::metrics::Metrics;
 use dialer_core::store::AmdApplied;
@@ -14,10 +13,7 @@ use dialer_core::store::AmdApplied;
 use crate::signature::TwilioRequest;
 use crate::{ApiError, App};
 
-pub(crate) async fn amd(
-    State(app): State<App>,
-    Extension(req): Extension<TwilioRequest>,
-) -> Result<StatusCode, ApiError> {
+pub(crate) async fn amd(State(app): State<App>, req: TwilioRequest) -> Result<StatusCode, ApiError> {
     let sid = req.param("CallSid").ok_or_else(|| ApiError::BadRequest("CallSid is missing".into()))?;
     let sid = CallSid::parse(sid).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let ab = req.param("AnsweredBy").ok_or_else(|| ApiError::BadRequest("AnsweredBy is missing".into()))?;

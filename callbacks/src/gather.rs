@@ -1,7 +1,6 @@
 //! `/gather/{token}?menu=NAME&n=REPEATS`: what a keypress (or no input) leads to.
 
 use axum::extract::{Query, State};
-use axum::Extension;
 use dialer_core::domain::script::Action;
 use dialer_core::metrics::Metrics;
 use dialer_core::store::TRANSFERRED_RESULT;
@@ -23,7 +22,7 @@ pub(crate) struct GatherQuery {
 pub(crate) async fn gather(
     State(app): State<App>,
     Query(q): Query<GatherQuery>,
-    Extension(req): Extension<TwilioRequest>,
+    req: TwilioRequest,
 ) -> Result<Twiml, ApiError> {
     let (ctx, script) = bound_context(&app, &req).await?;
     let metrics = Metrics::global();

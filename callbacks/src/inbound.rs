@@ -4,7 +4,6 @@
 //! message and may be transferred.
 
 use axum::extract::State;
-use axum::Extension;
 use dialer_core::domain::script::Script;
 use dialer_core::domain::{AttemptToken, CallSid, E164};
 use dialer_core::metrics::Metrics;
@@ -14,10 +13,7 @@ use crate::script::{unknown_caller, CallScript, Twiml};
 use crate::signature::SignedRequest;
 use crate::{ApiError, App};
 
-pub(crate) async fn inbound_call(
-    State(app): State<App>,
-    Extension(req): Extension<SignedRequest>,
-) -> Result<Twiml, ApiError> {
+pub(crate) async fn inbound_call(State(app): State<App>, req: SignedRequest) -> Result<Twiml, ApiError> {
     let sid = req.param("CallSid").ok_or_else(|| ApiError::BadRequest("CallSid is missing".into()))?;
     let sid = CallSid::parse(sid).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let to = req.param("To").and_then(|t| E164::parse(t, None).ok());

@@ -6,7 +6,8 @@
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{OriginalUri, Request, State};
+use axum::extract::{FromRequestParts, OriginalUri, Request, State};
+use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -36,6 +37,24 @@ impl TwilioRequest {
         self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
+
+/// Handlers take the gate's [`TwilioRequest`] and [`SignedRequest`] out of the request rather than
+/// cloning them as `Extension` would: each is there for its one handler, and a callback's parameters are
+/// a few dozen strings.
+macro_rules! taken_from_extensions {
+    ($t:ty) => {
+        impl<S: Send + Sync> FromRequestParts<S> for $t {
+            type Rejection = StatusCode;
+
+            async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+                // Missing only if a route were wired without its gate.
+                parts.extensions.remove::<Self>().ok_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+        }
+    };
+}
+taken_from_extensions!(TwilioRequest);
+taken_from_extensions!(SignedRequest);
 
 /// A signed request to a route without an attempt: the inbound webhooks and SMS delivery callbacks.
 #[derive(Debug, Clone)]

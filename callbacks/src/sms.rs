@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Extension;
 use dialer_core::domain::campaign::CampaignFile;
 use dialer_core::domain::sms::{read_reply, MessageStatus, Reply};
 use dialer_core::domain::E164;
@@ -18,10 +17,7 @@ use crate::signature::SignedRequest;
 use crate::{ApiError, App};
 
 /// A delivery callback: stored once, applied in any order (the status only moves forward).
-pub(crate) async fn status(
-    State(app): State<App>,
-    Extension(req): Extension<SignedRequest>,
-) -> Result<StatusCode, ApiError> {
+pub(crate) async fn status(State(app): State<App>, req: SignedRequest) -> Result<StatusCode, ApiError> {
     let token = req.message.ok_or(ApiError::Forbidden("no message token"))?;
     let sid = req
         .param("MessageSid")
@@ -53,10 +49,7 @@ pub(crate) async fn status(
 }
 
 /// A text from a customer. Replies in the campaign's language when it has something to say.
-pub(crate) async fn inbound(
-    State(app): State<App>,
-    Extension(req): Extension<SignedRequest>,
-) -> Result<MessagingTwiml, ApiError> {
+pub(crate) async fn inbound(State(app): State<App>, req: SignedRequest) -> Result<MessagingTwiml, ApiError> {
     let from = req.param("From").ok_or_else(|| ApiError::BadRequest("From is missing".into()))?;
     let body = req.param("Body").unwrap_or_default();
     let metrics = Metrics::global();

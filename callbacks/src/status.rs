@@ -3,10 +3,9 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Extension;
 use chrono::{DateTime, Utc};
 use dialer_core::domain::{AnsweredBy, CallSid, CallStatus};
-use dialer_core::store::{EventApplied, StatusEvent};
+use dialer_core::store::{EventApplied, EventParams, StatusEvent};
 
 use crate::signature::TwilioRequest;
 use crate::{ApiError, App};
@@ -31,9 +30,7 @@ pub fn parse_status_event(attempt_id: i64, req: &TwilioRequest) -> Result<Status
     // An unreadable Timestamp is not worth refusing the event for; the write time stands in.
     let timestamp =
         req.param("Timestamp").and_then(|t| DateTime::parse_from_rfc2822(t).ok()).map(|t| t.with_timezone(&Utc));
-    let params = serde_json::Value::Object(
-        req.params.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
-    );
+    let params = EventParams::from_form(&req.params);
     Ok(StatusEvent {
         attempt_id,
         call_sid,
@@ -49,10 +46,7 @@ pub fn parse_status_event(attempt_id: i64, req: &TwilioRequest) -> Result<Status
     })
 }
 
-pub(crate) async fn status(
-    State(app): State<App>,
-    Extension(req): Extension<TwilioRequest>,
-) -> Result<StatusCode, ApiError> {
+pub(crate) async fn status(State(app): State<App>, req: TwilioRequest) -> Result<StatusCode, ApiError> {
     let event = parse_status_event(req.token.attempt_id(), &req).map_err(ApiError::BadRequest)?;
     match app.ingest.submit(event).await? {
         EventApplied::New { .. } | EventApplied::Duplicate => Ok(StatusCode::OK),

@@ -12,7 +12,6 @@
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::Extension;
 use dialer_core::domain::operators;
 use dialer_core::domain::{CallSid, CallStatus, TransferState};
 use dialer_core::metrics::Metrics;
@@ -74,7 +73,7 @@ pub(crate) async fn enter(
 }
 
 /// `waitUrl`: "please hold" in the script's language, then hold music or a pause; Twilio loops it.
-pub(crate) async fn hold(State(app): State<App>, Extension(req): Extension<TwilioRequest>) -> Result<Twiml, ApiError> {
+pub(crate) async fn hold(State(app): State<App>, req: TwilioRequest) -> Result<Twiml, ApiError> {
     let (ctx, script) = bound_context(&app, &req).await?;
     let settings = ctx.operator_settings();
     let r = Response::new().verb(script.say(&operators::hold_message(&script.script)));
@@ -86,10 +85,7 @@ pub(crate) async fn hold(State(app): State<App>, Extension(req): Extension<Twili
 
 /// The conference's status callback: its SID is what announcements address; the callee leaving it while
 /// still waiting is an abandoned call (for a caller who called us, the only sign of it).
-pub(crate) async fn conference(
-    State(app): State<App>,
-    Extension(req): Extension<TwilioRequest>,
-) -> Result<StatusCode, ApiError> {
+pub(crate) async fn conference(State(app): State<App>, req: TwilioRequest) -> Result<StatusCode, ApiError> {
     let attempt_id = req.token.attempt_id();
     let store = &app.state.store;
     if let Some(sid) = req.param("ConferenceSid").filter(|s| s.starts_with("CF")) {
@@ -112,13 +108,13 @@ pub(crate) async fn conference(
 }
 
 /// The `<Dial>`'s action: the conversation (or the conference) is over.
-pub(crate) async fn done(State(app): State<App>, Extension(req): Extension<TwilioRequest>) -> Result<Twiml, ApiError> {
+pub(crate) async fn done(State(app): State<App>, req: TwilioRequest) -> Result<Twiml, ApiError> {
     let (_, script) = bound_context(&app, &req).await?;
     Ok(Twiml(script.goodbye(Vec::new())))
 }
 
 /// Nobody answered within the hold limit (the dialer redirected the call here): offer a call back.
-pub(crate) async fn offer(State(app): State<App>, Extension(req): Extension<TwilioRequest>) -> Result<Twiml, ApiError> {
+pub(crate) async fn offer(State(app): State<App>, req: TwilioRequest) -> Result<Twiml, ApiError> {
     let (_, script) = bound_context(&app, &req).await?;
     let choice = script.url("transfer/choice");
     let gather = Gather::new()
@@ -132,10 +128,7 @@ pub(crate) async fn offer(State(app): State<App>, Extension(req): Extension<Twil
 }
 
 /// The answer to the offer: key 1 asks for a call back; anything else, or nothing, declines.
-pub(crate) async fn choice(
-    State(app): State<App>,
-    Extension(req): Extension<TwilioRequest>,
-) -> Result<Twiml, ApiError> {
+pub(crate) async fn choice(State(app): State<App>, req: TwilioRequest) -> Result<Twiml, ApiError> {
     let (ctx, script) = bound_context(&app, &req).await?;
     let wants = req.param("Digits") == Some("1");
     let campaign = ctx.campaign_id.to_string();
@@ -159,7 +152,7 @@ pub(crate) struct LegQuery {
 pub(crate) async fn operator_status(
     State(app): State<App>,
     Query(q): Query<LegQuery>,
-    Extension(req): Extension<TwilioRequest>,
+    req: TwilioRequest,
 ) -> Result<StatusCode, ApiError> {
     let sid = req.param("CallSid").ok_or_else(|| ApiError::BadRequest("CallSid is missing".into()))?;
     let sid = CallSid::parse(sid).map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -209,7 +202,7 @@ pub(crate) struct AnnounceQuery {
 pub(crate) async fn announce(
     State(app): State<App>,
     Query(q): Query<AnnounceQuery>,
-    Extension(req): Extension<TwilioRequest>,
+    req: TwilioRequest,
 ) -> Result<Twiml, ApiError> {
     let attempt_id = req.token.attempt_id();
     let text = app

@@ -1,7 +1,6 @@
 //! `/twiml/{token}`: the first TwiML of an attempt.
 
 use axum::extract::State;
-use axum::Extension;
 use dialer_core::domain::{AnsweredBy, CallSid};
 use dialer_core::metrics::Metrics;
 use dialer_core::store::{Binding, CallContext};
@@ -41,7 +40,7 @@ pub(crate) async fn attempt_context(
     Ok((ctx, script))
 }
 
-pub(crate) async fn twiml(State(app): State<App>, Extension(req): Extension<TwilioRequest>) -> Result<Twiml, ApiError> {
+pub(crate) async fn twiml(State(app): State<App>, req: TwilioRequest) -> Result<Twiml, ApiError> {
     let (ctx, script) = bound_context(&app, &req).await?;
     Metrics::global().callbacks_received.with_label_values(&["twiml"]).inc();
     // Synchronous AMD: the TwiML request waits for detection and carries its result.

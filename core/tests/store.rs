@@ -194,7 +194,7 @@ mod claims {
 #[tokio::test]
 async fn a_batch_holding_two_attempts_of_one_contact_settles_like_one_by_one() {
     use dialer_core::domain::{CallSid, CallStatus};
-    use dialer_core::store::{EventApplied, StatusEvent, Store};
+    use dialer_core::store::{EventApplied, EventParams, StatusEvent, Store};
 
     async fn setup(store: &Store) -> (i64, i64) {
         let id = store.campaigns_insert(&CampaignSpec::parse(CAMPAIGN, "c.toml").unwrap()).await.unwrap();
@@ -229,7 +229,7 @@ async fn a_batch_holding_two_attempts_of_one_contact_settles_like_one_by_one() {
             timestamp: None,
             queue_time_ms: None,
             idempotency_token: None,
-            params: serde_json::json!({}),
+            params: EventParams::from_form(&[]),
         }
     }
     async fn state(store: &Store, old: i64) -> Vec<(String, Option<String>, i32, String)> {

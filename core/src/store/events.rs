@@ -15,7 +15,7 @@ use sqlx::PgConnection;
 use super::results::{settle_many_in, Settled, TerminalFacts};
 use super::transitions::{answered_many_in, bind_call_sid_in, Binding, Progress};
 use super::{Result, Store};
-use crate::domain::{AnsweredBy, AttemptState, CallSid, CallStatus};
+use crate::domain::{AnsweredBy, AttemptState, AttemptTransition, CallSid, CallStatus};
 
 /// One StatusCallback, parsed at the edge.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +36,28 @@ pub struct StatusEvent {
     /// The `I-Twilio-Idempotency-Token` header: the same token is a retried delivery.
     pub idempotency_token: Option<String>,
     /// Every form parameter, kept for audit.
-    pub params: Value,
+    pub params: EventParams,
+}
+
+/// A callback's form parameters as a JSON object, kept for audit in `call_events.params` (`json`: the
+/// text as written). Written straight from the pairs (no `Value` tree to build, clone and serialize
+/// again for each of thousands of callbacks a second); a repeated key appears once per value, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventParams(String);
+
+impl EventParams {
+    pub fn from_form(pairs: &[(String, String)]) -> Self {
+        use serde::Serializer;
+        let mut out = Vec::with_capacity(2 + pairs.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>());
+        serde_json::Serializer::new(&mut out)
+            .collect_map(pairs.iter().map(|(k, v)| (k, v)))
+            .expect("strings always serialize");
+        Self(String::from_utf8(out).expect("serde_json writes UTF-8"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// What storing one callback did.
@@ -99,7 +120,7 @@ impl Store {
         let inserted = sqlx::query_scalar!(
             "INSERT INTO call_events (attempt_id, call_sid, kind, sequence_number, params)
              VALUES ($1, $2, 'amd', $3, $4)
-             ON CONFLICT DO NOTHING RETURNING id",
+             ON CONFLICT DO NOTHING RETURNING attempt_id",
             attempt_id,
             call_sid as _,
             AMD_SEQUENCE,
@@ -138,33 +159,61 @@ async fn apply_many_in(conn: &mut PgConnection, events: &[StatusEvent]) -> Resul
     let mut ids: Vec<i64> = events.iter().map(|e| e.attempt_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    // Locks the batch's attempts in id order, so concurrent writers (replicas) cannot deadlock.
-    // With each, the newest status event already stored: an event older than it arrived out of order.
-    let locked = sqlx::query!(
-        r#"SELECT a.id, a.call_sid AS "call_sid: CallSid",
+    let sids: Vec<&CallSid> = events.iter().map(|e| &e.call_sid).collect();
+    // One read without locks: the batch's attempts (their CallSid, state and newest stored status event,
+    // an older one arrived out of order) and the attempts that own the batch's CallSids. Most events
+    // (`initiated`, `ringing` of a bound call) write no attempt row, and a row lock is a write: only the
+    // attempts this batch may change are locked, below.
+    let read = sqlx::query!(
+        r#"SELECT a.id, a.call_sid AS "call_sid: CallSid", a.state AS "state: AttemptState",
                   (SELECT max(e.sequence_number) FROM call_events e
                    WHERE e.attempt_id = a.id AND e.kind = 'status') AS seq_before
            FROM attempts a
-           WHERE a.id = ANY($1) ORDER BY a.id FOR UPDATE OF a"#,
-        &ids
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    let sids: Vec<&CallSid> = events.iter().map(|e| &e.call_sid).collect();
-    let owners: HashMap<CallSid, i64> = sqlx::query!(
-        r#"SELECT call_sid AS "call_sid!: CallSid", id FROM attempts WHERE call_sid = ANY($1::text[])"#,
+           WHERE a.id = ANY($1) OR a.call_sid = ANY($2::text[])"#,
+        &ids,
         &sids as _
     )
     .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|r| (r.call_sid, r.id))
-    .collect();
+    .await?;
+    let owners: HashMap<&CallSid, i64> = read.iter().filter_map(|r| Some((r.call_sid.as_ref()?, r.id))).collect();
+    let mut attempts: HashMap<i64, (Option<CallSid>, Option<i32>)> = HashMap::with_capacity(ids.len());
+    // Binding a CallSid must see the row as it is; the other writes are guarded statements, locked here
+    // only so that every batch takes its locks in id order (no deadlock between writers).
+    let mut lock: Vec<i64> = Vec::new();
+    for r in read.iter().filter(|r| ids.binary_search(&r.id).is_ok()) {
+        if r.call_sid.is_none() || AttemptTransition::Created.from().contains(&r.state) {
+            lock.push(r.id);
+        }
+        attempts.insert(r.id, (r.call_sid.clone(), r.seq_before));
+    }
+    for e in events {
+        let writes = e.status == CallStatus::InProgress || e.status.is_terminal() || e.queue_time_ms.is_some();
+        if writes && attempts.get(&e.attempt_id).is_some_and(|(sid, _)| sid.as_ref() == Some(&e.call_sid)) {
+            lock.push(e.attempt_id);
+        }
+    }
+    lock.sort_unstable();
+    lock.dedup();
+    if !lock.is_empty() {
+        for l in sqlx::query!(
+            r#"SELECT a.id, a.call_sid AS "call_sid: CallSid",
+                      (SELECT max(e.sequence_number) FROM call_events e
+                       WHERE e.attempt_id = a.id AND e.kind = 'status') AS seq_before
+               FROM attempts a
+               WHERE a.id = ANY($1) ORDER BY a.id FOR UPDATE OF a"#,
+            &lock
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        {
+            attempts.insert(l.id, (l.call_sid, l.seq_before));
+        }
+    }
 
     // Which call each attempt belongs to, as this batch goes: the first genuine CallSid binds an
     // attempt that has none yet.
-    let mut bound: HashMap<i64, Option<CallSid>> = locked.iter().map(|l| (l.id, l.call_sid.clone())).collect();
-    let seq_before: HashMap<i64, i32> = locked.iter().filter_map(|l| Some((l.id, l.seq_before?))).collect();
+    let seq_before: HashMap<i64, i32> = attempts.iter().filter_map(|(id, (_, n))| Some((*id, (*n)?))).collect();
+    let mut bound: HashMap<i64, Option<CallSid>> = attempts.into_iter().map(|(id, (sid, _))| (id, sid)).collect();
     let mut out: Vec<Option<EventApplied>> = vec![None; events.len()];
     let mut accepted: Vec<usize> = Vec::new();
     for (i, e) in events.iter().enumerate() {
@@ -190,13 +239,13 @@ async fn apply_many_in(conn: &mut PgConnection, events: &[StatusEvent]) -> Resul
     let a_seq: Vec<i32> = accepted.iter().map(|&i| events[i].sequence_number).collect();
     let a_status: Vec<CallStatus> = accepted.iter().map(|&i| events[i].status).collect();
     let a_tokens: Vec<Option<&str>> = accepted.iter().map(|&i| events[i].idempotency_token.as_deref()).collect();
-    let a_params: Vec<&Value> = accepted.iter().map(|&i| &events[i].params).collect();
+    let a_params: Vec<&str> = accepted.iter().map(|&i| events[i].params.as_str()).collect();
     let inserted = sqlx::query!(
         r#"INSERT INTO call_events (attempt_id, call_sid, kind, sequence_number, call_status, idempotency_token, params)
-           SELECT a, s, 'status', n, st, t, p
-           FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::jsonb[]) AS u(a, s, n, st, t, p)
+           SELECT a, s, 'status', n, st, t, p::json
+           FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[]) AS u(a, s, n, st, t, p)
            ON CONFLICT DO NOTHING
-           RETURNING call_sid AS "call_sid: CallSid", sequence_number"#,
+           RETURNING attempt_id, sequence_number"#,
         &a_ids,
         &a_sids as _,
         &a_seq,
@@ -206,14 +255,14 @@ async fn apply_many_in(conn: &mut PgConnection, events: &[StatusEvent]) -> Resul
     )
     .fetch_all(&mut *conn)
     .await?;
-    let mut fresh: HashSet<(CallSid, i32)> = inserted.into_iter().map(|r| (r.call_sid, r.sequence_number)).collect();
+    let mut fresh: HashSet<(i64, i32)> = inserted.into_iter().map(|r| (r.attempt_id, r.sequence_number)).collect();
 
     // New events per attempt, in sequence order.
     let mut per_attempt: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
     for &i in &accepted {
         let e = &events[i];
         // The first input with a stored key is the new one; a copy later in the batch is a duplicate.
-        if fresh.remove(&(e.call_sid.clone(), e.sequence_number)) {
+        if fresh.remove(&(e.attempt_id, e.sequence_number)) {
             per_attempt.entry(e.attempt_id).or_default().push(i);
         } else {
             out[i] = Some(EventApplied::Duplicate);

@@ -36,7 +36,7 @@ pub use campaigns::*;
 pub use console_sessions::ConsoleSession;
 pub use contacts::*;
 pub use dnc::DncEntry;
-pub use events::{AmdApplied, EventApplied, StatusEvent};
+pub use events::{AmdApplied, EventApplied, EventParams, StatusEvent};
 pub use messages::{DueMessage, MessageCounts, MessageEventApplied, RepliedMessage};
 pub use operators::{HoldExpired, LegApplied, LegToClose, LiveCall, OperatorCounts, OperatorRow, Ring, TransferRow};
 pub use results::*;
