@@ -148,6 +148,15 @@ async fn the_same_callback_delivered_three_times_is_stored_and_applied_once() {
     let sig = app.sign(&path, &other);
     assert_eq!(app.post_raw(&path, &other, Some(&sig), Some("idem-1")).await.status(), 200);
     assert_eq!(app.scalar_i64("SELECT count(*) FROM call_events").await, 1);
+    // The stored event keeps the whole form for audit, as JSON.
+    let form_in_db = format!(
+        "SELECT count(*) FROM call_events WHERE params->>'CallStatus' = 'busy' AND params->>'CallSid' = '{}'
+           AND params->>'SipResponseCode' = '486' AND json_typeof(params) = 'object'
+           AND (SELECT count(*) FROM json_object_keys(params)) = {}",
+        call.sid.as_str(),
+        params.len()
+    );
+    assert_eq!(app.scalar_i64(&form_in_db).await, 1);
     let c = app.contact_row(call.contact_id).await;
     assert_eq!(c.state, ContactState::Pending);
 }

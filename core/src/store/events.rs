@@ -338,3 +338,23 @@ async fn apply_many_in(conn: &mut PgConnection, events: &[StatusEvent]) -> Resul
     }
     Ok(out.into_iter().map(|o| o.expect("every event answered")).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::EventParams;
+
+    #[test]
+    fn params_are_a_json_object_of_every_pair_in_order_with_text_escaped() {
+        let pairs: Vec<(String, String)> =
+            [("CallSid", "CA1"), ("To", "+8190\"1\\2"), ("Digits", "1"), ("Digits", "2")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let p = EventParams::from_form(&pairs);
+        assert_eq!(p.as_str(), r#"{"CallSid":"CA1","To":"+8190\"1\\2","Digits":"1","Digits":"2"}"#);
+        // Valid JSON: PostgreSQL's `json` input accepts exactly what a JSON parser does.
+        let v: serde_json::Value = serde_json::from_str(p.as_str()).unwrap();
+        assert_eq!(v["To"], "+8190\"1\\2");
+        assert_eq!(EventParams::from_form(&[]).as_str(), "{}");
+    }
+}
