@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use dialer_core::domain::{AnsweredBy, CallSid};
 use dialer_core::metrics::Metrics;
-use dialer_core::store::AmdApplied;
+use dialer_core::store::{AmdApplied, EventParams};
 
 use crate::signature::TwilioRequest;
 use crate::{ApiError, App};
@@ -18,9 +18,7 @@ pub(crate) async fn amd(State(app): State<App>, req: TwilioRequest) -> Result<St
     let sid = CallSid::parse(sid).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let ab = req.param("AnsweredBy").ok_or_else(|| ApiError::BadRequest("AnsweredBy is missing".into()))?;
     let ab = AnsweredBy::parse(ab).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let params = serde_json::Value::Object(
-        req.params.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
-    );
+    let params = EventParams::from_form(&req.params);
     let metrics = Metrics::global();
     match app.state.store.events_record_amd(req.token.attempt_id(), &sid, ab, &params).await? {
         AmdApplied::New => metrics.callbacks_received.with_label_values(&["amd"]).inc(),

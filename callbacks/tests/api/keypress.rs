@@ -116,6 +116,10 @@ async fn async_amd_is_stored_once() {
         assert_eq!(app.post(&format!("/amd/{}", call.token), &p).await.status(), 200);
     }
     assert_eq!(app.scalar_i64("SELECT count(*) FROM call_events WHERE kind = 'amd'").await, 1);
+    // Its whole form is kept for audit, as a status callback's is.
+    let kept = "SELECT count(*) FROM call_events WHERE kind = 'amd' AND params->>'AnsweredBy' = 'machine_start'
+                  AND params->>'MachineDetectionDuration' = '2100'";
+    assert_eq!(app.scalar_i64(kept).await, 1);
     assert_eq!(app.status(&call, &Event::new("completed", 3)).await, 200);
     let outcome: (String, String) = sqlx::query_as("SELECT outcome, answered_by FROM attempts WHERE id = $1")
         .bind(call.attempt_id)

@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sqlx::PgConnection;
 
 use super::results::{settle_many_in, Settled, TerminalFacts};
@@ -109,7 +108,7 @@ impl Store {
         attempt_id: i64,
         call_sid: &CallSid,
         answered_by: AnsweredBy,
-        params: &Value,
+        params: &EventParams,
     ) -> Result<AmdApplied> {
         let mut tx = self.pool.begin().await?;
         match bind_call_sid_in(&mut tx, attempt_id, call_sid).await? {
@@ -119,12 +118,12 @@ impl Store {
         }
         let inserted = sqlx::query_scalar!(
             "INSERT INTO call_events (attempt_id, call_sid, kind, sequence_number, params)
-             VALUES ($1, $2, 'amd', $3, $4)
+             VALUES ($1, $2, 'amd', $3, $4::text::json)
              ON CONFLICT DO NOTHING RETURNING attempt_id",
             attempt_id,
             call_sid as _,
             AMD_SEQUENCE,
-            params,
+            params.as_str(),
         )
         .fetch_optional(&mut *tx)
         .await?;
