@@ -186,6 +186,10 @@ async fn apply_many_in(conn: &mut PgConnection, events: &[StatusEvent]) -> Resul
         attempts.insert(r.id, (r.call_sid.clone(), r.seq_before));
     }
     for e in events {
+        // What may give a bound attempt a new row version: the end ([`settle_many_in`]) and, in
+        // [`answered_many_in`]'s guard, an answer or a first queue time. (A row left out of the lock
+        // because this list missed a write could only meet a deadlock, which fails the batch and its
+        // events are written one by one.)
         let writes = e.status == CallStatus::InProgress || e.status.is_terminal() || e.queue_time_ms.is_some();
         if writes && attempts.get(&e.attempt_id).is_some_and(|(sid, _)| sid.as_ref() == Some(&e.call_sid)) {
             lock.push(e.attempt_id);
