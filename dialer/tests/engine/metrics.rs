@@ -180,6 +180,9 @@ async fn a_real_campaign_exports_what_the_dashboard_and_alerts_use_with_values_t
     let base = format!("http://{}", env.callbacks_addr);
     let metrics_url = format!("{base}/metrics");
     wait_until_up(&metrics_url).await;
+    // The API listens on its own address and may bind after the callbacks' one (a refused connection
+    // failed this test once in CI); its OpenAPI document needs no key and is not the route counted below.
+    wait_until_up(&format!("http://{api_addr}/api/v1/openapi.json")).await;
 
     // The management API: three progress reads with a key, one without.
     let key = dialer_core::domain::ApiKeySecret::generate();
